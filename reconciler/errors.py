@@ -1,0 +1,47 @@
+"""The error hierarchy. The CLI's error boundary turns any of these into one line and exit 1.
+
+ReconcilerError
+├── UsageError              bad command line
+├── ManifestError           manifests that fail to load or validate (carries every problem)
+├── ResolveError            selectors/accounts that do not resolve against the live server
+├── PlanFileError           a saved plan that is unreadable, edited, or stale
+├── ApplyRefused            apply declined: not approved, guard tripped, lock held
+└── MedplumError            (reconciler.medplum.errors) anything the client raises
+    ├── TransportError      could not reach the server (connect, timeout, bad answer)
+    ├── HTTPStatusError     the server said no: status + OperationOutcome text
+    │   └── AuthError       401/403 on the token endpoint or after a refresh
+    └── JobError            an async job failed, was cancelled or timed out
+        └── JobTimeout
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+
+class ReconcilerError(Exception):
+    """Base class: the message is a complete, one-line, secret-free explanation."""
+
+
+class UsageError(ReconcilerError):
+    pass
+
+
+class ManifestError(ReconcilerError):
+    def __init__(self, problems: Sequence[str]) -> None:
+        self.problems = list(problems)
+        super().__init__(self.problems[0] if self.problems else "invalid manifests")
+
+
+class ResolveError(ReconcilerError):
+    def __init__(self, problems: Sequence[str]) -> None:
+        self.problems = list(problems)
+        super().__init__(self.problems[0] if self.problems else "selectors did not resolve")
+
+
+class PlanFileError(ReconcilerError):
+    pass
+
+
+class ApplyRefused(ReconcilerError):
+    pass

@@ -1,0 +1,325 @@
+"""Tenant manifests: files → schema-checked YAML documents → Tenant objects, with locations."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Iterable, Sequence
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+from jsonschema.exceptions import ValidationError
+
+from reconciler.errors import ManifestError
+from reconciler.model import (
+    AccountRef,
+    Location,
+    ManifestSet,
+    Membership,
+    Selector,
+    SelectorKind,
+    Tenant,
+)
+from reconciler.yamlsafe import Document, PathKey, YamlProblem, load_documents, read_text
+
+SCHEMA_DIR = Path(__file__).resolve().parent / "schemas"
+MANIFEST_SUFFIXES = (".yaml", ".yml")
+RESULT_CONTROL_PARAMS = (
+    "_count",
+    "_summary",
+    "_elements",
+    "_include",
+    "_revinclude",
+    "_sort",
+    "_total",
+    "_offset",
+    "_cursor",
+)
+
+
+@cache
+def load_schema(name: str) -> dict[str, Any]:
+    with (SCHEMA_DIR / name).open(encoding="utf-8") as fh:
+        schema: dict[str, Any] = json.load(fh)
+    return schema
+
+
+@cache
+def _tenant_validator() -> jsonschema.Draft202012Validator:
+    schema = load_schema("tenant.schema.json")
+    jsonschema.Draft202012Validator.check_schema(schema)
+    return jsonschema.Draft202012Validator(schema)
+
+
+def discover(paths: Sequence[str]) -> tuple[list[Path], list[str]]:
+    """Expand file and directory arguments into manifest files, sorted by path in each dir."""
+    files: list[Path] = []
+    problems: list[str] = []
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            found = sorted(
+                (p for p in path.rglob("*") if p.suffix in MANIFEST_SUFFIXES and p.is_file()),
+                key=lambda p: p.as_posix(),
+            )
+            if not found:
+                problems.append(f"{raw}: error: no manifest files (*.yaml, *.yml) in directory")
+            files.extend(found)
+        elif path.exists():
+            files.append(path)
+        else:
+            problems.append(f"{raw}: error: no such file or directory")
+    seen: set[Path] = set()
+    unique = []
+    for f in files:
+        key = f.resolve()
+        if key not in seen:
+            seen.add(key)
+            unique.append(f)
+    return unique, problems
+
+
+def format_path(path: Iterable[str | int]) -> str:
+    out = ""
+    for part in path:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out or "(document)"
+
+
+def _problem(file: str, doc: Document | None, path: PathKey, message: str) -> str:
+    line, column = doc.position(path) if doc is not None else (1, 1)
+    return f"{file}:{line}:{column}: error: {format_path(path)}: {message}"
+
+
+def load_manifests(paths: Sequence[str]) -> ManifestSet:
+    """Load and validate every manifest; raise ManifestError listing every problem found."""
+    files, problems = discover(paths)
+    tenants: list[Tenant] = []
+    digest = hashlib.sha256()
+    for file in files:
+        name = file.as_posix()
+        try:
+            raw, text = read_text(file)
+            documents = load_documents(text)
+        except YamlProblem as exc:
+            problems.append(f"{name}:{exc.line}:{exc.column}: error: {exc.message}")
+            continue
+        digest.update(raw)
+        if not documents:
+            problems.append(f"{name}:1:1: error: file holds no YAML documents")
+            continue
+        for doc in documents:
+            errors = _schema_problems(name, doc)
+            if errors:
+                problems.extend(errors)
+                continue
+            tenants.append(_to_tenant(name, doc))
+    problems.extend(cross_file_problems(tenants))
+    if problems:
+        raise ManifestError(problems)
+    return ManifestSet(
+        tenants=tuple(tenants),
+        files=tuple(f.as_posix() for f in files),
+        digest="sha256:" + digest.hexdigest(),
+    )
+
+
+def _schema_problems(file: str, doc: Document) -> list[str]:
+    errors = sorted(
+        _tenant_validator().iter_errors(doc.data), key=lambda e: doc.position(tuple(e.path))
+    )
+    out: list[str] = []
+    for error in errors:
+        path, message = explain(error)
+        out.append(_problem(file, doc, path, message))
+    return out
+
+
+def _python_type(value: Any) -> str:
+    return {
+        bool: "boolean",
+        int: "integer",
+        float: "number",
+        str: "string",
+        list: "list",
+        dict: "mapping",
+        type(None): "null",
+    }.get(type(value), type(value).__name__)
+
+
+_EXPECTED_TYPE = {"object": "mapping", "array": "list"}
+
+
+def _pick_branch(error: ValidationError) -> ValidationError | None:
+    """For a failed oneOf, the branch the author most likely meant (same type, key overlap)."""
+    by_branch: dict[int, list[ValidationError]] = {}
+    for sub in error.context or ():
+        by_branch.setdefault(int(sub.schema_path[0]), []).append(sub)
+    best: tuple[int, int, ValidationError] | None = None
+    for branch, subs in by_branch.items():
+        if any(s.validator == "type" and not s.relative_path for s in subs):
+            continue
+        parent: Any = error.schema
+        schema = parent["oneOf"][branch]
+        if "$ref" in schema:  # only local "#/$defs/<name>" references occur in our schema
+            schema = load_schema("tenant.schema.json")["$defs"][schema["$ref"].rsplit("/", 1)[1]]
+        overlap = 0
+        if isinstance(error.instance, dict):
+            overlap = len(set(error.instance) & set(schema.get("properties", {})))
+        deepest = max(subs, key=lambda s: len(s.relative_path))
+        rank = (-overlap, len(subs))
+        if best is None or rank < (best[0], best[1]):
+            best = (rank[0], rank[1], deepest)
+    return best[2] if best else None
+
+
+def explain(error: ValidationError) -> tuple[PathKey, str]:
+    """Turn a jsonschema error into (field path, one human sentence)."""
+    path: PathKey = tuple(error.absolute_path)
+    field = path[-1] if path else None
+    instance: Any = error.instance
+    schema: Any = error.schema
+    expected_value: Any = error.validator_value
+    v = error.validator
+    if v == "oneOf":
+        branch = _pick_branch(error)
+        if branch is not None:
+            return explain(branch)
+        if field == "account" or (len(path) >= 2 and path[-2] == "account"):
+            return path, (
+                "expected a reference 'Type/id' or a mapping {identifier: 'system|value', "
+                f"type: Type}}, got {_python_type(instance)}"
+            )
+        return path, (
+            "expected 'Patient/<id>', {identifier: 'system|value'} or {search: '<query>'}, "
+            f"got {_python_type(instance)}"
+        )
+    if v == "additionalProperties":
+        allowed = set(schema.get("properties", {}))
+        unknown = sorted(k for k in instance if k not in allowed)
+        key = unknown[0] if unknown else "?"
+        known = ", ".join(sorted(allowed))
+        return (*path, key), f"unknown key {key!r} (allowed: {known})"
+    if v == "required":
+        missing = re.findall(r"'([^']+)' is a required property", error.message)
+        key = missing[0] if missing else str(error.validator_value)
+        return path, f"missing required key {key!r}"
+    if v == "const":
+        return path, f"expected {error.validator_value!r}, got {instance!r}"
+    if v == "enum":
+        options = ", ".join(str(o) for o in expected_value)
+        return path, f"expected one of: {options}; got {instance!r}"
+    if v == "type":
+        expected = _EXPECTED_TYPE.get(str(error.validator_value), str(error.validator_value))
+        return path, f"expected a {expected}, got {_python_type(instance)}"
+    if v == "minItems":
+        return path, "must have at least one entry"
+    if v in ("minLength",):
+        return path, "must not be empty"
+    if v == "maxLength":
+        return path, f"is longer than {error.validator_value} characters"
+    if v == "pattern":
+        return path, _pattern_message(path, str(instance))
+    return path, error.message
+
+
+def _pattern_message(path: PathKey, value: str) -> str:
+    field = path[-1] if path else ""
+    if field == "name":
+        return (
+            f"{value!r} is not a valid tenant name "
+            "(lowercase letters, digits and '-', at most 63, not starting or ending with '-')"
+        )
+    if field == "search":
+        for part in value.lstrip("?").split("&"):
+            key = part.split("=", 1)[0].split(":", 1)[0]
+            if key in RESULT_CONTROL_PARAMS:
+                return f"result-control parameter {key!r} is not allowed in a search selector"
+        return f"{value!r} is not a Patient search query like 'name=Smith&birthdate=1980-01-01'"
+    if field in ("identifier",):
+        return f"{value!r} is not an identifier of the form 'system|value'"
+    if field == "type":
+        return f"{value!r} is not a FHIR resource type"
+    if field == "account":
+        return f"{value!r} is not a reference of the form 'Type/id'"
+    return f"{value!r} is not a reference of the form 'Patient/<id>'"
+
+
+def _loc(file: str, doc: Document, path: PathKey) -> Location:
+    line, column = doc.position(path)
+    return Location(file, line, column)
+
+
+def _to_tenant(file: str, doc: Document) -> Tenant:
+    data = doc.data
+    spec = data["spec"]
+    account_raw = spec["account"]
+    account_loc = _loc(file, doc, ("spec", "account"))
+    if isinstance(account_raw, str):
+        account = AccountRef(location=account_loc, reference=account_raw)
+    else:
+        account = AccountRef(
+            location=account_loc,
+            identifier=account_raw["identifier"],
+            type=account_raw["type"],
+        )
+    selectors: list[Selector] = []
+    for i, entry in enumerate(spec["patients"]):
+        loc = _loc(file, doc, ("spec", "patients", i))
+        if isinstance(entry, str):
+            selectors.append(Selector(SelectorKind.ID, entry, loc))
+        elif "identifier" in entry:
+            selectors.append(Selector(SelectorKind.IDENTIFIER, entry["identifier"], loc))
+        else:
+            selectors.append(Selector(SelectorKind.SEARCH, entry["search"].lstrip("?"), loc))
+    return Tenant(
+        name=data["metadata"]["name"],
+        description=data["metadata"].get("description"),
+        account=account,
+        membership=Membership(spec.get("membership", "authoritative")),
+        propagate=bool(spec.get("propagate", True)),
+        patients=tuple(selectors),
+        location=_loc(file, doc, ("metadata", "name")),
+    )
+
+
+def _account_key(account: AccountRef) -> str:
+    if account.reference is not None:
+        return account.reference
+    return f"{account.type}?identifier={account.identifier}"
+
+
+def cross_file_problems(tenants: Sequence[Tenant]) -> list[str]:
+    problems: list[str] = []
+    names: dict[str, Tenant] = {}
+    accounts: dict[str, Tenant] = {}
+    for tenant in tenants:
+        first = names.setdefault(tenant.name, tenant)
+        if first is not tenant:
+            problems.append(
+                f"{tenant.location}: error: metadata.name: duplicate tenant name "
+                f"{tenant.name!r} (first defined at {first.location.short})"
+            )
+        key = _account_key(tenant.account)
+        owner = accounts.setdefault(key, tenant)
+        if owner is not tenant:
+            problems.append(
+                f"{tenant.account.location}: error: spec.account: account {key} is already "
+                f"declared by tenant {owner.name!r} ({owner.account.location.short})"
+            )
+        seen: dict[tuple[SelectorKind, str], Selector] = {}
+        for i, selector in enumerate(tenant.patients):
+            earlier = seen.setdefault((selector.kind, selector.value), selector)
+            if earlier is not selector:
+                problems.append(
+                    f"{selector.location}: error: spec.patients[{i}]: selector "
+                    f"{selector.describe()!r} is listed twice in tenant {tenant.name!r} "
+                    f"(first at line {earlier.location.line})"
+                )
+    return problems

@@ -1,0 +1,1 @@
+"""The Medplum client: the one place the tool talks HTTP."""

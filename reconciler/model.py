@@ -1,0 +1,170 @@
+"""Value objects shared by every module: manifests, live state and the plan."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+
+@dataclass(frozen=True)
+class Location:
+    file: str
+    line: int
+    column: int
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}:{self.column}"
+
+    @property
+    def short(self) -> str:
+        return f"{self.file}:{self.line}"
+
+
+class SelectorKind(StrEnum):
+    ID = "id"
+    IDENTIFIER = "identifier"
+    SEARCH = "search"
+
+
+@dataclass(frozen=True)
+class Selector:
+    kind: SelectorKind
+    value: str
+    location: Location
+
+    def describe(self) -> str:
+        if self.kind is SelectorKind.ID:
+            return self.value
+        return f"{self.kind.value} {self.value}"
+
+
+@dataclass(frozen=True)
+class AccountRef:
+    """`spec.account`: a literal `Type/id` reference, or an identifier plus resource type."""
+
+    location: Location
+    reference: str | None = None
+    identifier: str | None = None
+    type: str | None = None
+
+    def describe(self) -> str:
+        if self.reference is not None:
+            return self.reference
+        return f"{self.type}?identifier={self.identifier}"
+
+
+class Membership(StrEnum):
+    AUTHORITATIVE = "authoritative"
+    ADDITIVE = "additive"
+
+
+@dataclass(frozen=True)
+class Tenant:
+    name: str
+    account: AccountRef
+    patients: tuple[Selector, ...]
+    location: Location
+    membership: Membership = Membership.AUTHORITATIVE
+    propagate: bool = True
+    description: str | None = None
+
+    @property
+    def authoritative(self) -> bool:
+        return self.membership is Membership.AUTHORITATIVE
+
+
+@dataclass(frozen=True)
+class ManifestSet:
+    tenants: tuple[Tenant, ...]
+    files: tuple[str, ...]
+    digest: str
+
+
+# --- live state (read by live.py, consumed by the pure planner) -------------------------------
+
+
+@dataclass(frozen=True)
+class LivePatient:
+    reference: str  # "Patient/<id>"
+    version_id: str
+    accounts: tuple[str, ...]
+    identifier: str | None = None  # first identifier as system|value
+
+
+@dataclass(frozen=True)
+class LiveState:
+    accounts: dict[str, str]  # tenant name -> resolved account reference
+    members: dict[str, frozenset[str]]  # tenant name -> patient references its selectors hit
+    patients: dict[str, LivePatient]  # every patient in scope
+
+
+# --- the plan (Terraform's plans model: changes are data, reasons only explain) ---------------
+
+
+class Action(StrEnum):
+    ADD = "+"
+    REMOVE = "-"
+    UPDATE = "~"
+    KEEP = " "
+
+
+@dataclass(frozen=True)
+class Step:
+    accounts: tuple[str, ...]
+    propagate: bool
+
+    def to_json(self) -> dict[str, object]:
+        return {"accounts": list(self.accounts), "propagate": self.propagate}
+
+
+@dataclass(frozen=True)
+class Change:
+    patient: str
+    version_id: str
+    identifier: str | None
+    before: tuple[str, ...]
+    after: tuple[str, ...]
+    add: tuple[str, ...]
+    remove: tuple[str, ...]
+    tenants: tuple[str, ...]
+    steps: tuple[Step, ...]
+
+    @property
+    def primary_changes(self) -> bool:
+        """Medplum keeps meta.account equal to the first account: say when it moves."""
+        first_before = self.before[0] if self.before else None
+        first_after = self.after[0] if self.after else None
+        return first_before != first_after
+
+
+@dataclass(frozen=True)
+class AccountInfo:
+    """Why an account is in a plan: which tenant manages it (None = unmanaged)."""
+
+    tenant: str
+    membership: Membership
+    propagate: bool
+
+
+@dataclass(frozen=True)
+class Plan:
+    changes: tuple[Change, ...]
+    managed: dict[str, AccountInfo] = field(default_factory=dict)
+    server: str = ""
+    created_at: str = ""
+    manifest_files: tuple[str, ...] = ()
+    manifest_digest: str = ""
+    warnings: tuple[str, ...] = ()
+    estimate: dict[str, object] | None = None
+
+    @property
+    def is_empty(self) -> bool:
+        return not self.changes
+
+    @property
+    def added(self) -> int:
+        return sum(len(c.add) for c in self.changes)
+
+    @property
+    def removed(self) -> int:
+        return sum(len(c.remove) for c in self.changes)

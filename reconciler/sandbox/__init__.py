@@ -1,0 +1,1 @@
+"""A local Medplum-compatible server (stdlib HTTP + SQLite)."""

@@ -1,0 +1,155 @@
+"""Safe YAML loading that remembers where every node came from.
+
+PyYAML's composer gives us nodes with marks; we build plain Python data from them ourselves so
+that (a) every value's `file:line:column` is known for error messages, (b) only the core YAML tags
+are accepted (no Python object tags), and (c) alias expansion is metered, so a "billion laughs"
+document is rejected instead of eating memory.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+MAX_FILE_BYTES = 10 * 1024 * 1024
+MAX_NODES_PER_DOCUMENT = 100_000
+MAX_DEPTH = 64
+
+PathKey = tuple[str | int, ...]
+
+_STR = "tag:yaml.org,2002:str"
+_SCALAR_TAGS = {
+    _STR,
+    "tag:yaml.org,2002:int",
+    "tag:yaml.org,2002:float",
+    "tag:yaml.org,2002:bool",
+    "tag:yaml.org,2002:null",
+    "tag:yaml.org,2002:timestamp",
+}
+_MAP = "tag:yaml.org,2002:map"
+_SEQ = "tag:yaml.org,2002:seq"
+
+
+class YamlProblem(Exception):
+    def __init__(self, message: str, line: int = 1, column: int = 1) -> None:
+        super().__init__(message)
+        self.message = message
+        self.line = line
+        self.column = column
+
+
+@dataclass
+class Document:
+    data: Any
+    positions: dict[PathKey, tuple[int, int]] = field(default_factory=dict)
+    line: int = 1
+
+    def position(self, path: PathKey) -> tuple[int, int]:
+        """The closest known position: the node itself, else its nearest ancestor."""
+        probe = tuple(path)
+        while probe:
+            if probe in self.positions:
+                return self.positions[probe]
+            probe = probe[:-1]
+        return self.positions.get((), (self.line, 1))
+
+
+def read_text(path: Path) -> tuple[bytes, str]:
+    try:
+        size = path.stat().st_size
+    except OSError as exc:
+        raise YamlProblem(f"cannot read file: {exc.strerror or exc}") from None
+    if size > MAX_FILE_BYTES:
+        raise YamlProblem(
+            f"file is {size:,} bytes, over the {MAX_FILE_BYTES:,}-byte limit for a manifest"
+        )
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise YamlProblem(f"cannot read file: {exc.strerror or exc}") from None
+    if b"\x00" in raw:
+        raise YamlProblem("file is binary (contains NUL bytes), not YAML")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise YamlProblem(
+            f"file is not valid UTF-8 (byte 0x{raw[exc.start]:02x} at offset {exc.start})", line
+        ) from None
+    return raw, text.removeprefix("\ufeff")
+
+
+def load_documents(text: str) -> list[Document]:
+    documents: list[Document] = []
+    try:
+        for node in yaml.compose_all(text, Loader=yaml.SafeLoader):
+            if node is None:
+                continue
+            doc = Document(data=None, line=node.start_mark.line + 1)
+            builder = _Builder(doc)
+            doc.data = builder.build(node, (), 0)
+            documents.append(doc)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line, column = (mark.line + 1, mark.column + 1) if mark else (1, 1)
+        reason = exc.problem or exc.context or "invalid YAML"
+        raise YamlProblem(f"invalid YAML: {reason}", line, column) from None
+    except yaml.YAMLError as exc:
+        raise YamlProblem(f"invalid YAML: {exc}") from None
+    except RecursionError:
+        raise YamlProblem(f"nesting is deeper than {MAX_DEPTH} levels") from None
+    return documents
+
+
+class _Builder:
+    def __init__(self, doc: Document) -> None:
+        self.doc = doc
+        self.nodes = 0
+        self.constructor = yaml.SafeLoader("")
+
+    def _fail(self, node: yaml.Node, message: str) -> YamlProblem:
+        return YamlProblem(message, node.start_mark.line + 1, node.start_mark.column + 1)
+
+    def build(self, node: yaml.Node, path: PathKey, depth: int) -> Any:
+        self.nodes += 1
+        if self.nodes > MAX_NODES_PER_DOCUMENT:
+            raise self._fail(
+                node,
+                f"document expands to more than {MAX_NODES_PER_DOCUMENT:,} nodes "
+                "(alias expansion bomb?)",
+            )
+        if depth > MAX_DEPTH:
+            raise self._fail(node, f"nesting is deeper than {MAX_DEPTH} levels")
+        self.doc.positions.setdefault(path, (node.start_mark.line + 1, node.start_mark.column + 1))
+        if isinstance(node, yaml.MappingNode):
+            if node.tag != _MAP:
+                raise self._fail(node, f"unsupported YAML tag {node.tag!r}")
+            result: dict[str, Any] = {}
+            for key_node, value_node in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    raise self._fail(key_node, "YAML merge keys (<<) are not supported")
+                if not isinstance(key_node, yaml.ScalarNode):
+                    raise self._fail(key_node, "mapping keys must be plain strings")
+                key = str(key_node.value)
+                if key in result:
+                    raise self._fail(key_node, f"duplicate key {key!r}")
+                self.doc.positions[(*path, key)] = (
+                    key_node.start_mark.line + 1,
+                    key_node.start_mark.column + 1,
+                )
+                result[key] = self.build(value_node, (*path, key), depth + 1)
+            return result
+        if isinstance(node, yaml.SequenceNode):
+            if node.tag != _SEQ:
+                raise self._fail(node, f"unsupported YAML tag {node.tag!r}")
+            return [self.build(item, (*path, i), depth + 1) for i, item in enumerate(node.value)]
+        if isinstance(node, yaml.ScalarNode):
+            if node.tag not in _SCALAR_TAGS:
+                raise self._fail(node, f"unsupported YAML tag {node.tag!r}")
+            if node.tag in (_STR, "tag:yaml.org,2002:timestamp"):
+                return str(node.value)
+            return self.constructor.construct_object(node, deep=True)
+        raise self._fail(node, "unsupported YAML node")
