@@ -42,8 +42,11 @@ def _common(parser: argparse.ArgumentParser) -> None:
     group.add_argument("-q", "--quiet", action="count", default=0)
 
 
+AddCommand = Callable[..., argparse.ArgumentParser]
+
+
 def build_parser() -> argparse.ArgumentParser:
-    from reconciler import commands
+    from reconciler import commands, sandbox_commands
 
     parser = _Parser(
         prog="reconciler",
@@ -53,16 +56,21 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
 
-    def add(name: str, run: Callable[..., int], help_text: str) -> argparse.ArgumentParser:
-        p = sub.add_parser(name, help=help_text, description=help_text)
-        p.set_defaults(run=run)
+    def add(
+        name: str,
+        run: Callable[..., int] | None,
+        help_text: str,
+        *,
+        parent: argparse._SubParsersAction[_Parser] = sub,
+    ) -> argparse.ArgumentParser:
+        p = parent.add_parser(name, help=help_text, description=help_text)
+        if run is not None:
+            p.set_defaults(run=run)
         _common(p)
         return p
 
-    p = add("validate", commands.validate, "check manifests offline (schema and cross-file rules)")
-    p.add_argument("paths", nargs="*", metavar="PATH")
-
     commands.register(add)
+    sandbox_commands.register(add)
     return parser
 
 

@@ -4,15 +4,13 @@ print() to stdout (results) or stderr (messages); cli.main owns the error bounda
 from __future__ import annotations
 
 import argparse
-import sys
 from collections.abc import Callable
-from typing import Any
 
 from reconciler.manifest import load_manifests
 
 DEFAULT_PATHS = ["tenants/"]
 
-AddCommand = Callable[[str, Callable[..., int], str], argparse.ArgumentParser]
+AddCommand = Callable[..., argparse.ArgumentParser]
 
 
 def _plural(n: int, noun: str, plural: str | None = None) -> str:
@@ -30,5 +28,5 @@ def validate(options: argparse.Namespace) -> int:
 
 
 def register(add: AddCommand) -> None:
-    """Commands other than validate register here as they are built."""
-    _ = (add, sys, Any)
+    p = add("validate", validate, "check manifests offline (schema and cross-file rules)")
+    p.add_argument("paths", nargs="*", metavar="PATH")

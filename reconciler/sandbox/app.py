@@ -1,0 +1,472 @@
+"""The sandbox's request handling, independent of the HTTP server so batches can re-enter it."""
+
+from __future__ import annotations
+
+import json
+import random
+import secrets
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from email.utils import formatdate
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+from reconciler.sandbox import ops, search
+from reconciler.sandbox.fhir import Caller, Repository, parse_set_accounts
+from reconciler.sandbox.jobs import FINAL, JobRunner
+from reconciler.sandbox.outcomes import (
+    FhirError,
+    accepted,
+    all_ok,
+    bad_request,
+    not_found,
+    outcome,
+    throttled,
+    unauthorized,
+)
+from reconciler.sandbox.quota import READ, SEARCH, WRITE, QuotaMeter
+from reconciler.sandbox.store import Store
+
+FHIR_PREFIX = "/fhir/R4"
+FHIR_JSON = "application/fhir+json; charset=utf-8"
+DEFAULT_CLIENTS = {
+    "sandbox-admin": ("sandbox-secret", "admin"),
+    "sandbox-member": ("sandbox-secret", "member"),
+}
+
+
+@dataclass
+class Config:
+    clients: dict[str, tuple[str, str]] = field(default_factory=lambda: dict(DEFAULT_CLIENTS))
+    latency_ms: float = 0.0
+    faults: list[tuple[int, float]] = field(default_factory=list)
+    fault_jobs: bool = False
+    retry_after: float | None = None
+    job_delay_ms: float = 0.0
+    job_fail_rate: float = 0.0
+    propagate_cap: int = 1000
+    max_search_offset: int | None = None
+    fhir_quota: int | None = None
+    quota_window_s: float = 60.0
+    token_ttl_s: int = 3600
+    seed: int | None = None
+
+
+@dataclass
+class Request:
+    method: str
+    path: str
+    query: list[tuple[str, str]]
+    headers: dict[str, str]  # lower-case names
+    body: bytes
+    base: str  # scheme://host:port
+
+    def header(self, name: str) -> str | None:
+        return self.headers.get(name.lower())
+
+
+@dataclass
+class Response:
+    status: int
+    body: Any = None
+    headers: dict[str, str] = field(default_factory=dict)
+    content_type: str = FHIR_JSON
+
+    def encode(self) -> bytes:
+        if self.body is None:
+            return b""
+        if isinstance(self.body, bytes):
+            return self.body
+        if isinstance(self.body, str):
+            return self.body.encode("utf-8")
+        return json.dumps(self.body, separators=(",", ":")).encode("utf-8")
+
+
+def _resource_headers(resource: dict[str, Any]) -> dict[str, str]:
+    meta = resource.get("meta") or {}
+    return {"ETag": f'W/"{meta.get("versionId", "")}"', "Last-Modified": formatdate(usegmt=True)}
+
+
+class App:
+    def __init__(self, config: Config, store: Store) -> None:
+        self.config = config
+        self.store = store
+        self.repo = Repository(store)
+        self.rng = random.Random(config.seed)
+        self.quota = QuotaMeter(config.fhir_quota, config.quota_window_s)
+        self.jobs = JobRunner(
+            store, delay_ms=config.job_delay_ms, fail_rate=config.job_fail_rate, rng=self.rng
+        )
+        self._tokens: dict[str, tuple[str, float]] = {}
+        self._lock = threading.Lock()
+        self.stats: Counter[str] = Counter()
+
+    def close(self) -> None:
+        self.jobs.shutdown()
+
+    # --- entry point -----------------------------------------------------------------------
+
+    def handle(self, req: Request) -> Response:
+        with self._lock:
+            self.stats["requests"] += 1
+        if self.config.latency_ms:
+            time.sleep(self.config.latency_ms / 1000)
+        path = req.path.rstrip("/") or "/"
+        try:
+            if path == "/healthcheck":
+                return Response(
+                    200, {"ok": True, "version": "sandbox"}, content_type="application/json"
+                )
+            if path == "/oauth2/token" and req.method == "POST":
+                return self._token(req)
+            if path.startswith("/sandbox/stats"):
+                return self._stats(req)
+            if path == FHIR_PREFIX or path.startswith(FHIR_PREFIX + "/"):
+                return self._fhir(req, path[len(FHIR_PREFIX) :].strip("/"))
+            raise not_found()
+        except FhirError as exc:
+            return Response(exc.status, exc.outcome, headers=dict(exc.headers))
+
+    def _stats(self, req: Request) -> Response:
+        if req.method == "POST":
+            with self._lock:
+                self.stats.clear()
+        with self._lock:
+            body: dict[str, Any] = dict(self.stats)
+        body["throttled"] = self.quota.throttled_count
+        body["jobs_completed"] = self.jobs.completed
+        body["jobs_failed"] = self.jobs.failed
+        return Response(200, body, content_type="application/json")
+
+    # --- auth ------------------------------------------------------------------------------
+
+    def _token(self, req: Request) -> Response:
+        form = dict(parse_qsl(req.body.decode("utf-8", "replace")))
+        if form.get("grant_type") != "client_credentials":
+            return Response(
+                400,
+                {"error": "unsupported_grant_type", "error_description": "Invalid grant type"},
+                content_type="application/json",
+            )
+        client_id, secret = form.get("client_id", ""), form.get("client_secret", "")
+        known = self.config.clients.get(client_id)
+        if not client_id or not secret:
+            return Response(
+                400,
+                {"error": "invalid_request", "error_description": "Missing client credentials"},
+                content_type="application/json",
+            )
+        if known is None or not secrets.compare_digest(known[0], secret):
+            return Response(
+                401,
+                {"error": "invalid_client", "error_description": "Invalid client"},
+                content_type="application/json",
+            )
+        token = secrets.token_urlsafe(32)
+        with self._lock:
+            self._tokens[token] = (client_id, time.monotonic() + self.config.token_ttl_s)
+        return Response(
+            200,
+            {
+                "token_type": "Bearer",
+                "expires_in": self.config.token_ttl_s,
+                "scope": "openid",
+                "access_token": token,
+                "project": {"reference": "Project/sandbox"},
+                "profile": {"reference": f"ClientApplication/{client_id}", "display": client_id},
+            },
+            content_type="application/json",
+        )
+
+    def _caller(self, req: Request) -> Caller:
+        auth = req.header("authorization") or ""
+        if not auth.lower().startswith("bearer "):
+            raise unauthorized()
+        token = auth[7:].strip()
+        with self._lock:
+            entry = self._tokens.get(token)
+            if entry is None or entry[1] < time.monotonic():
+                self._tokens.pop(token, None)
+                raise unauthorized()
+        client_id = entry[0]
+        role = self.config.clients.get(client_id, ("", "member"))[1]
+        return Caller(client_id, role)
+
+    def revoke_tokens(self) -> None:
+        with self._lock:
+            self._tokens.clear()
+
+    # --- FHIR ------------------------------------------------------------------------------
+
+    def _fault(self, rest: str) -> Response | None:
+        if not self.config.faults or (rest.startswith("job/") and not self.config.fault_jobs):
+            return None
+        roll = self.rng.random()
+        for status, rate in self.config.faults:
+            if roll < rate:
+                with self._lock:
+                    self.stats[f"fault_{status}"] += 1
+                headers: dict[str, str] = {}
+                if self.config.retry_after is not None:
+                    headers["Retry-After"] = f"{self.config.retry_after:g}"
+                if status == 429:
+                    wait_ms = int((self.config.retry_after or 0.05) * 1000)
+                    return Response(429, throttled(wait_ms, 0, 0), headers=headers)
+                text = {502: "Bad Gateway", 503: "Service Unavailable", 504: "Gateway Timeout"}
+                body = outcome("transient", text.get(status, "Injected fault"))
+                return Response(status, body, headers=headers)
+            roll -= rate
+        return None
+
+    def _fhir(self, req: Request, rest: str) -> Response:
+        caller = self._caller(req)
+        fault = self._fault(rest)
+        if fault is not None:
+            fault.headers["RateLimit"] = self.quota.header(caller.client_id, fhir=True)
+            return fault
+        self.quota.count_request(caller.client_id)
+        try:
+            self.quota.admit(caller.client_id)
+            response = self.dispatch(caller, req.method, rest, req.query, req, req.body)
+        except FhirError as exc:
+            response = Response(exc.status, exc.outcome, headers=dict(exc.headers))
+        response.headers["RateLimit"] = self.quota.header(caller.client_id, fhir=True)
+        return response
+
+    def dispatch(
+        self,
+        caller: Caller,
+        method: str,
+        rest: str,
+        query: list[tuple[str, str]],
+        req: Request,
+        body: bytes | Any,
+    ) -> Response:
+        parts = [p for p in rest.split("/") if p]
+        extended = (req.header("x-medplum") or "").lower() == "extended"
+        base = f"{req.base}{FHIR_PREFIX}"
+        view = lambda r: self.repo.render(r, extended=extended)  # noqa: E731
+        charge = lambda points: self.quota.charge(caller.client_id, points)  # noqa: E731
+
+        if not parts:
+            if method == "GET":
+                types = [t for v in query if v[0] == "_type" for t in v[1].split(",") if t]
+                if not types:
+                    raise bad_request("No types specified")
+                charge(SEARCH)
+                sreq = search.parse(types, query, system_level=True)
+                return Response(200, self._run_search(sreq, base, base, view))
+            if method == "POST":
+                return self._batch(caller, req, _json(body))
+            raise _method_not_allowed()
+        rtype = parts[0]
+        if rtype == "job" and len(parts) == 3 and parts[2] == "status":
+            return self._job_status(caller, method, parts[1], view)
+        if not rtype[:1].isupper():
+            raise not_found()
+        if len(parts) == 1:
+            if method == "GET":
+                charge(SEARCH)
+                sreq = search.parse([rtype], query, system_level=False)
+                return Response(200, self._run_search(sreq, base, f"{base}/{rtype}", view))
+            if method == "POST":
+                charge(WRITE)
+                return self._create(caller, rtype, _json(body), req, extended, view, base)
+            raise _method_not_allowed()
+        second = parts[1]
+        if second == "_search" and len(parts) == 2 and method == "POST":
+            charge(SEARCH)
+            raw = body if isinstance(body, bytes) else b""
+            form = parse_qsl(raw.decode("utf-8", "replace"), keep_blank_values=True)
+            sreq = search.parse([rtype], [*form, *query], system_level=False)
+            return Response(200, self._run_search(sreq, base, f"{base}/{rtype}", view))
+        if second.startswith("$"):
+            charge(READ)
+            return ops.type_operation(self, rtype, second[1:], method, query, _json(body))
+        rid = second
+        if len(parts) == 2:
+            if method == "GET":
+                charge(READ)
+                resource = self.repo.read(rtype, rid)
+                return Response(200, view(resource), headers=_resource_headers(resource))
+            if method == "PUT":
+                charge(WRITE)
+                resource = self.repo.update(
+                    rtype,
+                    rid,
+                    _json(body),
+                    caller,
+                    extended=extended,
+                    if_match=req.header("if-match"),
+                )
+                return Response(200, view(resource), headers=_resource_headers(resource))
+            if method == "DELETE":
+                charge(WRITE)
+                self.repo.delete(rtype, rid)
+                return Response(200, all_ok())
+            raise _method_not_allowed()
+        if len(parts) == 3 and parts[2] == "$set-accounts" and method == "POST":
+            return self._set_accounts(caller, req, rtype, rid, _json(body, allow_empty=True))
+        if len(parts) == 3 and parts[2].startswith("$"):
+            charge(SEARCH)
+            return ops.instance_operation(self, rtype, rid, parts[2][1:], method, query, view, base)
+        raise not_found()
+
+    def _run_search(
+        self, sreq: search.SearchRequest, base: str, link_base: str, view: Any
+    ) -> dict[str, Any]:
+        return search.run(
+            self.store,
+            sreq,
+            base_url=base,
+            link_base=link_base,
+            max_offset=self.config.max_search_offset,
+            render=view,
+        )
+
+    def _create(
+        self,
+        caller: Caller,
+        rtype: str,
+        body: Any,
+        req: Request,
+        extended: bool,
+        view: Any,
+        base: str,
+    ) -> Response:
+        condition = req.header("if-none-exist")
+        if condition:
+            sreq = search.parse([rtype], parse_qsl(condition), system_level=False)
+            sreq.count = 2
+            found = search.run(
+                self.store, sreq, base_url=base, link_base=base, max_offset=None, render=view
+            )
+            entries = found.get("entry") or []
+            if len(entries) > 1:
+                raise FhirError(
+                    412, outcome("duplicate", "Multiple resources found matching condition")
+                )
+            if entries:
+                resource = entries[0]["resource"]
+                return Response(200, resource, headers=_resource_headers(resource))
+        resource = self.repo.create(rtype, body, caller, extended=extended)
+        headers = _resource_headers(resource)
+        headers["Location"] = f"{base}/{rtype}/{resource['id']}"
+        return Response(201, view(resource), headers=headers)
+
+    def _set_accounts(
+        self, caller: Caller, req: Request, rtype: str, rid: str, body: Any
+    ) -> Response:
+        accounts, propagate = parse_set_accounts(body)
+        prefer_async = "respond-async" in (req.header("prefer") or "")
+        cap = self.config.propagate_cap
+        # Medplum 5.x ignores respond-async unless propagate is set (observed).
+        if prefer_async and propagate:
+            status_base = f"{req.base}{FHIR_PREFIX}/job"
+            client = caller.client_id
+
+            def work() -> dict[str, Any]:
+                n = self.repo.set_accounts(
+                    rtype,
+                    rid,
+                    accounts,
+                    caller,
+                    propagate=True,
+                    cap=cap,
+                    charge=lambda p: self.quota.charge_waiting(client, p),
+                )
+                return {
+                    "resourceType": "Parameters",
+                    "parameter": [{"name": "resourcesUpdated", "valueInteger": n}],
+                }
+
+            job = self.jobs.submit(f"{req.base}/{rtype}/{rid}/$set-accounts", caller.author, work)
+            url = f"{status_base}/{job['id']}/status"
+            return Response(202, accepted(url), headers={"Content-Location": url})
+        n = self.repo.set_accounts(
+            rtype,
+            rid,
+            accounts,
+            caller,
+            propagate=propagate,
+            cap=cap,
+            charge=lambda p: self.quota.charge(caller.client_id, p),
+        )
+        return Response(
+            200,
+            {
+                "resourceType": "Parameters",
+                "parameter": [{"name": "resourcesUpdated", "valueInteger": n}],
+            },
+        )
+
+    def _job_status(self, caller: Caller, method: str, job_id: str, view: Any) -> Response:
+        self.quota.charge(caller.client_id, READ)
+        if method == "DELETE":
+            if self.store.get("AsyncJob", job_id) is None:
+                raise not_found()
+            if not self.jobs.cancel(job_id):
+                raise bad_request("Job cannot be cancelled")
+            return Response(202, all_ok())
+        if method != "GET":
+            raise _method_not_allowed()
+        job = self.store.get("AsyncJob", job_id)
+        if job is None:
+            raise not_found()
+        status = 200 if job["status"] in FINAL else 202
+        return Response(status, view(job), headers=_resource_headers(job))
+
+    def _batch(self, caller: Caller, req: Request, bundle: Any) -> Response:
+        if not isinstance(bundle, dict) or bundle.get("resourceType") != "Bundle":
+            raise bad_request("Expected a Bundle")
+        kind = bundle.get("type")
+        if kind not in ("batch", "transaction"):
+            raise bad_request("Unrecognized bundle type")
+        entries = []
+        for entry in bundle.get("entry") or []:
+            request = entry.get("request") or {}
+            split = urlsplit(str(request.get("url", "")))
+            method = str(request.get("method", "GET")).upper()
+            resource = entry.get("resource")
+            payload: Any = resource if resource is not None else b""
+            try:
+                result = self.dispatch(
+                    caller, method, split.path.strip("/"), parse_qsl(split.query), req, payload
+                )
+            except FhirError as exc:
+                result = Response(exc.status, exc.outcome)
+            response: dict[str, Any] = {"status": str(result.status)}
+            if result.status >= 400:
+                response["outcome"] = result.body
+                entries.append({"response": response})
+                continue
+            response["outcome"] = all_ok()
+            body = result.body if isinstance(result.body, dict) else None
+            if body is not None and body.get("id") and body.get("resourceType") != "Bundle":
+                response["location"] = f"{body['resourceType']}/{body['id']}"
+            item: dict[str, Any] = {"response": response}
+            if body is not None:
+                item["resource"] = body
+            entries.append(item)
+        return Response(
+            200, {"resourceType": "Bundle", "type": f"{kind}-response", "entry": entries}
+        )
+
+
+def _method_not_allowed() -> FhirError:
+    return FhirError(405, outcome("not-supported", "Method not allowed"))
+
+
+def _json(body: bytes | Any, *, allow_empty: bool = False) -> Any:
+    if not isinstance(body, bytes):
+        return body
+    if not body.strip():
+        if allow_empty:
+            return None
+        raise bad_request("Missing request body")
+    try:
+        return json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        raise bad_request("Invalid JSON body") from None

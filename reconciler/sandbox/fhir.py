@@ -1,0 +1,241 @@
+"""Resource semantics: who sets meta.accounts, versioning, and $set-accounts with propagation.
+
+Follows ../shared/medplum-api.md ("Who sets accounts", "$set-accounts"): replace semantics,
+only the difference propagates, compartment resources keep their other accounts.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from reconciler.sandbox.outcomes import FhirError, bad_request, forbidden, not_found, outcome
+from reconciler.sandbox.store import Resource, Store, accounts_of, linked_patient, new_id
+
+PROJECT_ID = "5a4d0b0e-7c1f-4e55-9d1a-000000000001"
+SYSTEM_AUTHOR = {"reference": "system"}
+
+Charge = Callable[[int], None]
+
+
+@dataclass(frozen=True)
+class Caller:
+    client_id: str
+    role: str  # "admin" or "member"
+
+    @property
+    def admin(self) -> bool:
+        return self.role == "admin"
+
+    @property
+    def author(self) -> dict[str, str]:
+        return {"reference": f"ClientApplication/{self.client_id}", "display": self.client_id}
+
+
+def _no_charge(points: int) -> None:
+    return None
+
+
+def _set_accounts_meta(resource: Resource, accounts: Sequence[str]) -> None:
+    meta = resource.setdefault("meta", {})
+    meta.pop("account", None)
+    if accounts:
+        meta["accounts"] = [{"reference": a} for a in accounts]
+    else:
+        meta.pop("accounts", None)
+
+
+def _explicit_accounts(body: Resource) -> list[str] | None:
+    meta = body.get("meta") or {}
+    if "accounts" not in meta and "account" not in meta:
+        return None
+    return accounts_of(body)
+
+
+class Repository:
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    # --- rendering -------------------------------------------------------------------------
+
+    @staticmethod
+    def render(resource: Resource, *, extended: bool) -> Resource:
+        out = copy.deepcopy(resource)
+        meta = out.setdefault("meta", {})
+        accounts = accounts_of(resource)
+        if not extended:
+            for key in ("author", "project", "account", "compartment"):
+                meta.pop(key, None)
+            return out
+        meta["project"] = PROJECT_ID
+        if accounts:
+            meta["account"] = {"reference": accounts[0]}
+        compartment = [{"reference": f"Project/{PROJECT_ID}"}]
+        compartment += [{"reference": a} for a in accounts]
+        if resource.get("resourceType") == "Patient":
+            compartment.append({"reference": f"Patient/{resource['id']}"})
+        else:
+            patient = linked_patient(resource)
+            if patient and patient not in accounts:
+                compartment.append({"reference": patient})
+        meta["compartment"] = compartment
+        return out
+
+    # --- CRUD ------------------------------------------------------------------------------
+
+    def read(self, rtype: str, rid: str) -> Resource:
+        resource = self.store.get(rtype, rid)
+        if resource is None:
+            raise not_found()
+        return resource
+
+    def _derived_accounts(self, body: Resource) -> list[str]:
+        patient = linked_patient(body)
+        if not patient:
+            return []
+        found = self.store.get("Patient", patient.split("/", 1)[1])
+        return accounts_of(found) if found else []
+
+    @staticmethod
+    def _check_body(rtype: str, body: Any) -> Resource:
+        if not isinstance(body, dict):
+            raise bad_request("Invalid JSON body")
+        if body.get("resourceType") != rtype:
+            raise bad_request("Incorrect resource type")
+        return body
+
+    def create(self, rtype: str, body: Any, caller: Caller, *, extended: bool) -> Resource:
+        resource = copy.deepcopy(self._check_body(rtype, body))
+        explicit = _explicit_accounts(resource)
+        # An admin's (extended) or any Patient create keeps the given accounts; otherwise a
+        # resource linked to a Patient inherits the Patient's accounts (medplum-api.md).
+        if explicit is not None and ((caller.admin and extended) or rtype == "Patient"):
+            accounts = explicit
+        else:
+            accounts = self._derived_accounts(resource)
+        resource["id"] = new_id()
+        meta = {"author": caller.author}
+        resource["meta"] = meta
+        _set_accounts_meta(resource, accounts)
+        with self.store.transaction() as conn:
+            return self.store.put(conn, resource)
+
+    def update(
+        self,
+        rtype: str,
+        rid: str,
+        body: Any,
+        caller: Caller,
+        *,
+        extended: bool,
+        if_match: str | None = None,
+    ) -> Resource:
+        resource = copy.deepcopy(self._check_body(rtype, body))
+        if resource.get("id") not in (None, rid):
+            raise bad_request("Incorrect ID")
+        explicit = _explicit_accounts(resource)
+        with self.store.transaction() as conn:
+            existing = self.store.get(rtype, rid)
+            if existing is None:
+                raise not_found()
+            if if_match is not None:
+                wanted = if_match.strip().removeprefix("W/").strip('"')
+                if wanted != existing["meta"]["versionId"]:
+                    raise FhirError(
+                        412, outcome("conflict", "Precondition failed", oid="precondition-failed")
+                    )
+            if explicit is not None and caller.admin and extended:
+                accounts = explicit
+            elif rtype != "Patient" and linked_patient(resource):
+                accounts = self._derived_accounts(resource)
+            else:
+                accounts = accounts_of(existing)
+            resource["id"] = rid
+            resource["meta"] = {"author": caller.author}
+            _set_accounts_meta(resource, accounts)
+            return self.store.put(conn, resource)
+
+    def delete(self, rtype: str, rid: str) -> None:
+        with self.store.transaction() as conn:
+            if not self.store.delete(conn, rtype, rid):
+                raise not_found()
+
+    # --- $set-accounts ---------------------------------------------------------------------
+
+    def set_accounts(
+        self,
+        rtype: str,
+        rid: str,
+        accounts: Sequence[str],
+        caller: Caller,
+        *,
+        propagate: bool,
+        cap: int,
+        charge: Charge = _no_charge,
+    ) -> int:
+        """Replace the target's accounts; with propagate on a Patient, apply only the difference
+        to its compartment (at most `cap` resources). Every write is committed as it happens and
+        charged first, so a quota cut leaves what was done in place — like Medplum."""
+        if not caller.admin:
+            raise forbidden()
+        target = self.store.get(rtype, rid)
+        if target is None:
+            raise not_found()
+        old = accounts_of(target)
+        new = list(dict.fromkeys(accounts))
+        charge(100)
+        with self.store.transaction() as conn:
+            current = self.store.get(rtype, rid)
+            if current is None:
+                raise not_found()
+            _set_accounts_meta(current, new)
+            self.store.put(conn, current)
+        updated = 1
+        if not propagate or rtype != "Patient":
+            return updated
+        additions = [a for a in new if a not in old]
+        removals = [a for a in old if a not in new]
+        if not additions and not removals:
+            return updated
+        members = self.store.compartment_members(f"Patient/{rid}")[:cap]
+        for member in members:
+            have = accounts_of(member)
+            want = [a for a in have if a not in removals]
+            want += [a for a in additions if a not in want]
+            if want == have:
+                continue
+            charge(100)
+            with self.store.transaction() as conn:
+                fresh = self.store.get(member["resourceType"], member["id"])
+                if fresh is None:
+                    continue
+                have = accounts_of(fresh)
+                want = [a for a in have if a not in removals]
+                want += [a for a in additions if a not in want]
+                _set_accounts_meta(fresh, want)
+                fresh["meta"]["author"] = SYSTEM_AUTHOR
+                self.store.put(conn, fresh)
+            updated += 1
+        return updated
+
+
+def parse_set_accounts(body: Any) -> tuple[list[str], bool]:
+    """`Parameters` with repeated `accounts` (valueReference) and optional `propagate`."""
+    if body is None or body == b"":
+        return [], False
+    if not isinstance(body, dict) or body.get("resourceType") != "Parameters":
+        raise bad_request("Expected Parameters")
+    accounts: list[str] = []
+    propagate = False
+    for param in body.get("parameter") or []:
+        name = param.get("name")
+        if name == "accounts":
+            ref = (param.get("valueReference") or {}).get("reference")
+            if not isinstance(ref, str) or "/" not in ref:
+                raise bad_request("Invalid accounts parameter")
+            accounts.append(ref)
+        elif name == "propagate":
+            propagate = bool(param.get("valueBoolean"))
+    return accounts, propagate

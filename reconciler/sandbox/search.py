@@ -1,0 +1,226 @@
+"""FHIR search over the store: the parameters, paging links and bundle shapes Medplum uses."""
+
+from __future__ import annotations
+
+import base64
+import copy
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlencode
+
+from reconciler.sandbox.outcomes import bad_request
+from reconciler.sandbox.store import Resource, Store
+
+MAX_COUNT = 1000
+DEFAULT_COUNT = 20
+COMMON_PARAMS = {"_id", "_compartment", "identifier"}
+TYPE_PARAMS = {
+    "Patient": {"name", "birthdate", "general-practitioner"},
+}
+LINK_PARAMS = {"subject", "patient"}
+CONTROL_PARAMS = {"_count", "_offset", "_sort", "_cursor", "_elements", "_summary", "_total"}
+SUBSETTED = {"system": "http://hl7.org/fhir/v3/ObservationValue", "code": "SUBSETTED"}
+
+
+@dataclass
+class SearchRequest:
+    types: list[str]
+    filters: list[tuple[str, str]] = field(default_factory=list)
+    count: int = DEFAULT_COUNT
+    offset: int = 0
+    sort_last_updated: bool = False
+    cursor: tuple[str, int] | None = None
+    elements: list[str] | None = None
+    summary_count: bool = False
+    total: bool = False
+    echo: list[tuple[str, str]] = field(default_factory=list)  # params for the links
+
+
+def parse(
+    types: Sequence[str], params: Sequence[tuple[str, str]], *, system_level: bool
+) -> SearchRequest:
+    req = SearchRequest(types=list(types))
+    for name, value in params:
+        if name == "_type" and system_level:
+            continue
+        req.echo.append((name, value))
+        if name == "_count":
+            req.count = min(_int(name, value), MAX_COUNT)
+        elif name == "_offset":
+            req.offset = _int(name, value)
+        elif name == "_sort":
+            if value != "_lastUpdated":
+                raise bad_request(f"Unsupported sort: {value}")
+            req.sort_last_updated = True
+        elif name == "_cursor":
+            req.cursor = _decode_cursor(value)
+        elif name == "_elements" or name == "_fields":
+            req.elements = [v for v in value.split(",") if v]
+        elif name == "_summary":
+            req.summary_count = value == "count"
+        elif name == "_total":
+            req.total = value in ("accurate", "estimate")
+        else:
+            base = name.split(":", 1)[0]
+            allowed = set(COMMON_PARAMS)
+            for rtype in req.types:
+                allowed |= TYPE_PARAMS.get(rtype, set())
+                if rtype != "Patient":
+                    allowed |= LINK_PARAMS
+            if base not in allowed:
+                raise bad_request(f"Unknown search parameter: {name}")
+            req.filters.append((name, value))
+    return req
+
+
+def _int(name: str, value: str) -> int:
+    try:
+        n = int(value)
+    except ValueError:
+        raise bad_request(f"Invalid {name}: {value}") from None
+    if n < 0:
+        raise bad_request(f"Invalid {name}: {value}")
+    return n
+
+
+def _encode_cursor(last_updated: str, seq: int) -> str:
+    return base64.urlsafe_b64encode(f"{last_updated}|{seq}".encode()).decode().rstrip("=")
+
+
+def _decode_cursor(token: str) -> tuple[str, int]:
+    try:
+        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode()
+        updated, seq = raw.rsplit("|", 1)
+        return updated, int(seq)
+    except (ValueError, UnicodeDecodeError):
+        raise bad_request("Invalid cursor") from None
+
+
+def _where(req: SearchRequest) -> tuple[list[str], list[Any]]:
+    where: list[str] = []
+    args: list[Any] = []
+    for name, value in req.filters:
+        values = [v for v in value.split(",") if v]
+        if not values:
+            raise bad_request(f"Empty value for search parameter: {name}")
+        if name == "_id":
+            where.append(f"r.id IN ({','.join('?' * len(values))})")
+            args.extend(values)
+            continue
+        if name == "identifier":
+            # `system|value` matches exactly; a bare value matches any system.
+            exact = [v for v in values if "|" in v]
+            bare = [v for v in values if "|" not in v]
+            parts = []
+            if exact:
+                parts.append(f"(param='identifier' AND value IN ({','.join('?' * len(exact))}))")
+                args.extend(exact)
+            if bare:
+                parts.append(
+                    f"(param='identifier:value' AND value IN ({','.join('?' * len(bare))}))"
+                )
+                args.extend(bare)
+            where.append(f"r.seq IN (SELECT seq FROM search_index WHERE {' OR '.join(parts)})")
+            continue
+        if name == "name":
+            parts = []
+            for v in values:
+                parts.append("(value >= ? AND value < ?)")
+                args.extend([v.lower(), v.lower() + "\U0010ffff"])
+            where.append(
+                "r.seq IN (SELECT seq FROM search_index WHERE param='name' AND "
+                f"({' OR '.join(parts)}))"
+            )
+            continue
+        base = name.split(":", 1)[0]
+        where.append(
+            "r.seq IN (SELECT seq FROM search_index WHERE param=? AND "
+            f"value IN ({','.join('?' * len(values))}))"
+        )
+        args.append(base)
+        args.extend(values)
+    return where, args
+
+
+def _subset(resource: Resource, elements: list[str]) -> Resource:
+    keep = {"resourceType", "id", "meta", *elements}
+    out = {k: v for k, v in resource.items() if k in keep}
+    meta = out["meta"] = copy.deepcopy(resource.get("meta") or {})
+    meta.setdefault("tag", []).append(dict(SUBSETTED))
+    return out
+
+
+def run(
+    store: Store,
+    req: SearchRequest,
+    *,
+    base_url: str,
+    link_base: str,
+    max_offset: int | None,
+    render: Any,
+) -> Resource:
+    """Execute a search; `render(resource)` applies the caller's meta view."""
+    if max_offset is not None and req.offset > max_offset:
+        raise bad_request(
+            f"Search offset exceeds maximum (got {req.offset}, max {max_offset}); "
+            "use _sort=_lastUpdated to page by cursor"
+        )
+    where, args = _where(req)
+    bundle: Resource = {"resourceType": "Bundle", "type": "searchset"}
+    if req.summary_count or req.total:
+        bundle["total"] = store.count(req.types, where, args)
+    if req.summary_count:
+        return bundle
+    use_cursor = req.sort_last_updated and req.count >= 20
+    order = "r.last_updated, r.seq" if req.sort_last_updated else "r.seq"
+    offset = req.offset
+    if req.cursor is not None:
+        where = [*where, "(r.last_updated, r.seq) > (?, ?)"]
+        args = [*args, req.cursor[0], req.cursor[1]]
+        offset = 0
+    rows: list[tuple[int, str, Resource]] = []
+    if req.count > 0:
+        rows = store.query(req.types, where, args, order=order, limit=req.count + 1, offset=offset)
+    more = len(rows) > req.count
+    rows = rows[: req.count]
+    entries = []
+    for _seq, _updated, resource in rows:
+        shown = render(resource)
+        if req.elements:
+            shown = _subset(shown, req.elements)
+        entries.append(
+            {
+                "fullUrl": f"{base_url}/{resource['resourceType']}/{resource['id']}",
+                "search": {"mode": "match"},
+                "resource": shown,
+            }
+        )
+    if entries:
+        bundle["entry"] = entries
+    echo = [(k, v) for k, v in req.echo if k not in ("_count", "_offset", "_cursor")]
+    echo = [("_fields" if k == "_elements" else k, v) for k, v in echo]
+
+    def link(extra: list[tuple[str, str]]) -> str:
+        return f"{link_base}?{urlencode(sorted([*echo, ('_count', str(req.count)), *extra]))}"
+
+    self_extra = [("_offset", str(req.offset))] if req.offset else []
+    if req.cursor is not None:
+        self_extra = [("_cursor", _encode_cursor(*req.cursor))]
+    links = [{"relation": "self", "url": link(self_extra)}, {"relation": "first", "url": link([])}]
+    if more:
+        if use_cursor:
+            last_seq, last_updated = rows[-1][0], rows[-1][1]
+            nxt = [("_cursor", _encode_cursor(last_updated, last_seq))]
+        else:
+            nxt = [("_offset", str(offset + req.count))]
+        links.append({"relation": "next", "url": link(nxt)})
+    if req.offset and req.cursor is None:
+        links.append(
+            {
+                "relation": "previous",
+                "url": link([("_offset", str(max(0, req.offset - req.count)))]),
+            }
+        )
+    bundle["link"] = links
+    return bundle

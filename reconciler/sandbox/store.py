@@ -1,0 +1,250 @@
+"""SQLite storage for the sandbox: resources plus a search index, one writer at a time.
+
+Every resource is one row (JSON in `content`); `search_index` holds (seq, param, value) rows for
+the search parameters we support, so `_id` lists, identifiers and `_compartment` searches stay
+index look-ups at 100,000 patients. One connection guarded by one lock keeps it simple and safe
+under ThreadingHTTPServer; latency simulation sleeps outside the lock, so clients still overlap.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import uuid
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+Resource = dict[str, Any]
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS resources (
+  seq INTEGER PRIMARY KEY AUTOINCREMENT,
+  type TEXT NOT NULL,
+  id TEXT NOT NULL,
+  version_id TEXT NOT NULL,
+  last_updated TEXT NOT NULL,
+  content TEXT NOT NULL,
+  UNIQUE (type, id)
+);
+CREATE TABLE IF NOT EXISTS search_index (
+  seq INTEGER NOT NULL,
+  param TEXT NOT NULL,
+  value TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS ix_search_value ON search_index (param, value, seq);
+CREATE INDEX IF NOT EXISTS ix_search_seq ON search_index (seq);
+CREATE INDEX IF NOT EXISTS ix_resources_updated ON resources (type, last_updated, seq);
+"""
+
+# Which references put a resource into a Patient's compartment (a subset of the FHIR R4 Patient
+# CompartmentDefinition's params that covers the resources the sandbox serves).
+PATIENT_LINK_FIELDS = ("subject", "patient", "beneficiary")
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+def new_id() -> str:
+    return str(uuid.uuid4())
+
+
+def accounts_of(resource: Resource) -> list[str]:
+    """Union of meta.accounts and the legacy meta.account, deduplicated, in order."""
+    meta = resource.get("meta") or {}
+    refs: list[str] = []
+    for entry in meta.get("accounts") or []:
+        ref = entry.get("reference") if isinstance(entry, dict) else None
+        if ref and ref not in refs:
+            refs.append(ref)
+    legacy = meta.get("account")
+    if isinstance(legacy, dict) and legacy.get("reference") and legacy["reference"] not in refs:
+        refs.append(legacy["reference"])
+    return refs
+
+
+def linked_patient(resource: Resource) -> str | None:
+    if resource.get("resourceType") == "Patient":
+        return None
+    for field in PATIENT_LINK_FIELDS:
+        ref = resource.get(field)
+        if isinstance(ref, dict) and str(ref.get("reference", "")).startswith("Patient/"):
+            return str(ref["reference"])
+    return None
+
+
+def index_rows(resource: Resource) -> Iterator[tuple[str, str]]:
+    """(param, value) pairs that make this resource findable."""
+    rtype = resource["resourceType"]
+    for ref in accounts_of(resource):
+        yield "_compartment", ref
+    if rtype == "Patient":
+        yield "_compartment", f"Patient/{resource['id']}"
+    patient = linked_patient(resource)
+    if patient:
+        yield "_compartment", patient
+    for ident in resource.get("identifier") or []:
+        if isinstance(ident, dict) and ident.get("value"):
+            yield "identifier", f"{ident.get('system', '')}|{ident['value']}"
+            yield "identifier:value", str(ident["value"])
+    for link in ("subject", "patient"):
+        target = resource.get(link)
+        if isinstance(target, dict) and target.get("reference"):
+            yield link, str(target["reference"])
+    if rtype == "Patient":
+        for gp in resource.get("generalPractitioner") or []:
+            if isinstance(gp, dict) and gp.get("reference"):
+                yield "general-practitioner", str(gp["reference"])
+        for name in resource.get("name") or []:
+            if not isinstance(name, dict):
+                continue
+            parts = [name.get("family"), *(name.get("given") or []), name.get("text")]
+            for part in parts:
+                if isinstance(part, str) and part:
+                    yield "name", part.lower()
+        if resource.get("birthDate"):
+            yield "birthdate", str(resource["birthDate"])
+
+
+class Store:
+    def __init__(self, path: str = ":memory:") -> None:
+        self.path = path
+        if path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        self._conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        self._lock = threading.RLock()
+        with self._lock:
+            if path != ":memory:":
+                self._conn.execute("PRAGMA journal_mode=WAL")
+                self._conn.execute("PRAGMA synchronous=NORMAL")
+            self._conn.executescript(_SCHEMA)
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._conn
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+            self._conn.execute("COMMIT")
+
+    @contextmanager
+    def reading(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            yield self._conn
+
+    # --- single resources ------------------------------------------------------------------
+
+    def get(self, rtype: str, rid: str) -> Resource | None:
+        with self.reading() as conn:
+            row = conn.execute(
+                "SELECT content FROM resources WHERE type=? AND id=?", (rtype, rid)
+            ).fetchone()
+        return json.loads(row[0]) if row else None
+
+    def put(self, conn: sqlite3.Connection, resource: Resource) -> Resource:
+        """Insert or replace within a transaction, stamping a new version."""
+        meta = resource.setdefault("meta", {})
+        meta["versionId"] = new_id()
+        meta["lastUpdated"] = now_iso()
+        rtype, rid = resource["resourceType"], resource["id"]
+        content = json.dumps(resource, separators=(",", ":"))
+        row = conn.execute(
+            "SELECT seq FROM resources WHERE type=? AND id=?", (rtype, rid)
+        ).fetchone()
+        if row:
+            seq = row[0]
+            conn.execute(
+                "UPDATE resources SET version_id=?, last_updated=?, content=? WHERE seq=?",
+                (meta["versionId"], meta["lastUpdated"], content, seq),
+            )
+            conn.execute("DELETE FROM search_index WHERE seq=?", (seq,))
+        else:
+            cur = conn.execute(
+                "INSERT INTO resources (type, id, version_id, last_updated, content) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (rtype, rid, meta["versionId"], meta["lastUpdated"], content),
+            )
+            seq = cur.lastrowid
+        conn.executemany(
+            "INSERT INTO search_index (seq, param, value) VALUES (?, ?, ?)",
+            [(seq, p, v) for p, v in index_rows(resource)],
+        )
+        return resource
+
+    def delete(self, conn: sqlite3.Connection, rtype: str, rid: str) -> bool:
+        row = conn.execute(
+            "SELECT seq FROM resources WHERE type=? AND id=?", (rtype, rid)
+        ).fetchone()
+        if not row:
+            return False
+        conn.execute("DELETE FROM search_index WHERE seq=?", (row[0],))
+        conn.execute("DELETE FROM resources WHERE seq=?", (row[0],))
+        return True
+
+    def bulk_insert(self, resources: Iterable[Resource], *, replace: bool = False) -> int:
+        """Fast path for the seed: versions stamped here, one transaction, executemany."""
+        count = 0
+        with self.transaction() as conn:
+            for resource in resources:
+                existing = conn.execute(
+                    "SELECT 1 FROM resources WHERE type=? AND id=?",
+                    (resource["resourceType"], resource["id"]),
+                ).fetchone()
+                if existing and not replace:
+                    continue
+                self.put(conn, resource)
+                count += 1
+        return count
+
+    # --- search ----------------------------------------------------------------------------
+
+    def query(
+        self,
+        types: Sequence[str],
+        where: Sequence[str],
+        args: Sequence[Any],
+        *,
+        order: str,
+        limit: int,
+        offset: int,
+    ) -> list[tuple[int, str, Resource]]:
+        sql, params = self._select("r.seq, r.last_updated, r.content", types, where, args)
+        sql += f" ORDER BY {order} LIMIT ? OFFSET ?"
+        with self.reading() as conn:
+            rows = conn.execute(sql, [*params, limit, offset]).fetchall()
+        return [(seq, updated, json.loads(content)) for seq, updated, content in rows]
+
+    def count(self, types: Sequence[str], where: Sequence[str], args: Sequence[Any]) -> int:
+        sql, params = self._select("COUNT(*)", types, where, args)
+        with self.reading() as conn:
+            return int(conn.execute(sql, params).fetchone()[0])
+
+    @staticmethod
+    def _select(
+        columns: str, types: Sequence[str], where: Sequence[str], args: Sequence[Any]
+    ) -> tuple[str, list[Any]]:
+        marks = ",".join("?" * len(types))
+        clauses = [f"r.type IN ({marks})", *where]
+        return f"SELECT {columns} FROM resources r WHERE " + " AND ".join(clauses), [*types, *args]
+
+    def compartment_members(self, patient_ref: str) -> list[Resource]:
+        """Every resource in a Patient's compartment except the Patient itself, oldest first."""
+        with self.reading() as conn:
+            rows = conn.execute(
+                "SELECT r.content FROM resources r JOIN search_index s ON s.seq = r.seq "
+                "WHERE s.param='_compartment' AND s.value=? AND r.type != 'Patient' "
+                "ORDER BY r.seq",
+                (patient_ref,),
+            ).fetchall()
+        return [json.loads(r[0]) for r in rows]

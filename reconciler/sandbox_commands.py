@@ -1,0 +1,127 @@
+"""`reconciler sandbox serve|seed`: the local Medplum-compatible server and its demo data."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Callable
+
+from reconciler.errors import UsageError
+
+AddCommand = Callable[..., argparse.ArgumentParser]
+
+
+def _client(value: str) -> tuple[str, str, str]:
+    parts = value.split(":")
+    if len(parts) != 3 or parts[2] not in ("admin", "member") or not all(parts):
+        raise argparse.ArgumentTypeError("expected ID:SECRET:ROLE with ROLE admin|member")
+    return parts[0], parts[1], parts[2]
+
+
+def _fault(value: str) -> tuple[int, float]:
+    try:
+        status, rate = value.split(":")
+        code, fraction = int(status), float(rate)
+    except ValueError:
+        raise argparse.ArgumentTypeError("expected STATUS:RATE, e.g. 429:0.2") from None
+    if not 0 <= fraction <= 1 or not 400 <= code <= 599:
+        raise argparse.ArgumentTypeError("STATUS must be 4xx/5xx and RATE between 0 and 1")
+    return code, fraction
+
+
+def serve(options: argparse.Namespace) -> int:
+    from reconciler.sandbox.app import DEFAULT_CLIENTS, Config
+    from reconciler.sandbox.server import serve as run_server
+
+    faults = list(options.fault or [])
+    if options.fault_rate is not None:
+        faults.append((options.fault_status, options.fault_rate))
+    if sum(rate for _, rate in faults) > 1:
+        raise UsageError("the --fault rates add up to more than 1")
+    clients = (
+        {cid: (secret, role) for cid, secret, role in options.client}
+        if options.client
+        else dict(DEFAULT_CLIENTS)
+    )
+    config = Config(
+        clients=clients,
+        latency_ms=options.latency_ms,
+        faults=faults,
+        fault_jobs=options.fault_jobs,
+        retry_after=options.retry_after,
+        job_delay_ms=options.job_delay_ms,
+        job_fail_rate=options.job_fail_rate,
+        propagate_cap=options.propagate_cap,
+        max_search_offset=options.max_search_offset,
+        fhir_quota=options.fhir_quota,
+        quota_window_s=options.quota_window_s,
+        token_ttl_s=options.token_ttl,
+        seed=options.random_seed,
+    )
+    return run_server(config, options.data, options.host, options.port)
+
+
+def seed(options: argparse.Namespace) -> int:
+    from reconciler.sandbox import seed as seeding
+    from reconciler.sandbox.store import Store
+
+    if options.data == ":memory:":
+        raise UsageError("seeding :memory: would be lost at once; give --data FILE")
+    started = time.monotonic()
+    store = Store(options.data)
+    try:
+        if options.reset:
+            with store.transaction() as conn:
+                conn.execute("DELETE FROM search_index")
+                conn.execute("DELETE FROM resources")
+        result = seeding.seed(
+            store,
+            patients=options.patients,
+            per_patient=options.resources_per_patient,
+            seed=options.seed,
+        )
+    finally:
+        store.close()
+    elapsed = time.monotonic() - started
+    print(
+        f"Seeded {options.data}: {result.patients:,} patients, {result.resources:,} resources "
+        f"({result.written:,} new) in {elapsed:.1f} s.",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def register(add: AddCommand) -> None:
+    from reconciler.sandbox.server import DEFAULT_DATA
+
+    group = add("sandbox", None, "the local Medplum-compatible server")
+    sub = group.add_subparsers(dest="sandbox_command", metavar="SUBCOMMAND")
+    sub.required = True
+
+    p = add("serve", serve, "run the local Medplum-compatible server", parent=sub)
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8103, help="0 picks a free port")
+    p.add_argument("--data", default=DEFAULT_DATA, help="SQLite file, or :memory:")
+    p.add_argument("--client", action="append", type=_client, metavar="ID:SECRET:ROLE")
+    p.add_argument("--latency-ms", type=float, default=0.0)
+    p.add_argument("--fault", action="append", type=_fault, metavar="STATUS:RATE")
+    p.add_argument("--fault-rate", type=float, default=None, metavar="F")
+    p.add_argument("--fault-status", type=int, default=503, metavar="S")
+    p.add_argument("--fault-jobs", action="store_true", help="inject faults into job polls too")
+    p.add_argument("--retry-after", type=float, default=None, metavar="S")
+    p.add_argument("--job-delay-ms", type=float, default=0.0)
+    p.add_argument("--job-fail-rate", type=float, default=0.0)
+    p.add_argument("--propagate-cap", type=int, default=1000)
+    p.add_argument("--max-search-offset", type=int, default=None)
+    p.add_argument("--fhir-quota", type=int, default=None, metavar="POINTS")
+    p.add_argument("--quota-window-s", type=float, default=60.0)
+    p.add_argument("--token-ttl", type=int, default=3600, metavar="S")
+    p.add_argument("--random-seed", type=int, default=None, help="seed for fault injection")
+
+    p = add("seed", seed, "fill the sandbox with demo data matching examples/tenants/", parent=sub)
+    p.add_argument("--data", default=DEFAULT_DATA)
+    p.add_argument("--patients", type=int, default=100, metavar="N")
+    p.add_argument("--resources-per-patient", type=int, default=4, metavar="K")
+    p.add_argument("--seed", type=int, default=1, metavar="S")
+    p.add_argument("--reset", action="store_true", help="delete everything first")
