@@ -1,0 +1,229 @@
+"""FHIR operations with pymedplum's names and shapes: execute_operation, set_accounts, async jobs,
+C-CDA export and terminology."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from reconciler.medplum.errors import JobError, JobTimeout, MedplumError, outcome_text
+
+if TYPE_CHECKING:
+    from reconciler.medplum.client import Result
+
+FINAL_JOB_STATES = ("completed", "error", "cancelled")
+FIRST_POLL_S = 0.05
+MAX_POLL_S = 2.0
+
+
+def _typed_value(value: Any) -> tuple[str, Any]:
+    # bool before int: True is an int in Python.
+    if isinstance(value, bool):
+        return "valueBoolean", value
+    if isinstance(value, int):
+        return "valueInteger", value
+    if isinstance(value, float):
+        return "valueDecimal", value
+    if isinstance(value, Mapping):
+        if "resourceType" in value:
+            return "resource", dict(value)
+        if "reference" in value:
+            return "valueReference", dict(value)
+        if "code" in value and "system" in value:
+            return "valueCoding", dict(value)
+    return "valueString", str(value)
+
+
+def wrap_parameters(params: Mapping[str, Any]) -> dict[str, Any]:
+    """`{"count": 10, "flag": True}` → a FHIR `Parameters` resource (lists repeat the name)."""
+    parameter: list[dict[str, Any]] = []
+    for name, value in params.items():
+        for item in value if isinstance(value, list) else [value]:
+            key, typed = _typed_value(item)
+            parameter.append({"name": name, key: typed})
+    return {"resourceType": "Parameters", "parameter": parameter}
+
+
+def job_url(result_or_url: Any) -> str:
+    """The job status URL from a 202 OperationOutcome (diagnostics), a dict with one, or a str."""
+    if isinstance(result_or_url, str):
+        return result_or_url
+    if isinstance(result_or_url, Mapping):
+        if result_or_url.get("resourceType") == "AsyncJob" and result_or_url.get("id"):
+            return f"job/{result_or_url['id']}/status"
+        for key in ("content_location", "Content-Location", "url"):
+            if isinstance(result_or_url.get(key), str):
+                return str(result_or_url[key])
+        for issue in result_or_url.get("issue") or []:
+            diagnostics = issue.get("diagnostics") if isinstance(issue, Mapping) else None
+            if isinstance(diagnostics, str) and "/job/" in diagnostics:
+                return diagnostics
+    raise MedplumError("no async job URL in that result (was the call made with prefer_async?)")
+
+
+class OperationsMixin:
+    """Relies on MedplumClient.request/read_resource; kept apart to keep each module small."""
+
+    if TYPE_CHECKING:
+        sleep: Any
+        fhir_base: str
+
+        request: Callable[..., Result]
+
+    def execute_operation(
+        self,
+        resource_type: str,
+        operation: str,
+        *,
+        resource_id: str | None = None,
+        params: Mapping[str, Any] | None = None,
+        method: str = "POST",
+        wrap_params: bool = False,
+    ) -> Any:
+        op = operation if operation.startswith("$") else f"${operation}"
+        path = f"{resource_type}/{resource_id}/{op}" if resource_id else f"{resource_type}/{op}"
+        if method.upper() == "GET":
+            query = [
+                (k, str(v).lower() if isinstance(v, bool) else str(v))
+                for k, v in (params or {}).items()
+            ]
+            return self.request("GET", path, params=query, expect_json=True).body
+        body: Any = dict(params or {})
+        if wrap_params:
+            body = wrap_parameters(body)
+        return self.request(method.upper(), path, json=body).body
+
+    def set_accounts_result(
+        self,
+        resource_ref: str | Mapping[str, Any],
+        account_refs: str | Sequence[str | Mapping[str, Any]],
+        *,
+        propagate: bool = False,
+        prefer_async: bool = False,
+    ) -> Result:
+        """`$set-accounts` returning the full Result (status, headers, whether it was retried)."""
+        if prefer_async and not propagate:
+            raise ValueError("prefer_async requires propagate=True (Medplum runs it synchronously)")
+        if isinstance(resource_ref, Mapping):
+            ref = f"{resource_ref['resourceType']}/{resource_ref['id']}"
+        else:
+            ref = resource_ref
+        refs = [account_refs] if isinstance(account_refs, (str, Mapping)) else list(account_refs)
+        parameter: list[dict[str, Any]] = []
+        for item in refs:
+            reference = item["reference"] if isinstance(item, Mapping) else item
+            parameter.append({"name": "accounts", "valueReference": {"reference": reference}})
+        if propagate:
+            parameter.append({"name": "propagate", "valueBoolean": True})
+        headers = {"Prefer": "respond-async"} if prefer_async else None
+        return self.request(
+            "POST",
+            f"{ref}/$set-accounts",
+            json={"resourceType": "Parameters", "parameter": parameter},
+            headers=headers,
+        )
+
+    def set_accounts(
+        self,
+        resource_ref: str | Mapping[str, Any],
+        account_refs: str | Sequence[str | Mapping[str, Any]],
+        *,
+        propagate: bool = False,
+        prefer_async: bool = False,
+    ) -> dict[str, Any]:
+        """Replace a resource's accounts. Sync: the `Parameters` (resourcesUpdated). Async: the
+        202 OperationOutcome, whose diagnostics hold the job URL for wait_for_async_job."""
+        result = self.set_accounts_result(
+            resource_ref, account_refs, propagate=propagate, prefer_async=prefer_async
+        )
+        body = dict(result.body or {})
+        if result.status == 202 and result.headers.get("Content-Location"):
+            body.setdefault("content_location", result.headers["Content-Location"])
+        return body
+
+    def get_async_job_status(self, result_or_url: Any) -> dict[str, Any]:
+        body = self.request("GET", job_url(result_or_url), ok=(202,)).body
+        if not isinstance(body, dict) or body.get("resourceType") != "AsyncJob":
+            raise MedplumError("the job status URL did not answer with an AsyncJob")
+        return body
+
+    def wait_for_async_job(
+        self,
+        result_or_url: Any,
+        *,
+        timeout: float | None = None,
+        first_poll_s: float = FIRST_POLL_S,
+        max_poll_s: float = MAX_POLL_S,
+    ) -> dict[str, Any]:
+        """Poll until the job ends: first after ~50 ms, doubling, capped at 2 s. Returns the
+        completed AsyncJob; raises JobError (with the outcome text) or JobTimeout."""
+        url = job_url(result_or_url)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        delay = first_poll_s
+        while True:
+            self.sleep(
+                delay if deadline is None else max(0.0, min(delay, deadline - time.monotonic()))
+            )
+            job = self.get_async_job_status(url)
+            status = job.get("status")
+            if status == "completed":
+                return job
+            if status in ("error", "cancelled"):
+                raise JobError(url, str(status), _job_outcome(job) or str(status))
+            if deadline is not None and time.monotonic() >= deadline:
+                raise JobTimeout(url, float(timeout or 0))
+            delay = min(delay * 2, max_poll_s)
+
+    def export_ccda(self, patient_id: str) -> str:
+        return str(
+            self.request("GET", f"Patient/{patient_id}/$ccda-export", expect_json=False).body
+        )
+
+    def validate_valueset_code(self, valueset_url: str, coding: Mapping[str, Any]) -> bool:
+        body = self.execute_operation(
+            "ValueSet",
+            "validate-code",
+            params={"url": valueset_url, "coding": dict(coding)},
+            wrap_params=True,
+        )
+        return bool(_parameter(body, "result"))
+
+    def expand_valueset(self, valueset_url: str, *, filter: str | None = None) -> dict[str, Any]:
+        params = {"url": valueset_url}
+        if filter:
+            params["filter"] = filter
+        return dict(self.execute_operation("ValueSet", "expand", params=params, method="GET"))
+
+    def lookup_concept(self, code: str, system: str) -> dict[str, Any]:
+        return dict(
+            self.execute_operation(
+                "CodeSystem", "lookup", params={"code": code, "system": system}, method="GET"
+            )
+        )
+
+    def translate_concept(self, code: str, system: str, target_system: str) -> dict[str, Any]:
+        return dict(
+            self.execute_operation(
+                "ConceptMap",
+                "translate",
+                params={"code": code, "system": system, "targetsystem": target_system},
+                method="GET",
+            )
+        )
+
+
+def _parameter(body: Any, name: str) -> Any:
+    for p in (body or {}).get("parameter") or []:
+        if p.get("name") == name:
+            for key, value in p.items():
+                if key.startswith("value"):
+                    return value
+    return None
+
+
+def _job_outcome(job: Mapping[str, Any]) -> str:
+    for p in (job.get("output") or {}).get("parameter") or []:
+        if p.get("name") == "outcome":
+            return outcome_text(p.get("resource"))
+    return ""
