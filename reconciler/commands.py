@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable
 
+from reconciler.errors import UsageError
 from reconciler.manifest import load_manifests
 
 DEFAULT_PATHS = ["tenants/"]
@@ -27,6 +28,24 @@ def validate(options: argparse.Namespace) -> int:
     return 0
 
 
+def accounts(options: argparse.Namespace) -> int:
+    from reconciler.connect import connect
+    from reconciler.medplum.accounts import get_resource_accounts
+
+    ref = options.reference
+    if ref.count("/") != 1 or not all(ref.split("/")):
+        raise UsageError(f"expected a reference Type/id, got {ref!r}")
+    rtype, rid = ref.split("/")
+    with connect(options.server) as conn:
+        resource = conn.client.read_resource(rtype, rid)
+    for account in get_resource_accounts(resource):
+        print(account)
+    return 0
+
+
 def register(add: AddCommand) -> None:
     p = add("validate", validate, "check manifests offline (schema and cross-file rules)")
     p.add_argument("paths", nargs="*", metavar="PATH")
+
+    p = add("accounts", accounts, "print a resource's accounts, one reference per line")
+    p.add_argument("reference", metavar="REF", help="Type/id, e.g. Patient/123")

@@ -28,5 +28,3 @@ def make_sandbox() -> Iterator[Callable[..., SandboxProcess]]:
     yield start
     for proc in started:
         proc.stop()
-
-

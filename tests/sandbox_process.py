@@ -58,7 +58,11 @@ class SandboxProcess:
     def token(self, creds: tuple[str, str] = ADMIN) -> str:
         r = httpx.post(
             f"{self.url}/oauth2/token",
-            data={"grant_type": "client_credentials", "client_id": creds[0], "client_secret": creds[1]},
+            data={
+                "grant_type": "client_credentials",
+                "client_id": creds[0],
+                "client_secret": creds[1],
+            },
         )
         r.raise_for_status()
         return str(r.json()["access_token"])

@@ -284,7 +284,9 @@ class App:
             return Response(200, self._run_search(sreq, base, f"{base}/{rtype}", view))
         if second.startswith("$"):
             charge(READ)
-            return ops.type_operation(self, rtype, second[1:], method, query, _json(body))
+            return ops.type_operation(
+                self, rtype, second[1:], method, query, _json(body, allow_empty=True)
+            )
         rid = second
         if len(parts) == 2:
             if method == "GET":

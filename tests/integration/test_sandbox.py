@@ -12,15 +12,23 @@ import pytest
 
 from tests.sandbox_process import MEMBER, SandboxProcess
 
-EXCHANGES = json.loads(
-    (Path(__file__).resolve().parents[3] / "shared" / "medplum-5.0.10-exchanges.json").read_text()
-) if (Path(__file__).resolve().parents[3] / "shared" / "medplum-5.0.10-exchanges.json").exists() else []
+EXCHANGES = (
+    json.loads(
+        (
+            Path(__file__).resolve().parents[3] / "shared" / "medplum-5.0.10-exchanges.json"
+        ).read_text()
+    )
+    if (Path(__file__).resolve().parents[3] / "shared" / "medplum-5.0.10-exchanges.json").exists()
+    else []
+)
 
 
 class Api:
     """Raw HTTP against the sandbox with a bearer token (shapes are what we test here)."""
 
-    def __init__(self, sb: SandboxProcess, creds: tuple[str, str] | None = None, extended: bool = True):
+    def __init__(
+        self, sb: SandboxProcess, creds: tuple[str, str] | None = None, extended: bool = True
+    ):
         self.sb = sb
         self.http = httpx.Client(base_url=f"{sb.url}/fhir/R4/", timeout=10)
         token = sb.token(creds) if creds else sb.token()
@@ -42,11 +50,20 @@ class Api:
         assert r.status_code == 200, r.text
         return dict(r.json())
 
-    def set_accounts(self, ref: str, accounts: list[str], propagate: bool = False, **kw: Any) -> httpx.Response:
-        params: list[dict[str, Any]] = [{"name": "accounts", "valueReference": {"reference": a}} for a in accounts]
+    def set_accounts(
+        self, ref: str, accounts: list[str], propagate: bool = False, **kw: Any
+    ) -> httpx.Response:
+        params: list[dict[str, Any]] = [
+            {"name": "accounts", "valueReference": {"reference": a}} for a in accounts
+        ]
         if propagate:
             params.append({"name": "propagate", "valueBoolean": True})
-        return self.req("POST", f"{ref}/$set-accounts", json={"resourceType": "Parameters", "parameter": params}, **kw)
+        return self.req(
+            "POST",
+            f"{ref}/$set-accounts",
+            json={"resourceType": "Parameters", "parameter": params},
+            **kw,
+        )
 
 
 def accounts(resource: dict[str, Any]) -> list[str]:
@@ -92,7 +109,14 @@ def test_token_errors(sandbox: SandboxProcess) -> None:
     assert r.status_code == 400 and r.json()["error"] == "unsupported_grant_type"
     r = httpx.post(url, data={"grant_type": "client_credentials", "client_id": "sandbox-admin"})
     assert r.status_code == 400 and r.json()["error"] == "invalid_request"
-    r = httpx.post(url, data={"grant_type": "client_credentials", "client_id": "sandbox-admin", "client_secret": "nope"})
+    r = httpx.post(
+        url,
+        data={
+            "grant_type": "client_credentials",
+            "client_id": "sandbox-admin",
+            "client_secret": "nope",
+        },
+    )
     assert r.status_code == 401 and r.json()["error"] == "invalid_client"
     r = httpx.get(f"{sandbox.url}/fhir/R4/Patient")
     assert r.status_code == 401 and r.json()["resourceType"] == "OperationOutcome"
@@ -127,25 +151,47 @@ def test_create_read_update_delete_versions(api: Api) -> None:
     # If-Match on the old version: 412; on the current one: 200.
     stale = api.req("PUT", f"Patient/{pid}", json=created, headers={"If-Match": f'W/"{v1}"'})
     assert stale.status_code == 412 and stale.json()["resourceType"] == "OperationOutcome"
-    assert api.req("PUT", f"Patient/{pid}", json=created, headers={"If-Match": f'W/"{v2}"'}).status_code == 200
+    assert (
+        api.req(
+            "PUT", f"Patient/{pid}", json=created, headers={"If-Match": f'W/"{v2}"'}
+        ).status_code
+        == 200
+    )
     assert api.req("DELETE", f"Patient/{pid}").status_code == 200
     r = api.req("GET", f"Patient/{pid}")
     assert r.status_code == 404
-    assert r.json()["issue"][0] == {"severity": "error", "code": "not-found", "details": {"text": "Not found"}}
+    assert r.json()["issue"][0] == {
+        "severity": "error",
+        "code": "not-found",
+        "details": {"text": "Not found"},
+    }
 
 
 def test_bad_requests(api: Api) -> None:
-    r = api.req("POST", "Patient", content=b"{nope", headers={"Content-Type": "application/fhir+json"})
+    r = api.req(
+        "POST", "Patient", content=b"{nope", headers={"Content-Type": "application/fhir+json"}
+    )
     assert r.status_code == 400 and r.json()["issue"][0]["details"]["text"] == "Invalid JSON body"
     r = api.req("POST", "Patient", json={"resourceType": "Observation"})
-    assert r.status_code == 400 and r.json()["issue"][0]["details"]["text"] == "Incorrect resource type"
+    assert (
+        r.status_code == 400
+        and r.json()["issue"][0]["details"]["text"] == "Incorrect resource type"
+    )
     assert api.req("PATCH", "Patient").status_code == 405
 
 
 def test_conditional_create(api: Api) -> None:
-    body = {"resourceType": "Basic", "identifier": [{"system": "urn:test", "value": "cond-1"}], "code": {"text": "x"}}
-    first = api.req("POST", "Basic", json=body, headers={"If-None-Exist": "identifier=urn:test|cond-1"})
-    again = api.req("POST", "Basic", json=body, headers={"If-None-Exist": "identifier=urn:test|cond-1"})
+    body = {
+        "resourceType": "Basic",
+        "identifier": [{"system": "urn:test", "value": "cond-1"}],
+        "code": {"text": "x"},
+    }
+    first = api.req(
+        "POST", "Basic", json=body, headers={"If-None-Exist": "identifier=urn:test|cond-1"}
+    )
+    again = api.req(
+        "POST", "Basic", json=body, headers={"If-None-Exist": "identifier=urn:test|cond-1"}
+    )
     assert (first.status_code, again.status_code) == (201, 200)
     assert first.json()["id"] == again.json()["id"]
 
@@ -160,13 +206,24 @@ def test_extended_header_shows_account_and_compartment(sandbox: SandboxProcess, 
     compartment = [c["reference"] for c in p["meta"]["compartment"]]
     assert compartment[1:] == [o, f"Patient/{p['id']}"] and compartment[0].startswith("Project/")
     plain = Api(sandbox, extended=False).read(f"Patient/{p['id']}")
-    assert accounts(plain) == [o] and "account" not in plain["meta"] and "compartment" not in plain["meta"]
+    assert (
+        accounts(plain) == [o]
+        and "account" not in plain["meta"]
+        and "compartment" not in plain["meta"]
+    )
 
 
 def test_linked_resources_inherit_and_rederive_accounts(sandbox: SandboxProcess, api: Api) -> None:
     o1, o2 = org(api), org(api)
     p = api.create({"resourceType": "Patient", "meta": {"accounts": [{"reference": o1}]}})
-    obs = api.create({"resourceType": "Observation", "status": "final", "code": {"text": "x"}, "subject": {"reference": f"Patient/{p['id']}"}})
+    obs = api.create(
+        {
+            "resourceType": "Observation",
+            "status": "final",
+            "code": {"text": "x"},
+            "subject": {"reference": f"Patient/{p['id']}"},
+        }
+    )
     assert accounts(obs) == [o1]
     # The patient moves (no propagate); updating the Observation re-derives from the Patient.
     assert api.set_accounts(f"Patient/{p['id']}", [o2]).status_code == 200
@@ -191,9 +248,15 @@ def test_search_features(api: Api) -> None:
     o = org(api)
     ids = []
     for i in range(5):
-        p = api.create({"resourceType": "Patient", "identifier": [{"system": "urn:mrn", "value": f"S-{i}"}],
-                        "name": [{"family": "Searchable", "given": [f"G{i}"]}], "birthDate": "1999-09-09",
-                        "meta": {"accounts": [{"reference": o}]}})
+        p = api.create(
+            {
+                "resourceType": "Patient",
+                "identifier": [{"system": "urn:mrn", "value": f"S-{i}"}],
+                "name": [{"family": "Searchable", "given": [f"G{i}"]}],
+                "birthDate": "1999-09-09",
+                "meta": {"accounts": [{"reference": o}]},
+            }
+        )
         ids.append(p["id"])
     r = api.req("GET", "Patient", params={"_compartment": o, "_count": "2"})
     bundle = r.json()
@@ -201,32 +264,62 @@ def test_search_features(api: Api) -> None:
     assert "total" not in bundle
     links = {link["relation"]: link["url"] for link in bundle["link"]}
     assert set(links) == {"self", "first", "next"}
-    assert links["next"] == f"{api.sb.url}/fhir/R4/Patient?_compartment={o.replace('/', '%2F')}&_count=2&_offset=2"
+    assert (
+        links["next"]
+        == f"{api.sb.url}/fhir/R4/Patient?_compartment={o.replace('/', '%2F')}&_count=2&_offset=2"
+    )
     page2 = api.http.get(links["next"], headers=api.headers).json()
     assert [e["resource"]["id"] for e in page2["entry"]] == ids[2:4]
     assert {link["relation"] for link in page2["link"]} == {"self", "first", "next", "previous"}
-    total = api.req("GET", "Patient", params={"_compartment": o, "_count": "0", "_total": "accurate"}).json()
+    total = api.req(
+        "GET", "Patient", params={"_compartment": o, "_count": "0", "_total": "accurate"}
+    ).json()
     assert total["total"] == 5 and "entry" not in total
-    assert api.req("GET", "Patient", params={"_compartment": o, "_summary": "count"}).json()["total"] == 5
-    r = api.req("GET", "Patient", params={"identifier": "urn:mrn|S-0,urn:mrn|S-3", "_elements": "identifier"})
+    assert (
+        api.req("GET", "Patient", params={"_compartment": o, "_summary": "count"}).json()["total"]
+        == 5
+    )
+    r = api.req(
+        "GET",
+        "Patient",
+        params={"identifier": "urn:mrn|S-0,urn:mrn|S-3", "_elements": "identifier"},
+    )
     found = r.json()["entry"]
     assert [e["resource"]["id"] for e in found] == [ids[0], ids[3]]
-    assert "name" not in found[0]["resource"] and found[0]["resource"]["meta"]["tag"][0]["code"] == "SUBSETTED"
+    assert (
+        "name" not in found[0]["resource"]
+        and found[0]["resource"]["meta"]["tag"][0]["code"] == "SUBSETTED"
+    )
     assert accounts(found[0]["resource"]) == [o]
     r = api.req("POST", "Patient/_search", data={"_id": ",".join(ids[1:4]), "_count": "1000"})
     assert [e["resource"]["id"] for e in r.json()["entry"]] == ids[1:4]
-    assert len(api.req("GET", "Patient", params={"name": "searchab", "birthdate": "1999-09-09"}).json()["entry"]) == 5
+    assert (
+        len(
+            api.req(
+                "GET", "Patient", params={"name": "searchab", "birthdate": "1999-09-09"}
+            ).json()["entry"]
+        )
+        == 5
+    )
     r = api.req("GET", "Patient", params={"_account": o})
-    assert r.status_code == 400 and r.json()["issue"][0]["details"]["text"] == "Unknown search parameter: _account"
+    assert (
+        r.status_code == 400
+        and r.json()["issue"][0]["details"]["text"] == "Unknown search parameter: _account"
+    )
     r = api.req("GET", "Patient", params={"_compartment": o, "_count": "5000"})
     assert len(r.json()["entry"]) == 5 and "_count=1000" in r.json()["link"][0]["url"]
 
 
 def test_cursor_paging_with_sort_last_updated(api: Api) -> None:
     o = org(api)
-    ids = [api.create({"resourceType": "Patient", "meta": {"accounts": [{"reference": o}]}})["id"] for _ in range(45)]
+    ids = [
+        api.create({"resourceType": "Patient", "meta": {"accounts": [{"reference": o}]}})["id"]
+        for _ in range(45)
+    ]
     seen: list[str] = []
-    bundle = api.req("GET", "Patient", params={"_compartment": o, "_count": "20", "_sort": "_lastUpdated"}).json()
+    bundle = api.req(
+        "GET", "Patient", params={"_compartment": o, "_count": "20", "_sort": "_lastUpdated"}
+    ).json()
     while True:
         seen += [e["resource"]["id"] for e in bundle.get("entry", [])]
         nxt = [link["url"] for link in bundle["link"] if link["relation"] == "next"]
@@ -241,16 +334,37 @@ def test_max_search_offset(make_sandbox: Any) -> None:
     api = Api(make_sandbox("--max-search-offset", "10"))
     assert api.req("GET", "Patient", params={"_offset": "10"}).status_code == 200
     r = api.req("GET", "Patient", params={"_offset": "11"})
-    assert r.status_code == 400 and "Search offset exceeds maximum" in r.json()["issue"][0]["details"]["text"]
+    assert (
+        r.status_code == 400
+        and "Search offset exceeds maximum" in r.json()["issue"][0]["details"]["text"]
+    )
 
 
 def test_system_level_compartment_search(api: Api) -> None:
     a = api.create({"resourceType": "Patient"})["id"]
     b = api.create({"resourceType": "Patient"})["id"]
-    obs = api.create({"resourceType": "Observation", "status": "final", "code": {"text": "x"}, "subject": {"reference": f"Patient/{a}"}})
-    enc = api.create({"resourceType": "Encounter", "status": "finished", "class": {"code": "AMB"}, "subject": {"reference": f"Patient/{b}"}})
+    obs = api.create(
+        {
+            "resourceType": "Observation",
+            "status": "final",
+            "code": {"text": "x"},
+            "subject": {"reference": f"Patient/{a}"},
+        }
+    )
+    enc = api.create(
+        {
+            "resourceType": "Encounter",
+            "status": "finished",
+            "class": {"code": "AMB"},
+            "subject": {"reference": f"Patient/{b}"},
+        }
+    )
     api.create({"resourceType": "Observation", "status": "final", "code": {"text": "y"}})
-    r = api.req("GET", "", params={"_type": "Observation,Encounter", "_compartment": f"Patient/{a},Patient/{b}"})
+    r = api.req(
+        "GET",
+        "",
+        params={"_type": "Observation,Encounter", "_compartment": f"Patient/{a},Patient/{b}"},
+    )
     assert sorted(e["resource"]["id"] for e in r.json()["entry"]) == sorted([obs["id"], enc["id"]])
     r = api.req("GET", "", params={"_compartment": f"Patient/{a}"})
     assert r.status_code == 400 and r.json()["issue"][0]["details"]["text"] == "No types specified"
@@ -258,11 +372,27 @@ def test_system_level_compartment_search(api: Api) -> None:
 
 def test_batch_bundle(api: Api) -> None:
     p = api.create({"resourceType": "Patient"})
-    r = api.req("POST", "", json={"resourceType": "Bundle", "type": "batch", "entry": [
-        {"request": {"method": "GET", "url": f"Patient/{p['id']}"}},
-        {"request": {"method": "GET", "url": "Patient/00000000-0000-4000-8000-000000000000"}},
-        {"request": {"method": "POST", "url": "Organization"}, "resource": {"resourceType": "Organization", "name": "B"}},
-    ]})
+    r = api.req(
+        "POST",
+        "",
+        json={
+            "resourceType": "Bundle",
+            "type": "batch",
+            "entry": [
+                {"request": {"method": "GET", "url": f"Patient/{p['id']}"}},
+                {
+                    "request": {
+                        "method": "GET",
+                        "url": "Patient/00000000-0000-4000-8000-000000000000",
+                    }
+                },
+                {
+                    "request": {"method": "POST", "url": "Organization"},
+                    "resource": {"resourceType": "Organization", "name": "B"},
+                },
+            ],
+        },
+    )
     body = r.json()
     assert r.status_code == 200 and body["type"] == "batch-response"
     assert [e["response"]["status"] for e in body["entry"]] == ["200", "404", "201"]
@@ -274,13 +404,20 @@ def test_batch_bundle(api: Api) -> None:
 
 
 def _patient_with_compartment(api: Api, accounts_: list[str], n: int) -> tuple[str, list[str]]:
-    p = api.create({"resourceType": "Patient", "meta": {"accounts": [{"reference": a} for a in accounts_]}})
+    p = api.create(
+        {"resourceType": "Patient", "meta": {"accounts": [{"reference": a} for a in accounts_]}}
+    )
     members = []
     for i in range(n):
         kind = "Observation" if i % 2 == 0 else "Encounter"
-        body: dict[str, Any] = {"resourceType": kind, "status": "final" if kind == "Observation" else "finished",
-                                "subject": {"reference": f"Patient/{p['id']}"}}
-        body["code" if kind == "Observation" else "class"] = {"text": "x"} if kind == "Observation" else {"code": "AMB"}
+        body: dict[str, Any] = {
+            "resourceType": kind,
+            "status": "final" if kind == "Observation" else "finished",
+            "subject": {"reference": f"Patient/{p['id']}"},
+        }
+        body["code" if kind == "Observation" else "class"] = (
+            {"text": "x"} if kind == "Observation" else {"code": "AMB"}
+        )
         members.append(f"{kind}/{api.create(body)['id']}")
     return f"Patient/{p['id']}", members
 
@@ -295,7 +432,10 @@ def test_set_accounts_replace_and_propagate_difference_only(api: Api) -> None:
     api.req("PUT", members[0], json=obs)
     r = api.set_accounts(patient, [keep, add], propagate=True)
     assert r.status_code == 200
-    assert r.json() == {"resourceType": "Parameters", "parameter": [{"name": "resourcesUpdated", "valueInteger": 4}]}
+    assert r.json() == {
+        "resourceType": "Parameters",
+        "parameter": [{"name": "resourcesUpdated", "valueInteger": 4}],
+    }
     assert accounts(api.read(patient)) == [keep, add]
     assert api.read(patient)["meta"]["account"] == {"reference": keep}
     assert accounts(api.read(members[0])) == [other, keep, add]
@@ -345,7 +485,10 @@ def test_async_set_accounts_job_lifecycle(sandbox: SandboxProcess, api: Api) -> 
     url = r.headers["Content-Location"]
     assert url.startswith(f"{sandbox.url}/fhir/R4/job/") and url.endswith("/status")
     assert body["id"] == "accepted" and body["issue"][0]["diagnostics"] == url
-    assert body["issue"][0]["severity"] == "information" and body["issue"][0]["code"] == "informational"
+    assert (
+        body["issue"][0]["severity"] == "information"
+        and body["issue"][0]["code"] == "informational"
+    )
     done = wait_job(api, url).json()
     assert done["resourceType"] == "AsyncJob" and done["status"] == "completed"
     assert done["request"] == f"{sandbox.url}/{patient}/$set-accounts"
@@ -378,7 +521,10 @@ def test_job_delay_cancel_and_fail_rate(make_sandbox: Any) -> None:
     r = failing.set_accounts(patient, [o], propagate=True, headers={"Prefer": "respond-async"})
     job = wait_job(failing, r.headers["Content-Location"]).json()
     assert job["status"] == "error"
-    assert "injected job failure" in job["output"]["parameter"][0]["resource"]["issue"][0]["details"]["text"]
+    assert (
+        "injected job failure"
+        in job["output"]["parameter"][0]["resource"]["issue"][0]["details"]["text"]
+    )
 
 
 # --- fault injection and latency -------------------------------------------------------------

@@ -1,0 +1,218 @@
+"""Every public MedplumClient method against a real sandbox process."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from reconciler.medplum.accounts import get_resource_accounts, resource_has_account
+from reconciler.medplum.client import MedplumClient
+from reconciler.medplum.errors import AuthError, HTTPStatusError, JobError
+from tests.sandbox_process import MEMBER, SandboxProcess
+
+
+@pytest.fixture
+def client(sandbox: SandboxProcess) -> MedplumClient:
+    return sandbox.client()
+
+
+def _org(client: MedplumClient) -> str:
+    return (
+        "Organization/"
+        + client.create_resource({"resourceType": "Organization", "name": "C"})["id"]
+    )
+
+
+def test_crud_and_accounts(client: MedplumClient) -> None:
+    o1, o2 = _org(client), _org(client)
+    p = client.create_resource(
+        {"resourceType": "Patient", "name": [{"family": "Api"}]}, accounts=[o1]
+    )
+    assert get_resource_accounts(p) == [o1] and resource_has_account(p, o1)
+    assert client.read_resource("Patient", p["id"])["name"] == [{"family": "Api"}]
+    updated = client.update_resource(p, accounts=[o1, o2], if_match=p["meta"]["versionId"])
+    assert get_resource_accounts(updated) == [o1, o2]
+    with pytest.raises(HTTPStatusError) as info:
+        client.update_resource(p, if_match=p["meta"]["versionId"])
+    assert info.value.status == 412
+    first = client.create_resource(
+        {
+            "resourceType": "Basic",
+            "code": {"text": "c"},
+            "identifier": [{"system": "urn:c", "value": "1"}],
+        },
+        if_none_exist="identifier=urn:c|1",
+    )
+    again = client.create_resource(
+        {
+            "resourceType": "Basic",
+            "code": {"text": "c"},
+            "identifier": [{"system": "urn:c", "value": "1"}],
+        },
+        if_none_exist="identifier=urn:c|1",
+    )
+    assert first["id"] == again["id"]
+    client.delete_resource("Patient", p["id"])
+    with pytest.raises(HTTPStatusError) as info:
+        client.read_resource("Patient", p["id"])
+    assert info.value.status == 404 and info.value.outcome_text == "Not found"
+
+
+def test_search_read_many_identifiers_and_compartments(client: MedplumClient) -> None:
+    o = _org(client)
+    ids = []
+    for i in range(25):
+        p = client.create_resource(
+            {"resourceType": "Patient", "identifier": [{"system": "urn:rm", "value": f"R-{i}"}]},
+            accounts=[o],
+        )
+        ids.append(p["id"])
+        client.create_resource(
+            {
+                "resourceType": "Observation",
+                "status": "final",
+                "code": {"text": "x"},
+                "subject": {"reference": f"Patient/{p['id']}"},
+            }
+        )
+    bundle = client.search("Patient", {"_compartment": o, "_count": "5"})
+    assert len(bundle["entry"]) == 5
+    assert [p["id"] for p in client.search_all("Patient", {"_compartment": o}, page_size=7)] == ids
+    assert [
+        p["id"]
+        for p in client.search_all(
+            "Patient", {"_compartment": o}, page_size=20, sort_by_last_updated=True
+        )
+    ] == ids
+    found = client.read_many(
+        "Patient", [*ids[:10], "00000000-0000-4000-8000-000000000000"], batch_size=4
+    )
+    assert sorted(p["id"] for p in found) == sorted(ids[:10])
+    by_ident = client.search_by_identifiers(
+        "Patient", ["urn:rm|R-3", "urn:rm|R-4", "urn:rm|none"], batch_size=2
+    )
+    assert [p["id"] for p in by_ident["urn:rm|R-3"]] == [ids[3]] and by_ident["urn:rm|none"] == []
+    members = list(client.read_compartments([f"Patient/{i}" for i in ids], batch_size=10))
+    assert len(members) == 25 and {m["resourceType"] for m in members} == {"Observation"}
+    assert all(get_resource_accounts(m) == [o] for m in members)
+
+
+def test_set_accounts_sync_async_and_wait(client: MedplumClient) -> None:
+    o = _org(client)
+    p = client.create_resource({"resourceType": "Patient"})
+    obs = client.create_resource(
+        {
+            "resourceType": "Observation",
+            "status": "final",
+            "code": {"text": "x"},
+            "subject": {"reference": f"Patient/{p['id']}"},
+        }
+    )
+    sync = client.set_accounts(f"Patient/{p['id']}", o)
+    assert sync["parameter"] == [{"name": "resourcesUpdated", "valueInteger": 1}]
+    result = client.set_accounts(p, [o], propagate=True, prefer_async=True)  # no difference: 1
+    job = client.wait_for_async_job(result, timeout=10)
+    assert job["status"] == "completed" and job["output"]["parameter"][0]["valueInteger"] == 1
+    o2 = _org(client)
+    result = client.set_accounts(f"Patient/{p['id']}", [o, o2], propagate=True, prefer_async=True)
+    status = client.get_async_job_status(result)
+    assert status["resourceType"] == "AsyncJob"
+    job = client.wait_for_async_job(result["content_location"], timeout=10)
+    assert job["output"]["parameter"][0]["valueInteger"] == 2
+    assert get_resource_accounts(client.read_resource("Observation", obs["id"])) == [o2]
+
+
+def test_member_client_forbidden(sandbox: SandboxProcess, client: MedplumClient) -> None:
+    member = sandbox.client(MEMBER)
+    p = client.create_resource({"resourceType": "Patient"})
+    with pytest.raises(HTTPStatusError) as info:
+        member.set_accounts(f"Patient/{p['id']}", ["Organization/x"])
+    assert info.value.status == 403 and info.value.outcome_text == "Forbidden"
+    result = member.set_accounts(
+        f"Patient/{p['id']}", ["Organization/x"], propagate=True, prefer_async=True
+    )
+    with pytest.raises(JobError) as job_info:
+        member.wait_for_async_job(result, timeout=10)
+    assert job_info.value.status == "error" and job_info.value.outcome_text == "Forbidden"
+
+
+def test_bad_credentials(sandbox: SandboxProcess) -> None:
+    bad = sandbox.client(("sandbox-admin", "wrong-secret-xyz"))
+    with pytest.raises(AuthError) as info:
+        bad.search("Patient")
+    assert "wrong-secret-xyz" not in str(info.value) and "Invalid client" in str(info.value)
+
+
+def test_operations_ccda_match_everything_terminology(client: MedplumClient) -> None:
+    p = client.create_resource(
+        {
+            "resourceType": "Patient",
+            "name": [{"family": "Ccda", "given": ["Cora"]}],
+            "birthDate": "1970-01-02",
+        }
+    )
+    client.create_resource(
+        {
+            "resourceType": "Observation",
+            "status": "final",
+            "code": {"text": "glucose"},
+            "subject": {"reference": f"Patient/{p['id']}"},
+        }
+    )
+    xml = client.export_ccda(p["id"])
+    assert xml.startswith('<?xml version="1.0"') and "<ClinicalDocument" in xml
+    assert "<family>Ccda</family>" in xml and "<td>glucose</td>" in xml
+    import xml.etree.ElementTree as ET
+
+    ET.fromstring(xml)  # well-formed
+    everything = client.execute_operation(
+        "Patient", "everything", resource_id=p["id"], method="GET"
+    )
+    assert [e["resource"]["resourceType"] for e in everything["entry"]] == [
+        "Patient",
+        "Observation",
+    ]
+    match: Any = client.execute_operation(
+        "Patient",
+        "match",
+        params={
+            "resource": {
+                "resourceType": "Patient",
+                "name": [{"family": "Ccda"}],
+                "birthDate": "1970-01-02",
+            }
+        },
+        wrap_params=True,
+    )
+    assert (
+        match["entry"][0]["resource"]["id"] == p["id"]
+        and match["entry"][0]["search"]["score"] == 1.0
+    )
+    vs = "http://hl7.org/fhir/ValueSet/observation-status"
+    cs = "http://hl7.org/fhir/observation-status"
+    assert client.validate_valueset_code(vs, {"system": cs, "code": "final"}) is True
+    assert client.validate_valueset_code(vs, {"system": cs, "code": "bogus"}) is False
+    expansion = client.expand_valueset(vs, filter="amend")
+    assert expansion["expansion"]["contains"] == [
+        {"system": cs, "code": "amended", "display": "Amended"}
+    ]
+    lookup = client.lookup_concept("final", cs)
+    assert {"name": "display", "valueString": "Final"} in lookup["parameter"]
+    translated = client.translate_concept("final", cs, "http://example.org/local-codes")
+    assert translated["parameter"][0] == {"name": "result", "valueBoolean": True}
+    assert translated["parameter"][1]["part"][1]["valueCoding"] == {
+        "system": "http://example.org/local-codes",
+        "code": "F",
+    }
+
+
+def test_retries_against_sandbox_faults(make_sandbox: Any) -> None:
+    sb = make_sandbox("--fault", "429:0.3", "--fault", "503:0.2", "--random-seed", "3")
+    client = sb.client(max_retries=20)
+    o = _org(client)
+    for _ in range(10):
+        client.create_resource({"resourceType": "Patient"}, accounts=[o])
+    assert len(list(client.search_all("Patient", {"_compartment": o}, page_size=3))) == 10
+    stats = sb.stats()
+    assert stats["fault_429"] > 0 and stats["fault_503"] > 0
