@@ -292,7 +292,7 @@ def test_redirect_is_an_error() -> None:
     )
     client, _ = make(server)
     with pytest.raises(
-        HTTPStatusError, match="unexpected redirect to https://elsewhere.example/login"
+        HTTPStatusError, match=r"unexpected redirect to https://elsewhere\.example/login"
     ):
         client.read_resource("Patient", "p1")
 
@@ -451,7 +451,7 @@ def test_wait_for_async_job_polls_with_doubling_then_fails_with_outcome() -> Non
     client = MedplumClient(
         BASE, "c", SECRET, http=httpx.Client(transport=httpx.MockTransport(server))
     )
-    with pytest.raises(JobTimeout, match="not finished after 0.2 s"):
+    with pytest.raises(JobTimeout, match=r"not finished after 0\.2 s"):
         client.wait_for_async_job(BASE + "fhir/R4/job/j1/status", timeout=0.2)
 
 
