@@ -4,6 +4,7 @@ print() to stdout (results) or stderr (messages); cli.main owns the error bounda
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Callable
 
 from reconciler.errors import UsageError
@@ -43,9 +44,62 @@ def accounts(options: argparse.Namespace) -> int:
     return 0
 
 
+def _emit(text: str) -> None:
+    sys.stdout.write(text)
+    sys.stdout.flush()
+
+
+def plan(options: argparse.Namespace) -> int:
+    from reconciler.connect import connect
+    from reconciler.planfile import save_plan
+    from reconciler.planning import build_plan
+    from reconciler.render import RENDERERS, redact, render_text, use_color
+
+    if options.redact and options.out:
+        raise UsageError(
+            "--redact cannot be combined with --out: a redacted plan cannot be applied"
+        )
+    manifests = load_manifests(options.paths or DEFAULT_PATHS)
+    with connect(options.server, sandbox_data=options.sandbox_data) as conn:
+        the_plan, _ = build_plan(conn, manifests)
+    shown = redact(the_plan) if options.redact else the_plan
+    if options.format == "text":
+        _emit(render_text(shown, color=use_color(sys.stdout.isatty())))
+    else:
+        _emit(RENDERERS[options.format](shown))
+    if options.out:
+        save_plan(the_plan, options.out)
+        stream = sys.stderr if options.format == "json" else sys.stdout
+        print(
+            f"\nSaved the plan to {options.out}. To apply exactly these changes, run:\n"
+            f"    reconciler apply {options.out}",
+            file=stream,
+        )
+    if options.detailed_exitcode and not the_plan.is_empty:
+        return 2
+    return 0
+
+
+def _sandbox_data(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--sandbox-data",
+        metavar="FILE",
+        default=None,
+        help="data file of the embedded sandbox (default .reconciler/sandbox.sqlite)",
+    )
+
+
 def register(add: AddCommand) -> None:
     p = add("validate", validate, "check manifests offline (schema and cross-file rules)")
     p.add_argument("paths", nargs="*", metavar="PATH")
+
+    p = add("plan", plan, "read live accounts and show what apply would change")
+    p.add_argument("paths", nargs="*", metavar="PATH")
+    p.add_argument("--out", metavar="FILE", help="save the plan (JSON, mode 0600) for apply")
+    p.add_argument("--format", choices=("text", "json", "markdown"), default="text")
+    p.add_argument("--detailed-exitcode", action="store_true", help="exit 2 when there are changes")
+    p.add_argument("--redact", action="store_true", help="hash patient ids and identifiers")
+    _sandbox_data(p)
 
     p = add("accounts", accounts, "print a resource's accounts, one reference per line")
     p.add_argument("reference", metavar="REF", help="Type/id, e.g. Patient/123")

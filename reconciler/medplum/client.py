@@ -401,8 +401,8 @@ class MedplumClient(OperationsMixin):
         matches: dict[str, list[dict[str, Any]]] = {token: [] for token in wanted}
         for chunk in _chunks(wanted, batch_size):
             form = {"identifier": ",".join(chunk), "_count": str(PAGE_SIZE)}
-            if elements:
-                form["_elements"] = ",".join(elements)
+            if elements:  # matching needs the identifiers back
+                form["_elements"] = ",".join(dict.fromkeys([*elements, "identifier"]))
             for resource in self.post_search(resource_type, form):
                 for ident in resource.get("identifier") or []:
                     token = f"{ident.get('system') or ''}|{ident.get('value')}"

@@ -1,0 +1,199 @@
+"""Read the live state the planner needs, in batches: resolve every account and selector, list
+the current members of authoritative tenants, and keep each in-scope patient's accounts and
+version. Request count grows with pages (1000 patients each), never one request per patient."""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from typing import Any
+from urllib.parse import parse_qsl
+
+from reconciler.errors import ResolveError
+from reconciler.logs import get_logger
+from reconciler.medplum.accounts import first_identifier, get_resource_accounts
+from reconciler.medplum.client import MedplumClient
+from reconciler.medplum.errors import HTTPStatusError
+from reconciler.model import LivePatient, LiveState, SelectorKind, Tenant
+
+log = get_logger("reconciler.live")
+
+PATIENT_ELEMENTS = ("meta", "identifier")
+Progress = Callable[[int], None]
+
+
+def to_live_patient(resource: dict[str, Any]) -> LivePatient:
+    return LivePatient(
+        reference=f"Patient/{resource['id']}",
+        version_id=str((resource.get("meta") or {}).get("versionId", "")),
+        accounts=tuple(get_resource_accounts(resource)),
+        identifier=first_identifier(resource),
+    )
+
+
+class _Reader:
+    def __init__(self, client: MedplumClient, progress: Progress | None) -> None:
+        self.client = client
+        self.progress = progress
+        self.patients: dict[str, LivePatient] = {}
+        self.problems: list[str] = []
+
+    def keep(self, resource: dict[str, Any]) -> str:
+        patient = to_live_patient(resource)
+        self.patients[patient.reference] = patient
+        if self.progress is not None:
+            self.progress(len(self.patients))
+        return patient.reference
+
+
+def resolve_accounts(client: MedplumClient, tenants: Sequence[Tenant]) -> dict[str, str]:
+    """tenant name → `Type/id`; every account must exist and resolve to exactly one resource."""
+    problems: list[str] = []
+    resolved: dict[str, str] = {}
+    literal: dict[str, list[Tenant]] = defaultdict(list)
+    by_identifier: dict[str, list[Tenant]] = defaultdict(list)
+    for tenant in tenants:
+        account = tenant.account
+        if account.reference is not None:
+            literal[account.reference.split("/", 1)[0]].append(tenant)
+        else:
+            by_identifier[str(account.type)].append(tenant)
+    for rtype, group in literal.items():
+        ids = [str(t.account.reference).split("/", 1)[1] for t in group]
+        found = {r["id"] for r in client.read_many(rtype, ids, elements=["id"])}
+        for tenant in group:
+            ref = str(tenant.account.reference)
+            if ref.split("/", 1)[1] in found:
+                resolved[tenant.name] = ref
+            else:
+                problems.append(
+                    f"{tenant.account.location}: error: spec.account: {ref} does not exist "
+                    f"(tenant {tenant.name!r})"
+                )
+    for rtype, group in by_identifier.items():
+        tokens = [str(t.account.identifier) for t in group]
+        matches = client.search_by_identifiers(rtype, tokens, elements=["id"])
+        for tenant in group:
+            hits = matches.get(str(tenant.account.identifier), [])
+            if len(hits) == 1:
+                resolved[tenant.name] = f"{rtype}/{hits[0]['id']}"
+            else:
+                problems.append(
+                    f"{tenant.account.location}: error: spec.account: {rtype} with identifier "
+                    f"{tenant.account.identifier} matches {len(hits)} resources, expected "
+                    f"exactly 1 (tenant {tenant.name!r})"
+                )
+    owners: dict[str, Tenant] = {}
+    for tenant in tenants:
+        target = resolved.get(tenant.name)
+        if target is None:
+            continue
+        first = owners.setdefault(target, tenant)
+        if first is not tenant:
+            problems.append(
+                f"{tenant.account.location}: error: spec.account: resolves to {target}, "
+                f"the account of tenant {first.name!r} too ({first.account.location.short})"
+            )
+    if problems:
+        raise ResolveError(problems)
+    return resolved
+
+
+def read_live_state(
+    client: MedplumClient,
+    tenants: Sequence[Tenant],
+    *,
+    progress: Progress | None = None,
+) -> LiveState:
+    started = time.monotonic()
+    sent = client.requests_sent
+    accounts = resolve_accounts(client, tenants)
+    reader = _Reader(client, progress)
+    members: dict[str, set[str]] = {t.name: set() for t in tenants}
+
+    # Ids: one batched read for every id selector of every tenant.
+    id_selectors = [(t, s) for t in tenants for s in t.patients if s.kind is SelectorKind.ID]
+    wanted = [s.value.split("/", 1)[1] for _, s in id_selectors]
+    found = {
+        r["id"]: reader.keep(r)
+        for r in client.read_many("Patient", wanted, elements=PATIENT_ELEMENTS)
+    }
+    for tenant, selector in id_selectors:
+        ref = found.get(selector.value.split("/", 1)[1])
+        if ref is None:
+            reader.problems.append(
+                f"{selector.location}: error: {selector.value} does not exist "
+                f"(tenant {tenant.name!r})"
+            )
+        else:
+            members[tenant.name].add(ref)
+
+    # Identifiers: comma lists, batched; each must match exactly one patient.
+    ident_selectors = [
+        (t, s) for t in tenants for s in t.patients if s.kind is SelectorKind.IDENTIFIER
+    ]
+    matches = client.search_by_identifiers(
+        "Patient", [s.value for _, s in ident_selectors], elements=PATIENT_ELEMENTS
+    )
+    for tenant, selector in ident_selectors:
+        hits = matches.get(selector.value, [])
+        if len(hits) != 1:
+            reader.problems.append(
+                f"{selector.location}: error: identifier {selector.value} matches {len(hits)} "
+                f"patients, expected exactly 1 (tenant {tenant.name!r})"
+            )
+            continue
+        members[tenant.name].add(reader.keep(hits[0]))
+
+    # Searches: every match, paged by cursor.
+    for tenant in tenants:
+        for selector in tenant.patients:
+            if selector.kind is not SelectorKind.SEARCH:
+                continue
+            params = [*parse_qsl(selector.value, keep_blank_values=True)]
+            params.append(("_elements", ",".join(PATIENT_ELEMENTS)))
+            count = 0
+            try:
+                for resource in client.search_all("Patient", params, sort_by_last_updated=True):
+                    members[tenant.name].add(reader.keep(resource))
+                    count += 1
+            except HTTPStatusError as exc:
+                if exc.status != 400:
+                    raise
+                reader.problems.append(
+                    f"{selector.location}: error: search {selector.value!r} was rejected by the "
+                    f"server: {exc.outcome_text} (tenant {tenant.name!r})"
+                )
+                continue
+            if count == 0:
+                reader.problems.append(
+                    f"{selector.location}: error: search {selector.value!r} matches no patients "
+                    f"(tenant {tenant.name!r})"
+                )
+    if reader.problems:
+        raise ResolveError(reader.problems)
+
+    # Current members of authoritative tenants: they are in scope (they may lose the account).
+    for tenant in tenants:
+        if not tenant.authoritative:
+            continue
+        params = [
+            ("_compartment", accounts[tenant.name]),
+            ("_elements", ",".join(PATIENT_ELEMENTS)),
+        ]
+        for resource in client.search_all("Patient", params, sort_by_last_updated=True):
+            reader.keep(resource)
+
+    log.info(
+        "live state read",
+        tenants=len(tenants),
+        patients_in_scope=len(reader.patients),
+        requests=client.requests_sent - sent,
+        duration_ms=round((time.monotonic() - started) * 1000),
+    )
+    return LiveState(
+        accounts=accounts,
+        members={name: frozenset(refs) for name, refs in members.items()},
+        patients=reader.patients,
+    )

@@ -1,0 +1,95 @@
+"""The JSON form of a plan (format 1): what `--format json` prints and `--out` saves.
+
+`plan_digest` is the sha256 of the canonical JSON (sorted keys, no spaces) of everything else,
+so an edited or corrupted plan is refused. Readers ignore unknown optional fields.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+from reconciler.model import AccountInfo, Change, Membership, Plan, Step
+
+FORMAT_VERSION = "1"
+
+
+def canonical(data: Any) -> bytes:
+    return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def digest_of(data: dict[str, Any]) -> str:
+    body = {k: v for k, v in data.items() if k != "plan_digest"}
+    return "sha256:" + hashlib.sha256(canonical(body)).hexdigest()
+
+
+def change_to_json(change: Change) -> dict[str, Any]:
+    return {
+        "patient": change.patient,
+        "version_id": change.version_id,
+        "identifier": change.identifier,
+        "before": list(change.before),
+        "after": list(change.after),
+        "add": list(change.add),
+        "remove": list(change.remove),
+        "tenants": list(change.tenants),
+        "steps": [s.to_json() for s in change.steps],
+    }
+
+
+def plan_to_json(plan: Plan) -> dict[str, Any]:
+    data: dict[str, Any] = {
+        "format_version": FORMAT_VERSION,
+        "server": plan.server,
+        "created_at": plan.created_at,
+        "manifests": {"digest": plan.manifest_digest, "files": list(plan.manifest_files)},
+        "changes": [change_to_json(c) for c in sorted(plan.changes, key=lambda c: c.patient)],
+        "summary": {"patients": len(plan.changes), "add": plan.added, "remove": plan.removed},
+        "accounts": {
+            ref: {
+                "tenant": info.tenant,
+                "membership": info.membership.value,
+                "propagate": info.propagate,
+            }
+            for ref, info in sorted(plan.managed.items())
+        },
+    }
+    if plan.warnings:
+        data["warnings"] = list(plan.warnings)
+    if plan.estimate is not None:
+        data["estimate"] = plan.estimate
+    data["plan_digest"] = digest_of(data)
+    return data
+
+
+def plan_from_json(data: dict[str, Any]) -> Plan:
+    """Build a Plan from already-validated JSON (see planfile.load_plan)."""
+    changes = tuple(
+        Change(
+            patient=c["patient"],
+            version_id=c["version_id"],
+            identifier=c.get("identifier"),
+            before=tuple(c["before"]),
+            after=tuple(c["after"]),
+            add=tuple(c["add"]),
+            remove=tuple(c["remove"]),
+            tenants=tuple(c["tenants"]),
+            steps=tuple(Step(tuple(s["accounts"]), bool(s["propagate"])) for s in c["steps"]),
+        )
+        for c in data["changes"]
+    )
+    managed = {
+        ref: AccountInfo(info["tenant"], Membership(info["membership"]), bool(info["propagate"]))
+        for ref, info in (data.get("accounts") or {}).items()
+    }
+    return Plan(
+        changes=changes,
+        managed=managed,
+        server=data["server"],
+        created_at=data["created_at"],
+        manifest_files=tuple(data["manifests"]["files"]),
+        manifest_digest=data["manifests"]["digest"],
+        warnings=tuple(data.get("warnings") or ()),
+        estimate=data.get("estimate"),
+    )

@@ -1,0 +1,41 @@
+"""Plan assembly shared by `plan` and `apply`: manifests + live state → a stamped Plan."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import replace
+from datetime import UTC, datetime
+
+from reconciler.connect import Connection
+from reconciler.live import read_live_state
+from reconciler.logs import get_logger
+from reconciler.model import LiveState, ManifestSet, Plan
+from reconciler.planner import plan as compute_plan
+from reconciler.progress import Progress
+
+log = get_logger("reconciler.plan")
+
+
+def build_plan(conn: Connection, manifests: ManifestSet) -> tuple[Plan, LiveState]:
+    progress = Progress("reading live state")
+    try:
+        live = read_live_state(conn.client, manifests.tenants, progress=progress.update)
+    finally:
+        progress.close()
+    started = time.monotonic()
+    plan = compute_plan(manifests.tenants, live)
+    plan = replace(
+        plan,
+        server=conn.identity,
+        created_at=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        manifest_files=manifests.files,
+        manifest_digest=manifests.digest,
+    )
+    log.info(
+        "plan computed",
+        changes=len(plan.changes),
+        add=plan.added,
+        remove=plan.removed,
+        duration_ms=round((time.monotonic() - started) * 1000),
+    )
+    return plan, live

@@ -1,0 +1,167 @@
+"""Plan → text, markdown or JSON. Renderers only read the plan."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Callable
+from dataclasses import replace
+
+from reconciler.model import Action, Change, Plan
+from reconciler.planjson import plan_to_json
+
+NO_CHANGES = "No changes. Live accounts match the manifests."
+MARKDOWN_LIMIT = 65_000
+
+_COLORS = {Action.ADD: "\033[32m", Action.REMOVE: "\033[31m", Action.UPDATE: "\033[33m"}
+_RESET = "\033[0m"
+
+
+def plural(n: int, noun: str) -> str:
+    return f"{n:,} {noun}" if n == 1 else f"{n:,} {noun}s"
+
+
+def summary_line(plan: Plan) -> str:
+    return (
+        f"Plan: {plural(len(plan.changes), 'patient')} to update, "
+        f"{plural(plan.added, 'account')} to add, {plural(plan.removed, 'account')} to remove."
+    )
+
+
+def use_color(stream_isatty: bool) -> bool:
+    return stream_isatty and not os.environ.get("NO_COLOR")
+
+
+def _reason(plan: Plan, account: str, action: Action) -> str:
+    info = plan.managed.get(account)
+    if info is None:
+        return "unmanaged, kept"
+    if action is Action.REMOVE:
+        return f"tenant {info.tenant}, {info.membership.value}"
+    if action is Action.KEEP:
+        return f"tenant {info.tenant}, kept"
+    return f"tenant {info.tenant}" + ("" if info.propagate else ", not propagated")
+
+
+def change_lines(plan: Plan, change: Change, color: bool = False) -> list[str]:
+    def paint(action: Action, text: str) -> str:
+        return f"{_COLORS[action]}{text}{_RESET}" if color and action in _COLORS else text
+
+    header = f"  {paint(Action.UPDATE, Action.UPDATE.value)} {change.patient}"
+    if change.identifier:
+        header += f"  (identifier {change.identifier})"
+    rows: list[tuple[Action, str]] = [(Action.ADD, a) for a in change.add]
+    rows += [(Action.REMOVE, a) for a in change.remove]
+    rows += [(Action.KEEP, a) for a in change.after if a not in change.add]
+    width = max(len(a) for _, a in rows)
+    lines = [header]
+    for action, account in rows:
+        symbol = paint(action, action.value)
+        lines.append(f"      {symbol} {account.ljust(width)}   ({_reason(plan, account, action)})")
+    if change.primary_changes and change.before:
+        # Medplum keeps meta.account = first account; moving it can promote an unmanaged one.
+        new = change.after[0] if change.after else "none"
+        lines.append(f"      meta.account changes: {change.before[0]} -> {new}")
+    if len(change.steps) == 2:
+        lines.append(
+            "      two $set-accounts calls: propagating changes first, then the rest "
+            "without propagation"
+        )
+    return lines
+
+
+def render_text(plan: Plan, *, color: bool = False) -> str:
+    out: list[str] = []
+    for warning in plan.warnings:
+        out.append(f"Warning: {warning}")
+    if plan.warnings:
+        out.append("")
+    if plan.is_empty:
+        out.append(NO_CHANGES)
+        return "\n".join(out) + "\n"
+    out.append("Reconciler will perform the following changes:")
+    out.append("")
+    for change in plan.changes:
+        out.extend(change_lines(plan, change, color))
+        out.append("")
+    out.append(summary_line(plan))
+    if plan.estimate is not None and plan.estimate.get("line"):
+        out.append(str(plan.estimate["line"]))
+    return "\n".join(out) + "\n"
+
+
+def render_json(plan: Plan) -> str:
+    return json.dumps(plan_to_json(plan), indent=2, ensure_ascii=False) + "\n"
+
+
+def _md(text: str) -> str:
+    return text.replace("|", "\\|")
+
+
+def render_markdown(plan: Plan, *, limit: int = MARKDOWN_LIMIT) -> str:
+    head = ["### Medplum tenancy plan", ""]
+    if plan.is_empty:
+        return "\n".join([*head, NO_CHANGES, ""])
+    head += [f"**{summary_line(plan)}**", ""]
+    for warning in plan.warnings:
+        head += [f"> :warning: {warning}", ""]
+    if plan.estimate is not None and plan.estimate.get("line"):
+        head += [str(plan.estimate["line"]), ""]
+    open_details = [
+        f"<details><summary>Changes ({plural(len(plan.changes), 'patient')})</summary>",
+        "",
+        "| Patient | Identifier | Add | Remove | Tenants |",
+        "|---|---|---|---|---|",
+    ]
+    close = ["", "</details>", ""]
+    text = "\n".join(head + open_details) + "\n"
+    reserve = 200 + len("\n".join(close))
+    shown = 0
+    used = len(text)
+    rows: list[str] = []
+    for change in plan.changes:
+        row = (
+            f"| `{change.patient}` | {_md(change.identifier or '')} | "
+            f"{'<br>'.join(f'`{a}`' for a in change.add)} | "
+            f"{'<br>'.join(f'`{a}`' for a in change.remove)} | {', '.join(change.tenants)} |"
+        )
+        if used + len(row) + 1 + reserve > limit:
+            break
+        rows.append(row)
+        used += len(row) + 1
+        shown += 1
+    text += "\n".join(rows) + "\n"
+    left = len(plan.changes) - shown
+    if left:
+        text += (
+            f"\n_… {plural(left, 'more change')} not shown (limit {limit:,} characters); "
+            "see the JSON plan._\n"
+        )
+    return text + "\n".join(close)
+
+
+def _hash(value: str) -> str:
+    return "redacted-" + hashlib.sha256(value.encode()).hexdigest()[:10]
+
+
+def redact(plan: Plan) -> Plan:
+    """Replace patient ids and identifier values with stable short hashes (PHI-free output)."""
+
+    def one(change: Change) -> Change:
+        rtype, rid = change.patient.split("/", 1)
+        identifier = None
+        if change.identifier:
+            system, _, value = change.identifier.rpartition("|")
+            identifier = f"{system}|{_hash(value)}"
+        return replace(change, patient=f"{rtype}/{_hash(rid)}", identifier=identifier)
+
+    changes = sorted((one(c) for c in plan.changes), key=lambda c: c.patient)
+    return replace(plan, changes=tuple(changes))
+
+
+RENDERERS: dict[str, Callable[[Plan], str]] = {
+    "text": render_text,
+    "json": render_json,
+    "markdown": render_markdown,
+}

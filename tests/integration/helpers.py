@@ -1,0 +1,138 @@
+"""Seeding through the API and running the CLI in-process against a sandbox process."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from reconciler.cli import main
+from reconciler.medplum.accounts import get_resource_accounts
+from reconciler.medplum.client import MedplumClient
+from tests.sandbox_process import ADMIN, SandboxProcess
+
+
+def create_org(client: MedplumClient, name: str = "Org", identifier: str | None = None) -> str:
+    body: dict[str, Any] = {"resourceType": "Organization", "name": name}
+    if identifier:
+        system, value = identifier.split("|")
+        body["identifier"] = [{"system": system, "value": value}]
+    return "Organization/" + client.create_resource(body)["id"]
+
+
+def create_patients(
+    client: MedplumClient,
+    count: int,
+    *,
+    accounts: list[str] | None = None,
+    compartment: int = 0,
+    family: str | None = None,
+    mrn_prefix: str | None = None,
+) -> list[str]:
+    """Create patients (and `compartment` Observations/Encounters each) in batch bundles."""
+    prefix = mrn_prefix or uuid.uuid4().hex[:8]
+    entries = []
+    for i in range(count):
+        patient: dict[str, Any] = {
+            "resourceType": "Patient",
+            "identifier": [{"system": "urn:test:mrn", "value": f"{prefix}-{i}"}],
+            "name": [{"family": family or f"Fam{prefix}", "given": [f"G{i}"]}],
+        }
+        if accounts:
+            patient["meta"] = {"accounts": [{"reference": a} for a in accounts]}
+        entries.append({"request": {"method": "POST", "url": "Patient"}, "resource": patient})
+    refs: list[str] = []
+    for start in range(0, len(entries), 1000):
+        chunk = entries[start : start + 1000]
+        body = client.request(
+            "POST", "", json={"resourceType": "Bundle", "type": "batch", "entry": chunk}
+        ).body
+        refs += [e["response"]["location"] for e in body["entry"]]
+    if compartment:
+        members = []
+        for ref in refs:
+            for j in range(compartment):
+                if j % 2 == 0:
+                    res = {
+                        "resourceType": "Observation",
+                        "status": "final",
+                        "code": {"text": f"o{j}"},
+                        "subject": {"reference": ref},
+                    }
+                else:
+                    res = {
+                        "resourceType": "Encounter",
+                        "status": "finished",
+                        "class": {"code": "AMB"},
+                        "subject": {"reference": ref},
+                    }
+                members.append(
+                    {"request": {"method": "POST", "url": res["resourceType"]}, "resource": res}
+                )
+        for start in range(0, len(members), 1000):
+            client.request(
+                "POST",
+                "",
+                json={
+                    "resourceType": "Bundle",
+                    "type": "batch",
+                    "entry": members[start : start + 1000],
+                },
+            )
+    return refs
+
+
+def mrn(client: MedplumClient, ref: str) -> str:
+    p = client.read_resource(*ref.split("/"))
+    ident = p["identifier"][0]
+    return f"{ident['system']}|{ident['value']}"
+
+
+def accounts_of(client: MedplumClient, ref: str) -> list[str]:
+    return get_resource_accounts(client.read_resource(*ref.split("/")))
+
+
+def tenant_yaml(
+    name: str,
+    account: str,
+    patients: list[str],
+    *,
+    membership: str = "authoritative",
+    propagate: bool = True,
+) -> str:
+    lines = [
+        "apiVersion: reconciler/v1",
+        "kind: Tenant",
+        "metadata:",
+        f"  name: {name}",
+        "spec:",
+        f"  account: {account}",
+        f"  membership: {membership}",
+        f"  propagate: {'true' if propagate else 'false'}",
+        "  patients:",
+    ]
+    lines += [f"    - {p}" for p in patients]
+    return "\n".join(lines) + "\n"
+
+
+def write(tmp_path: Path, name: str, text: str) -> str:
+    path = tmp_path / name
+    path.write_text(text)
+    return str(path)
+
+
+def run_cli(
+    sandbox: SandboxProcess,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    *args: str,
+) -> tuple[int, str, str]:
+    monkeypatch.setenv("MEDPLUM_BASE_URL", sandbox.url)
+    monkeypatch.setenv("MEDPLUM_CLIENT_ID", ADMIN[0])
+    monkeypatch.setenv("MEDPLUM_CLIENT_SECRET", ADMIN[1])
+    capsys.readouterr()
+    code = main([*args, "--log-format", "json"])
+    out, err = capsys.readouterr()
+    return code, out, err

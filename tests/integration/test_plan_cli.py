@@ -1,0 +1,212 @@
+"""`reconciler plan` end to end against a sandbox process: exact output and exit codes."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+from pathlib import Path
+
+import jsonschema
+import pytest
+
+from reconciler.cli import main
+from reconciler.manifest import load_schema
+from tests.integration.helpers import create_org, create_patients, mrn, run_cli, tenant_yaml, write
+from tests.sandbox_process import SandboxProcess
+
+
+def test_plan_text_json_markdown_and_exit_codes(
+    sandbox: SandboxProcess,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    client = sandbox.client()
+    north, south, legacy = create_org(client), create_org(client), create_org(client)
+    p1, p2 = create_patients(client, 2, accounts=[south, legacy])
+    (p3,) = create_patients(client, 1)
+    m1, m3 = mrn(client, p1), mrn(client, p3)
+    path = write(
+        tmp_path,
+        "t.yaml",
+        tenant_yaml("north", north, [p1, f'{{identifier: "{m3}"}}'])
+        + "---\n"
+        + tenant_yaml("south", south, [p2]),
+    )
+    code, out, err = run_cli(sandbox, monkeypatch, capsys, "plan", path)
+    assert code == 0, err
+    w = len(south)
+    block1 = (
+        f"  ~ {p1}  (identifier {m1})\n"
+        f"      + {north.ljust(w)}   (tenant north)\n"
+        f"      - {south.ljust(w)}   (tenant south, authoritative)\n"
+        f"        {legacy.ljust(w)}   (unmanaged, kept)\n"
+        f"      meta.account changes: {south} -> {legacy}\n\n"
+    )
+    block3 = f"  ~ {p3}  (identifier {m3})\n      + {north}   (tenant north)\n\n"
+    blocks = block1 + block3 if p1 < p3 else block3 + block1  # changes are sorted by patient
+    assert out == (
+        "Reconciler will perform the following changes:\n\n"
+        + blocks
+        + "Plan: 2 patients to update, 2 accounts to add, 1 account to remove.\n"
+    )
+    assert out.count("  ~ Patient/") == 2
+    assert (
+        out.splitlines()[-1]
+        == "Plan: 2 patients to update, 2 accounts to add, 1 account to remove."
+    )
+    assert [json.loads(line)["event"] for line in err.splitlines()] == [
+        "live state read",
+        "plan computed",
+    ]
+
+    code, out, err = run_cli(
+        sandbox, monkeypatch, capsys, "plan", path, "--detailed-exitcode", "--format", "json"
+    )
+    assert code == 2
+    data = json.loads(out)
+    jsonschema.Draft202012Validator(load_schema("plan.schema.json")).validate(data)
+    assert [c["patient"] for c in data["changes"]] == sorted([p1, p3])
+    assert data["summary"] == {"patients": 2, "add": 2, "remove": 1}
+    assert data["server"] == sandbox.url.replace("127.0.0.1", "127.0.0.1") + "/"
+    assert data["manifests"]["files"] == [path]
+
+    code, out, _ = run_cli(sandbox, monkeypatch, capsys, "plan", path, "--format", "markdown")
+    assert code == 0 and out.startswith("### Medplum tenancy plan\n\n**Plan: 2 patients to update")
+
+
+def test_plan_out_file_is_0600_and_says_how_to_apply(
+    sandbox: SandboxProcess,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    client = sandbox.client()
+    org = create_org(client)
+    (p,) = create_patients(client, 1)
+    path = write(tmp_path, "t.yaml", tenant_yaml("solo", org, [p]))
+    out_file = tmp_path / "plan.json"
+    code, out, err = run_cli(
+        sandbox, monkeypatch, capsys, "plan", path, "--out", str(out_file), "--format", "json"
+    )
+    assert code == 0
+    assert json.loads(out)["changes"][0]["patient"] == p
+    assert stat.S_IMODE(os.stat(out_file).st_mode) == 0o600
+    assert f"Saved the plan to {out_file}. To apply exactly these changes, run:" in err
+    assert json.loads(out_file.read_text()) == json.loads(out)
+
+
+def test_unresolvable_selectors_all_listed_nothing_else(
+    sandbox: SandboxProcess,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    client = sandbox.client()
+    org = create_org(client)
+    dup = create_patients(client, 2, mrn_prefix="dupe")
+    client.update_resource(
+        {
+            **client.read_resource(*dup[1].split("/")),
+            "identifier": [{"system": "urn:test:mrn", "value": "dupe-0"}],
+        }
+    )
+    path = write(
+        tmp_path,
+        "t.yaml",
+        tenant_yaml(
+            "broken",
+            org,
+            [
+                "Patient/00000000-0000-4000-8000-00000000dead",
+                '{identifier: "urn:test:mrn|nobody"}',
+                '{identifier: "urn:test:mrn|dupe-0"}',
+                '{search: "name=NoSuchFamilyAnywhere"}',
+                '{search: "unknownparam=1"}',
+            ],
+        )
+        + "---\n"
+        + tenant_yaml("ghost", "Organization/00000000-0000-4000-8000-0000000000ff", [dup[0]]),
+    )
+    code, out, err = run_cli(sandbox, monkeypatch, capsys, "plan", path)
+    assert code == 1 and out == ""
+    lines = err.splitlines()
+    assert lines == [
+        f"{path}:21:3: error: spec.account: Organization/00000000-0000-4000-8000-0000000000ff does not exist (tenant 'ghost')",
+        "Error: 1 selector or account did not resolve; nothing was changed.",
+    ]
+    path = write(
+        tmp_path,
+        "t.yaml",
+        tenant_yaml(
+            "broken",
+            org,
+            [
+                "Patient/00000000-0000-4000-8000-00000000dead",
+                '{identifier: "urn:test:mrn|nobody"}',
+                '{identifier: "urn:test:mrn|dupe-0"}',
+                '{search: "name=NoSuchFamilyAnywhere"}',
+                '{search: "unknownparam=1"}',
+            ],
+        ),
+    )
+    code, out, err = run_cli(sandbox, monkeypatch, capsys, "plan", path)
+    assert code == 1 and out == ""
+    assert err.splitlines() == [
+        f"{path}:10:7: error: Patient/00000000-0000-4000-8000-00000000dead does not exist (tenant 'broken')",
+        f"{path}:11:7: error: identifier urn:test:mrn|nobody matches 0 patients, expected exactly 1 (tenant 'broken')",
+        f"{path}:12:7: error: identifier urn:test:mrn|dupe-0 matches 2 patients, expected exactly 1 (tenant 'broken')",
+        f"{path}:13:7: error: search 'name=NoSuchFamilyAnywhere' matches no patients (tenant 'broken')",
+        f"{path}:14:7: error: search 'unknownparam=1' was rejected by the server: Unknown search parameter: unknownparam (tenant 'broken')",
+        "Error: 5 selector or accounts did not resolve; nothing was changed.",
+    ]
+
+
+def test_request_count_for_3000_selectors(
+    sandbox: SandboxProcess,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    client = sandbox.client()
+    org = create_org(client)
+    refs = create_patients(client, 3000, mrn_prefix="bulk3k")
+    selectors = refs[:1500] + [
+        f'{{identifier: "urn:test:mrn|bulk3k-{i}"}}' for i in range(1500, 3000)
+    ]
+    path = write(tmp_path, "t.yaml", tenant_yaml("bulk", org, selectors))
+    monkeypatch.setenv("MEDPLUM_BASE_URL", sandbox.url)
+    before = sandbox.stats()["requests"]
+    code, out, err = run_cli(sandbox, monkeypatch, capsys, "plan", path)
+    after = sandbox.stats()["requests"]
+    assert code == 0, err
+    assert (
+        out.splitlines()[-1]
+        == "Plan: 3,000 patients to update, 3,000 accounts to add, 0 accounts to remove."
+    )
+    # token + account check + 2 id batches + 2 identifier batches + 1 compartment page
+    assert after - before - 1 <= 10, after - before
+
+
+def test_redact_and_out_conflict(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["plan", "x.yaml", "--redact", "--out", "p.json"]) == 1
+    assert "--redact cannot be combined with --out" in capsys.readouterr().err
+
+
+def test_embedded_default_says_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for var in ("MEDPLUM_BASE_URL", "MEDPLUM_CLIENT_ID", "MEDPLUM_CLIENT_SECRET"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.chdir(tmp_path)
+    examples = Path(__file__).resolve().parents[2] / "examples" / "tenants"
+    assert main(["sandbox", "seed", "--patients", "30"]) == 0
+    capsys.readouterr()
+    code = main(["plan", str(examples), "--log-format", "json", "--detailed-exitcode"])
+    out, err = capsys.readouterr()
+    assert code == 2
+    events = [json.loads(line) for line in err.splitlines()]
+    assert events[0]["event"] == "no server configured: using the embedded sandbox"
+    assert events[0]["data"] == ".reconciler/sandbox.sqlite"
+    assert "Plan: " in out

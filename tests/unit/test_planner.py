@@ -1,0 +1,172 @@
+"""The planner as a table: (tenants, live) → expected changes, one row per rule of section 3."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import pytest
+
+from reconciler.model import (
+    AccountRef,
+    Change,
+    LivePatient,
+    LiveState,
+    Location,
+    Membership,
+    Step,
+    Tenant,
+)
+from reconciler.planner import plan
+
+LOC = Location("t.yaml", 1, 1)
+N, S, R, LEGACY, DR = (
+    "Organization/north",
+    "Organization/south",
+    "Organization/research",
+    "Organization/legacy",
+    "Practitioner/dr",
+)
+
+
+def tenant(name: str, account: str, *, additive: bool = False, propagate: bool = True) -> Tenant:
+    return Tenant(
+        name=name,
+        account=AccountRef(LOC, reference=account),
+        patients=(),
+        location=LOC,
+        membership=Membership.ADDITIVE if additive else Membership.AUTHORITATIVE,
+        propagate=propagate,
+    )
+
+
+NORTH, SOUTH = tenant("north", N), tenant("south", S)
+RESEARCH = tenant("research", R, additive=True, propagate=False)
+
+
+@dataclass
+class Case:
+    tenants: list[Tenant]
+    members: dict[str, set[str]]
+    live: dict[str, list[str]]  # patient → live accounts
+    expected: dict[str, tuple[list[str], list[Step]]] = field(
+        default_factory=dict
+    )  # → after, steps
+
+
+def run(case: Case) -> dict[str, Change]:
+    state = LiveState(
+        accounts={t.name: str(t.account.reference) for t in case.tenants},
+        members={t.name: frozenset(case.members.get(t.name, set())) for t in case.tenants},
+        patients={
+            p: LivePatient(p, f"v-{p}", tuple(accts), f"urn:mrn|{p[-1]}")
+            for p, accts in case.live.items()
+        },
+    )
+    result = plan(case.tenants, state)
+    assert [c.patient for c in result.changes] == sorted(c.patient for c in result.changes)
+    return {c.patient: c for c in result.changes}
+
+
+CASES = {
+    "fresh assignment": Case(
+        [NORTH],
+        {"north": {"Patient/1"}},
+        {"Patient/1": []},
+        {"Patient/1": ([N], [Step((N,), True)])},
+    ),
+    "already correct is no change": Case([NORTH], {"north": {"Patient/1"}}, {"Patient/1": [N]}),
+    "order-only difference is no change": Case(
+        [NORTH, SOUTH], {"north": {"Patient/1"}, "south": {"Patient/1"}}, {"Patient/1": [S, N]}
+    ),
+    "unmanaged accounts kept in place": Case(
+        [NORTH],
+        {"north": {"Patient/1"}},
+        {"Patient/1": [LEGACY, DR]},
+        {"Patient/1": ([LEGACY, DR, N], [Step((LEGACY, DR, N), True)])},
+    ),
+    "authoritative removes non-members, keeps unmanaged": Case(
+        [NORTH, SOUTH],
+        {"north": {"Patient/1"}},
+        {"Patient/1": [S, LEGACY]},
+        {"Patient/1": ([LEGACY, N], [Step((LEGACY, N), True)])},
+    ),
+    "authoritative removal only": Case(
+        [NORTH],
+        {"north": set()},
+        {"Patient/2": [LEGACY, N]},
+        {"Patient/2": ([LEGACY], [Step((LEGACY,), True)])},
+    ),
+    "additive never removes": Case([RESEARCH], {"research": set()}, {"Patient/1": [R]}),
+    "additive adds without propagation": Case(
+        [RESEARCH],
+        {"research": {"Patient/1"}},
+        {"Patient/1": [LEGACY]},
+        {"Patient/1": ([LEGACY, R], [Step((LEGACY, R), False)])},
+    ),
+    "patient in two tenants gets both, in load order": Case(
+        [SOUTH, NORTH],
+        {"north": {"Patient/1"}, "south": {"Patient/1"}},
+        {"Patient/1": []},
+        {"Patient/1": ([S, N], [Step((S, N), True)])},
+    ),
+    "mixed propagation makes two calls": Case(
+        [NORTH, SOUTH, RESEARCH],
+        {"north": {"Patient/1"}, "research": {"Patient/1"}},
+        {"Patient/1": [S, LEGACY]},
+        {"Patient/1": ([LEGACY, N, R], [Step((LEGACY, N), True), Step((LEGACY, N, R), False)])},
+    ),
+    "unmanaged Practitioner account is kept": Case(
+        [NORTH],
+        {"north": set()},
+        {"Patient/1": [DR, N]},
+        {"Patient/1": ([DR], [Step((DR,), True)])},
+    ),
+    "empty manifests change nothing": Case([], {}, {"Patient/1": [N, S]}),
+    "several patients sorted": Case(
+        [NORTH],
+        {"north": {"Patient/b", "Patient/a"}},
+        {"Patient/b": [], "Patient/a": [], "Patient/c": [N]},
+        {
+            "Patient/a": ([N], [Step((N,), True)]),
+            "Patient/b": ([N], [Step((N,), True)]),
+            "Patient/c": ([], [Step((), True)]),
+        },
+    ),
+}
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_planner_table(name: str) -> None:
+    case = CASES[name]
+    changes = run(case)
+    assert {p: (list(c.after), list(c.steps)) for p, c in changes.items()} == case.expected
+
+
+def test_change_details_add_remove_tenants_and_primary() -> None:
+    case = Case(
+        [NORTH, SOUTH, RESEARCH],
+        {"north": {"Patient/1"}, "research": {"Patient/1"}},
+        {"Patient/1": [S, LEGACY]},
+    )
+    change = run(case)["Patient/1"]
+    assert change.before == (S, LEGACY)
+    assert change.add == (N, R) and change.remove == (S,)
+    assert change.tenants == ("north", "research", "south")
+    assert change.version_id == "v-Patient/1" and change.identifier == "urn:mrn|1"
+    assert change.primary_changes is True  # meta.account moves from south to legacy
+    same_first = run(Case([NORTH], {"north": {"Patient/1"}}, {"Patient/1": [LEGACY]}))["Patient/1"]
+    assert same_first.primary_changes is False
+
+
+def test_summary_counts() -> None:
+    case = Case(
+        [NORTH, SOUTH], {"north": {"Patient/1", "Patient/2"}}, {"Patient/1": [S], "Patient/2": []}
+    )
+    state = LiveState(
+        accounts={"north": N, "south": S},
+        members={"north": frozenset({"Patient/1", "Patient/2"}), "south": frozenset()},
+        patients={p: LivePatient(p, "v", tuple(a)) for p, a in case.live.items()},
+    )
+    result = plan(case.tenants, state)
+    assert (len(result.changes), result.added, result.removed) == (2, 2, 1)
+    assert not result.is_empty
