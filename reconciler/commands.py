@@ -101,5 +101,9 @@ def register(add: AddCommand) -> None:
     p.add_argument("--redact", action="store_true", help="hash patient ids and identifiers")
     _sandbox_data(p)
 
+    from reconciler import apply_commands
+
+    apply_commands.register(add, _sandbox_data)
+
     p = add("accounts", accounts, "print a resource's accounts, one reference per line")
     p.add_argument("reference", metavar="REF", help="Type/id, e.g. Patient/123")

@@ -1,6 +1,19 @@
 #!/usr/bin/env bash
-# The main job on a fresh machine: validate the example manifests (plan/apply join as they land).
+# The main job on a fresh machine, all against the embedded sandbox (no Medplum account needed):
+# validate the examples, seed demo data, plan, apply, and plan again (which shows No changes).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 R=.venv/bin/reconciler
+export -n MEDPLUM_BASE_URL 2>/dev/null || true
+unset MEDPLUM_BASE_URL
+step() { printf '\n\033[1m$ %s\033[0m\n' "$*"; }
+step reconciler validate examples/tenants
 $R validate examples/tenants
+step reconciler sandbox seed --reset --patients 12
+$R sandbox seed --reset --patients 12
+step reconciler plan examples/tenants
+$R plan examples/tenants -q
+step reconciler apply examples/tenants --auto-approve
+$R apply examples/tenants --auto-approve -q
+step reconciler plan examples/tenants --detailed-exitcode
+$R plan examples/tenants --detailed-exitcode -q

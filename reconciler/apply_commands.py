@@ -1,0 +1,300 @@
+"""`reconciler apply` and `reconciler verify`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+from collections.abc import Callable
+from types import FrameType
+from typing import Any
+
+from reconciler.connect import Connection, connect
+from reconciler.errors import ApplyRefused, PlanFileError, UsageError
+from reconciler.executor import Executor, Report
+from reconciler.live import PATIENT_ELEMENTS, read_live_state, to_live_patient
+from reconciler.logs import get_logger
+from reconciler.manifest import load_manifests
+from reconciler.model import Change, LivePatient, LiveState, ManifestSet, Plan
+from reconciler.planfile import load_plan, looks_like_plan
+from reconciler.planner import change_for, desired_accounts, managed_accounts
+from reconciler.planning import build_plan
+from reconciler.progress import Progress
+from reconciler.render import plural, render_text, use_color
+from reconciler.verify import Expectation, find_stragglers, repair
+
+log = get_logger("reconciler.apply")
+
+DEFAULT_PATHS = ["tenants/"]
+PROMPT = "Do you want to apply these changes? Only 'yes' will be accepted: "
+MAX_STALE_SHOWN = 10
+
+
+class _Out:
+    """Results to stdout, or (with --format json) JSON lines on stdout and text on stderr."""
+
+    def __init__(self, json_events: bool) -> None:
+        self.json_events = json_events
+
+    def text(self, line: str = "") -> None:
+        print(line, file=sys.stderr if self.json_events else sys.stdout, flush=True)
+
+    def event(self, name: str, data: dict[str, Any]) -> None:
+        if self.json_events:
+            print(json.dumps({"event": name, **data}), flush=True)
+
+
+def _approve(options: argparse.Namespace, out: _Out) -> None:
+    if options.auto_approve:
+        return
+    if not sys.stdin.isatty():
+        raise ApplyRefused(
+            "refusing to apply: stdin is not a terminal and --auto-approve was not given; "
+            "nothing was changed"
+        )
+    sys.stderr.write("\n" + PROMPT)
+    sys.stderr.flush()
+    answer = sys.stdin.readline().strip()
+    if answer != "yes":
+        raise ApplyRefused(
+            f"apply cancelled (answer was {answer!r}, not 'yes'); nothing was changed"
+        )
+
+
+def _replanner(manifests: ManifestSet, live: LiveState) -> Callable[[LivePatient], Change | None]:
+    managed = managed_accounts(manifests.tenants, live)
+
+    def replan(fresh: LivePatient) -> Change | None:
+        after = desired_accounts(fresh.reference, fresh.accounts, manifests.tenants, live)
+        return change_for(
+            fresh.reference, fresh.version_id, fresh.identifier, fresh.accounts, after, managed
+        )
+
+    return replan
+
+
+def _check_saved_plan(conn: Connection, plan: Plan, path: str) -> None:
+    if plan.server != conn.identity:
+        raise PlanFileError(
+            f"{path}: the plan was made for server {plan.server}, but this run talks to "
+            f"{conn.identity}; nothing was changed"
+        )
+    ids = [c.patient.split("/", 1)[1] for c in plan.changes]
+    fresh = {
+        f"Patient/{r['id']}": to_live_patient(r)
+        for r in conn.client.read_many("Patient", ids, elements=PATIENT_ELEMENTS)
+    }
+    stale = []
+    for change in plan.changes:
+        now = fresh.get(change.patient)
+        if now is None:
+            stale.append(f"{change.patient} was deleted since the plan")
+        elif now.version_id != change.version_id:
+            stale.append(
+                f"{change.patient} changed since the plan (version {change.version_id}, "
+                f"now {now.version_id})"
+            )
+    if stale:
+        more = len(stale) - MAX_STALE_SHOWN
+        lines = stale[:MAX_STALE_SHOWN] + ([f"... and {more} more"] if more > 0 else [])
+        raise PlanFileError(
+            "saved plan is stale: " + "\n  ".join(lines) + "\nNothing was changed; run plan again."
+        )
+
+
+def _install_interrupt(executor: Executor) -> Callable[[], None]:
+    previous = signal.getsignal(signal.SIGINT)
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        if executor.stop.is_set():
+            raise KeyboardInterrupt
+        executor.stop.set()
+        sys.stderr.write(
+            "\nInterrupted: no new changes will start; waiting for those in flight "
+            "(Ctrl-C again to abort).\n"
+        )
+
+    try:
+        signal.signal(signal.SIGINT, handler)
+    except ValueError:  # not the main thread (tests): keep the default behaviour
+        return lambda: None
+
+    def restore() -> None:
+        signal.signal(signal.SIGINT, previous)
+
+    return restore
+
+
+def _report(report: Report, out: _Out) -> int:
+    updated = len(report.succeeded)
+    counts = (
+        f"{plural(updated, 'patient')} updated, {plural(report.added, 'account')} added, "
+        f"{plural(report.removed, 'account')} removed"
+    )
+    failures = [f"{o.patient}: {o.reason}" for o in report.failed] + report.unrepaired
+    out.event(
+        "apply_summary",
+        {
+            "planned": report.planned,
+            "updated": updated,
+            "added": report.added,
+            "removed": report.removed,
+            "failed": len(report.failed),
+            "skipped": report.skipped,
+            "verified": report.verified,
+            "stragglers": report.stragglers,
+            "repaired": report.repaired,
+            "interrupted": report.interrupted,
+        },
+    )
+    out.text()
+    if report.interrupted:
+        out.text(
+            f"Apply interrupted: {report.not_updated} of {report.planned} patients not updated."
+        )
+        out.text(f"Updated: {counts}.")
+        return 130
+    if failures:
+        not_updated = len(report.failed)
+        out.text(f"Apply failed: {not_updated} of {report.planned} patients not updated.")
+        for line in failures:
+            out.text(f"  {line}")
+        out.text(f"Updated: {counts}.")
+        return 1
+    out.text(f"Apply complete! {counts}.")
+    if report.verified:
+        out.text(
+            f"Verified {plural(report.compartment_read, 'compartment resource')}: "
+            f"{report.stragglers} stragglers found, {report.repaired} repaired."
+        )
+    if report.skipped:
+        out.text(f"{plural(report.skipped, 'patient')} already matched when re-read; skipped.")
+    return 0
+
+
+def apply(options: argparse.Namespace) -> int:
+    out = _Out(options.format == "json")
+    paths = options.paths or DEFAULT_PATHS
+    saved = len(paths) == 1 and looks_like_plan(paths[0])
+    if not saved and any(looks_like_plan(p) for p in paths):
+        raise UsageError("a saved plan must be the only path given to apply")
+    manifests: ManifestSet | None = None
+    saved_plan: Plan | None = None
+    if saved:
+        saved_plan, _ = load_plan(paths[0])
+    else:
+        manifests = load_manifests(paths)
+    with connect(options.server, sandbox_data=options.sandbox_data) as conn:
+        if saved_plan is not None:
+            _check_saved_plan(conn, saved_plan, paths[0])
+            plan, replan = saved_plan, None
+        else:
+            assert manifests is not None
+            plan, live = build_plan(conn, manifests)
+            replan = _replanner(manifests, live)
+        if options.format == "text":
+            out.text(render_text(plan, color=use_color(sys.stdout.isatty())).rstrip("\n"))
+        if plan.is_empty:
+            if options.format == "json":
+                out.text(render_text(plan).rstrip("\n"))
+            out.event(
+                "apply_summary", {"planned": 0, "updated": 0, "added": 0, "removed": 0, "failed": 0}
+            )
+            return 0
+        if saved_plan is None:
+            _approve(options, out)
+        out.event(
+            "apply_start",
+            {
+                "patients": len(plan.changes),
+                "add": plan.added,
+                "remove": plan.removed,
+                "server": plan.server,
+            },
+        )
+        executor = Executor(
+            conn.client,
+            plan.managed,
+            parallelism=options.parallelism,
+            job_timeout=options.job_timeout,
+            verify=not options.no_verify,
+            replan=replan,
+            on_event=out.event,
+        )
+        restore = _install_interrupt(executor)
+        progress = Progress("applying", total=len(plan.changes))
+        try:
+            report = executor.run(plan, lambda done, failed: progress.update(done, failed=failed))
+        finally:
+            progress.close()
+            restore()
+    return _report(report, out)
+
+
+def verify(options: argparse.Namespace) -> int:
+    manifests = load_manifests(options.paths or DEFAULT_PATHS)
+    with connect(options.server, sandbox_data=options.sandbox_data) as conn:
+        live = read_live_state(conn.client, manifests.tenants)
+        managed = managed_accounts(manifests.tenants, live)
+        propagating = {a for a, info in managed.items() if info.propagate}
+        expectations = {
+            ref: Expectation(
+                must_have=frozenset(a for a in p.accounts if a in propagating),
+                must_not=frozenset(a for a in propagating if a not in p.accounts),
+            )
+            for ref, p in live.patients.items()
+        }
+        stragglers, read = find_stragglers(conn.client, expectations)
+        repaired = 0
+        errors: list[str] = []
+        if stragglers and options.repair:
+            repaired = repair(
+                conn.client,
+                stragglers,
+                parallelism=options.parallelism,
+                on_error=lambda s, reason: errors.append(f"  {s.resource} ({s.patient}): {reason}"),
+            )
+    patients = len({s.patient for s in stragglers})
+    print(
+        f"Checked {plural(read, 'compartment resource')} of "
+        f"{plural(len(live.patients), 'patient')}: {plural(len(stragglers), 'resource')} of "
+        f"{plural(patients, 'patient')} out of step."
+    )
+    for s in stragglers[:50]:
+        print(f"  {s.resource} ({s.patient}): has {list(s.have)}, should have {list(s.want)}")
+    if len(stragglers) > 50:
+        print(f"  ... and {len(stragglers) - 50} more")
+    if options.repair and stragglers:
+        print(f"Repaired {repaired} of {len(stragglers)}.")
+        for line in errors:
+            print(line)
+        if repaired == len(stragglers):
+            return 0
+        return 1
+    if stragglers:
+        return 2 if options.detailed_exitcode else 1
+    return 0
+
+
+def register(
+    add: Callable[..., argparse.ArgumentParser], sandbox_data: Callable[..., None]
+) -> None:
+    p = add("apply", apply, "make the server match the manifests, or apply a saved plan")
+    p.add_argument("paths", nargs="*", metavar="PATH", help="manifests, or one saved plan file")
+    p.add_argument("--auto-approve", action="store_true", help="do not ask for 'yes'")
+    p.add_argument("--no-verify", action="store_true", help="skip compartment verification")
+    p.add_argument("--job-timeout", type=float, default=300.0, metavar="S")
+    p.add_argument(
+        "--format",
+        choices=("text", "json"),
+        default="text",
+        help="json: JSON lines events on stdout for CI",
+    )
+    sandbox_data(p)
+
+    p = add("verify", verify, "check that every compartment carries its patient's accounts")
+    p.add_argument("paths", nargs="*", metavar="PATH")
+    p.add_argument("--repair", action="store_true", help="fix the resources that are out of step")
+    p.add_argument("--detailed-exitcode", action="store_true", help="exit 2 when drift is found")
+    sandbox_data(p)

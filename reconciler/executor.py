@@ -1,0 +1,281 @@
+"""Apply a Plan: bounded parallel `$set-accounts` with async jobs, fresh re-reads right before
+each batch, outcome-unknown handling, compartment verification and repair, and a report.
+
+A failing patient never stops the others. Ctrl-C stops starting new changes and lets the ones
+in flight finish; a second Ctrl-C aborts.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from typing import Any
+
+from reconciler.live import PATIENT_ELEMENTS, to_live_patient
+from reconciler.logs import get_logger
+from reconciler.medplum.accounts import get_resource_accounts
+from reconciler.medplum.client import MedplumClient
+from reconciler.medplum.errors import JobError, JobTimeout, MedplumError
+from reconciler.model import AccountInfo, Change, LivePatient, Plan
+from reconciler.verify import Expectation, find_stragglers, repair
+
+log = get_logger("reconciler.apply")
+
+Replan = Callable[[LivePatient], Change | None]
+EventSink = Callable[[str, dict[str, Any]], None]
+
+
+@dataclass(frozen=True)
+class Outcome:
+    patient: str
+    ok: bool
+    change: Change | None
+    reason: str = ""
+    job: str | None = None
+    duration_ms: int = 0
+    unknown: bool = False  # a retried write or a timed-out job: verified before it counts
+
+
+@dataclass
+class Report:
+    planned: int
+    outcomes: list[Outcome] = field(default_factory=list)
+    skipped: int = 0  # re-planned to no change (someone else already made it)
+    verified: bool = False
+    compartment_read: int = 0
+    stragglers: int = 0
+    repaired: int = 0
+    unrepaired: list[str] = field(default_factory=list)  # "Type/id (Patient/p): reason"
+    interrupted: bool = False
+
+    @property
+    def succeeded(self) -> list[Outcome]:
+        return [o for o in self.outcomes if o.ok and o.change is not None]
+
+    @property
+    def failed(self) -> list[Outcome]:
+        return [o for o in self.outcomes if not o.ok]
+
+    @property
+    def added(self) -> int:
+        return sum(len(o.change.add) for o in self.succeeded if o.change)
+
+    @property
+    def removed(self) -> int:
+        return sum(len(o.change.remove) for o in self.succeeded if o.change)
+
+    @property
+    def not_updated(self) -> int:
+        return self.planned - len(self.succeeded) - self.skipped
+
+
+class Executor:
+    def __init__(
+        self,
+        client: MedplumClient,
+        managed: dict[str, AccountInfo],
+        *,
+        parallelism: int = 10,
+        job_timeout: float = 300.0,
+        verify: bool = True,
+        replan: Replan | None = None,
+        on_event: EventSink | None = None,
+        batch_size: int | None = None,
+    ) -> None:
+        self.client = client
+        self.managed = managed
+        self.parallelism = max(1, parallelism)
+        self.job_timeout = job_timeout
+        self.verify = verify
+        self.replan = replan  # None: a saved plan, applied exactly
+        self.on_event = on_event or (lambda name, data: None)
+        self.batch_size = batch_size or max(50, self.parallelism * 5)
+        self.stop = threading.Event()
+        self._lock = threading.Lock()
+
+    # --- one patient -----------------------------------------------------------------------
+
+    def _apply_one(self, change: Change) -> Outcome:
+        started = time.monotonic()
+        job: str | None = None
+        unknown = False
+        try:
+            for step in change.steps:
+                if step.propagate:
+                    result = self.client.set_accounts_result(
+                        change.patient, list(step.accounts), propagate=True, prefer_async=True
+                    )
+                    unknown |= result.retried
+                    if result.status == 202:
+                        job = result.headers.get("Content-Location") or None
+                        try:
+                            self.client.wait_for_async_job(
+                                job or result.body, timeout=self.job_timeout
+                            )
+                        except JobTimeout:
+                            unknown = True
+                else:
+                    result = self.client.set_accounts_result(
+                        change.patient, list(step.accounts), propagate=False
+                    )
+                    unknown |= result.retried
+            if unknown:
+                fresh = self.client.read_resource(*change.patient.split("/", 1))
+                if set(get_resource_accounts(fresh)) != set(change.after):
+                    raise MedplumError("outcome unknown and the patient's accounts do not match")
+        except JobError as exc:
+            return self._outcome(
+                change, False, started, job, f"async job {exc.status}: {exc.outcome_text}"
+            )
+        except MedplumError as exc:
+            return self._outcome(change, False, started, job, str(exc))
+        return self._outcome(change, True, started, job, "", unknown=unknown)
+
+    def _outcome(
+        self,
+        change: Change,
+        ok: bool,
+        started: float,
+        job: str | None,
+        reason: str,
+        *,
+        unknown: bool = False,
+    ) -> Outcome:
+        outcome = Outcome(
+            change.patient,
+            ok,
+            change,
+            reason,
+            job,
+            round((time.monotonic() - started) * 1000),
+            unknown,
+        )
+        log.info(
+            "patient",
+            patient=change.patient,
+            action="update",
+            duration_ms=outcome.duration_ms,
+            job=job.rsplit("/job/", 1)[-1].split("/")[0] if job else None,
+            result="ok" if ok else "failed",
+            **({"reason": reason} if reason else {}),
+        )
+        self.on_event(
+            "change_complete" if ok else "change_errored",
+            {
+                "patient": change.patient,
+                "add": list(change.add),
+                "remove": list(change.remove),
+                "duration_ms": outcome.duration_ms,
+                **({"error": reason} if reason else {}),
+            },
+        )
+        return outcome
+
+    # --- batches ---------------------------------------------------------------------------
+
+    def _refresh(self, batch: Sequence[Change], report: Report) -> Iterator[Change]:
+        """Re-read a batch right before writing it; drop or re-plan patients that moved."""
+        ids = [c.patient.split("/", 1)[1] for c in batch]
+        fresh = {
+            f"Patient/{r['id']}": to_live_patient(r)
+            for r in self.client.read_many("Patient", ids, elements=PATIENT_ELEMENTS)
+        }
+        for change in batch:
+            now = fresh.get(change.patient)
+            if now is None:
+                report.outcomes.append(
+                    self._outcome(change, False, time.monotonic(), None, "deleted during apply")
+                )
+                continue
+            if now.version_id == change.version_id:
+                yield change
+                continue
+            if self.replan is None:
+                report.outcomes.append(
+                    self._outcome(
+                        change,
+                        False,
+                        time.monotonic(),
+                        None,
+                        f"changed during apply (version {change.version_id}, now {now.version_id})",
+                    )
+                )
+                continue
+            replanned = self.replan(now)
+            if replanned is None:
+                with self._lock:
+                    report.skipped += 1
+                log.info("patient", patient=change.patient, action="update", result="already done")
+                continue
+            yield replanned
+
+    def run(self, plan: Plan, progress: Callable[[int, int], None] | None = None) -> Report:
+        report = Report(planned=len(plan.changes))
+        changes = list(plan.changes)
+        in_flight: set[Future[Outcome]] = set()
+        done = 0
+
+        def collect(futures: set[Future[Outcome]]) -> None:
+            nonlocal done
+            for future in futures:
+                report.outcomes.append(future.result())
+                done += 1
+                if progress is not None:
+                    progress(done, len(report.failed))
+
+        pool = ThreadPoolExecutor(max_workers=self.parallelism, thread_name_prefix="apply")
+        try:
+            for start in range(0, len(changes), self.batch_size):
+                if self.stop.is_set():
+                    break
+                for change in self._refresh(changes[start : start + self.batch_size], report):
+                    while len(in_flight) >= self.parallelism:
+                        finished, in_flight = wait(in_flight, return_when=FIRST_COMPLETED)
+                        collect(finished)
+                    if self.stop.is_set():
+                        break
+                    in_flight.add(pool.submit(self._apply_one, change))
+            while in_flight:
+                finished, in_flight = wait(in_flight, return_when=FIRST_COMPLETED)
+                collect(finished)
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+        report.interrupted = self.stop.is_set()
+        if self.verify and report.succeeded:
+            self._verify(report)
+        return report
+
+    def _verify(self, report: Report) -> None:
+        propagating = {a for a, info in self.managed.items() if info.propagate}
+        expectations = {}
+        for outcome in report.succeeded:
+            change = outcome.change
+            assert change is not None
+            expectations[change.patient] = Expectation(
+                must_have=frozenset(a for a in change.add if a in propagating),
+                must_not=frozenset(a for a in change.remove if a in propagating),
+            )
+        started = time.monotonic()
+        stragglers, read = find_stragglers(self.client, expectations)
+        report.verified = True
+        report.compartment_read = read
+        report.stragglers = len(stragglers)
+        report.repaired = repair(
+            self.client,
+            stragglers,
+            parallelism=self.parallelism,
+            on_error=lambda s, reason: report.unrepaired.append(
+                f"{s.patient}: compartment resource {s.resource} not repaired: {reason}"
+            ),
+        )
+        log.info(
+            "verified",
+            patients=len(expectations),
+            compartment_resources=read,
+            stragglers=len(stragglers),
+            repaired=report.repaired,
+            duration_ms=round((time.monotonic() - started) * 1000),
+        )
