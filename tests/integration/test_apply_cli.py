@@ -231,7 +231,7 @@ def test_job_failures_reported_others_still_applied(
         + "---\n"
         + tenant_yaml("quiet", quiet, [b], propagate=False),
     )
-    code, out, err = cli(sb, "apply", manifests, "--auto-approve")
+    code, out, _ = cli(sb, "apply", manifests, "--auto-approve")
     assert code == 1
     lines = out.splitlines()
     assert lines[-3:] == [
