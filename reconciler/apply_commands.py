@@ -10,14 +10,19 @@ from collections.abc import Callable
 from types import FrameType
 from typing import Any
 
+from reconciler.audit import audit_event
 from reconciler.connect import Connection, connect
 from reconciler.errors import ApplyRefused, PlanFileError, UsageError
 from reconciler.executor import Executor, Report
+from reconciler.guard import removal_problems
 from reconciler.live import PATIENT_ELEMENTS, read_live_state, to_live_patient
+from reconciler.lock import ApplyLock, force_unlock
 from reconciler.logs import get_logger
 from reconciler.manifest import load_manifests
+from reconciler.medplum.errors import MedplumError
 from reconciler.model import Change, LivePatient, LiveState, ManifestSet, Plan
 from reconciler.planfile import load_plan, looks_like_plan
+from reconciler.planjson import plan_to_json
 from reconciler.planner import change_for, desired_accounts, managed_accounts
 from reconciler.planning import build_plan
 from reconciler.progress import Progress
@@ -173,6 +178,45 @@ def _report(report: Report, out: _Out) -> int:
     return 0
 
 
+def parse_duration(value: str) -> float:
+    """`60`, `60s`, `2m`, `1h` → seconds."""
+    text = value.strip().lower()
+    scale = {"s": 1, "m": 60, "h": 3600}.get(text[-1:])
+    number = text[:-1] if scale else text
+    try:
+        seconds = float(number) * (scale or 1)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a duration: {value!r} (e.g. 60s, 2m)") from None
+    if seconds < 0:
+        raise argparse.ArgumentTypeError(f"not a duration: {value!r}")
+    return seconds
+
+
+def _audit(conn: Connection, plan: Plan, report: Report) -> None:
+    counts = {
+        "patients_planned": report.planned,
+        "patients_updated": len(report.succeeded),
+        "patients_failed": len(report.failed),
+        "patients_skipped": report.skipped,
+        "accounts_added": report.added,
+        "accounts_removed": report.removed,
+        "compartment_repaired": report.repaired,
+    }
+    success = not report.failed and not report.unrepaired and not report.interrupted
+    event = audit_event(
+        plan_digest=plan_to_json(plan)["plan_digest"],
+        manifests_digest=plan.manifest_digest,
+        counts=counts,
+        success=success,
+        summary="apply complete" if success else "apply failed or interrupted",
+    )
+    try:
+        created = conn.client.create_resource(event)
+        log.info("audit record written", audit_event=f"AuditEvent/{created['id']}")
+    except MedplumError as exc:
+        log.warning("could not write the audit record", error=str(exc))
+
+
 def apply(options: argparse.Namespace) -> int:
     out = _Out(options.format == "json")
     paths = options.paths or DEFAULT_PATHS
@@ -187,7 +231,6 @@ def apply(options: argparse.Namespace) -> int:
         manifests = load_manifests(paths)
     with connect(options.server, sandbox_data=options.sandbox_data) as conn:
         if saved_plan is not None:
-            _check_saved_plan(conn, saved_plan, paths[0])
             plan, replan = saved_plan, None
         else:
             assert manifests is not None
@@ -202,34 +245,76 @@ def apply(options: argparse.Namespace) -> int:
                 "apply_summary", {"planned": 0, "updated": 0, "added": 0, "removed": 0, "failed": 0}
             )
             return 0
+        problems = removal_problems(
+            plan,
+            plan.mass_removals,
+            allow_mass_removal=options.allow_mass_removal,
+            max_removals=options.max_removals,
+        )
+        if problems:
+            raise ApplyRefused(
+                "refusing to apply: "
+                + "; ".join(problems)
+                + " (review the plan; --allow-mass-removal to proceed); nothing was changed"
+            )
         if saved_plan is None:
             _approve(options, out)
-        out.event(
-            "apply_start",
-            {
-                "patients": len(plan.changes),
-                "add": plan.added,
-                "remove": plan.removed,
-                "server": plan.server,
-            },
-        )
-        executor = Executor(
-            conn.client,
-            plan.managed,
-            parallelism=options.parallelism,
-            job_timeout=options.job_timeout,
-            verify=not options.no_verify,
-            replan=replan,
-            on_event=out.event,
-        )
-        restore = _install_interrupt(executor)
-        progress = Progress("applying", total=len(plan.changes))
+        else:  # refuse a stale plan before writing anything, the lock included
+            _check_saved_plan(conn, saved_plan, paths[0])
+        lock: ApplyLock | None = None
+        if options.lock == "true":
+            lock = ApplyLock(
+                conn.client,
+                plan_digest=plan_to_json(plan)["plan_digest"],
+                ttl_s=options.lock_ttl,
+                wait_s=options.lock_timeout,
+            )
+            lock.acquire()
+        else:
+            log.warning(
+                "apply lock disabled (--lock=false): another apply may run at the same time"
+            )
         try:
-            report = executor.run(plan, lambda done, failed: progress.update(done, failed=failed))
+            out.event(
+                "apply_start",
+                {
+                    "patients": len(plan.changes),
+                    "add": plan.added,
+                    "remove": plan.removed,
+                    "server": plan.server,
+                },
+            )
+            executor = Executor(
+                conn.client,
+                plan.managed,
+                parallelism=options.parallelism,
+                job_timeout=options.job_timeout,
+                verify=not options.no_verify,
+                replan=replan,
+                on_event=out.event,
+            )
+            restore = _install_interrupt(executor)
+            progress = Progress("applying", total=len(plan.changes))
+            try:
+                report = executor.run(
+                    plan, lambda done, failed: progress.update(done, failed=failed)
+                )
+            finally:
+                progress.close()
+                restore()
+            if not options.no_audit and (report.outcomes or report.repaired):
+                _audit(conn, plan, report)
         finally:
-            progress.close()
-            restore()
+            if lock is not None:
+                lock.release()
     return _report(report, out)
+
+
+def force_unlock_cmd(options: argparse.Namespace) -> int:
+    with connect(options.server, sandbox_data=options.sandbox_data) as conn:
+        info = force_unlock(conn.client, options.lock_id)
+    print(f"Removed the apply lock Basic/{info.id} (held since {info.since} by {info.holder}).")
+    return 0
 
 
 def verify(options: argparse.Namespace) -> int:
@@ -291,6 +376,43 @@ def register(
         default="text",
         help="json: JSON lines events on stdout for CI",
     )
+    p.add_argument(
+        "--allow-mass-removal",
+        action="store_true",
+        help="apply even when a tenant would lose over half of its members",
+    )
+    p.add_argument(
+        "--max-removals",
+        type=int,
+        default=None,
+        metavar="N",
+        help="refuse when the plan removes more than N accounts in all",
+    )
+    p.add_argument(
+        "--lock",
+        choices=("true", "false"),
+        default="true",
+        help="take the server-side apply lock (default true; false is for emergencies)",
+    )
+    p.add_argument(
+        "--lock-timeout",
+        type=parse_duration,
+        default=0.0,
+        metavar="DURATION",
+        help="wait this long for another apply's lock (e.g. 60s); default: fail at once",
+    )
+    p.add_argument(
+        "--lock-ttl",
+        type=parse_duration,
+        default=600.0,
+        metavar="DURATION",
+        help="lock expiry, renewed while applying (default 10m)",
+    )
+    p.add_argument("--no-audit", action="store_true", help="do not write the AuditEvent")
+    sandbox_data(p)
+
+    p = add("force-unlock", force_unlock_cmd, "remove a stale apply lock")
+    p.add_argument("lock_id", metavar="LOCK_ID", help="the Basic resource id the error names")
     sandbox_data(p)
 
     p = add("verify", verify, "check that every compartment carries its patient's accounts")

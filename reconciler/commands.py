@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable
+from dataclasses import replace
 
 from reconciler.errors import UsageError
 from reconciler.manifest import load_manifests
@@ -62,6 +63,15 @@ def plan(options: argparse.Namespace) -> int:
     manifests = load_manifests(options.paths or DEFAULT_PATHS)
     with connect(options.server, sandbox_data=options.sandbox_data) as conn:
         the_plan, _ = build_plan(conn, manifests)
+    if options.max_removals is not None and the_plan.removed > options.max_removals:
+        the_plan = replace(
+            the_plan,
+            warnings=(
+                *the_plan.warnings,
+                f"the plan removes {the_plan.removed:,} accounts, more than --max-removals "
+                f"{options.max_removals:,}; apply will refuse",
+            ),
+        )
     shown = redact(the_plan) if options.redact else the_plan
     if options.format == "text":
         _emit(render_text(shown, color=use_color(sys.stdout.isatty())))
@@ -89,6 +99,28 @@ def _sandbox_data(p: argparse.ArgumentParser) -> None:
     )
 
 
+def import_cmd(options: argparse.Namespace) -> int:
+    from reconciler.connect import connect
+    from reconciler.importer import slug, write_manifest
+
+    ref = options.account
+    if ref.count("/") != 1 or not all(ref.split("/")):
+        raise UsageError(f"--account expects a reference Type/id, got {ref!r}")
+    name = slug(options.name) if options.name else None
+    with connect(options.server, sandbox_data=options.sandbox_data) as conn:
+        count, by = write_manifest(
+            conn.client,
+            ref,
+            sys.stdout,
+            name=name,
+            identifier_system=options.identifier_system,
+            membership=options.membership,
+        )
+    sys.stdout.flush()
+    print(f"Imported {count:,} members of {ref} (listed by {by}).", file=sys.stderr)
+    return 0
+
+
 def register(add: AddCommand) -> None:
     p = add("validate", validate, "check manifests offline (schema and cross-file rules)")
     p.add_argument("paths", nargs="*", metavar="PATH")
@@ -99,11 +131,29 @@ def register(add: AddCommand) -> None:
     p.add_argument("--format", choices=("text", "json", "markdown"), default="text")
     p.add_argument("--detailed-exitcode", action="store_true", help="exit 2 when there are changes")
     p.add_argument("--redact", action="store_true", help="hash patient ids and identifiers")
+    p.add_argument(
+        "--max-removals",
+        type=int,
+        default=None,
+        metavar="N",
+        help="warn when the plan removes more than N accounts",
+    )
     _sandbox_data(p)
 
     from reconciler import apply_commands
 
     apply_commands.register(add, _sandbox_data)
+
+    p = add("import", import_cmd, "print a Tenant manifest of an account's live members")
+    p.add_argument("--account", required=True, metavar="REF", help="e.g. Organization/123")
+    p.add_argument("--name", help="tenant name (default: from the account's name)")
+    p.add_argument(
+        "--identifier-system",
+        metavar="URL",
+        help="list patients by their identifier of this system when all have a unique one",
+    )
+    p.add_argument("--membership", choices=("authoritative", "additive"), default="authoritative")
+    _sandbox_data(p)
 
     p = add("accounts", accounts, "print a resource's accounts, one reference per line")
     p.add_argument("reference", metavar="REF", help="Type/id, e.g. Patient/123")

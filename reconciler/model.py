@@ -147,6 +147,23 @@ class AccountInfo:
 
 
 @dataclass(frozen=True)
+class MassRemoval:
+    tenant: str
+    remove: int
+    members: int
+
+    def describe(self) -> str:
+        share = 100 * self.remove / self.members if self.members else 100.0
+        return (
+            f"tenant {self.tenant!r} would lose {self.remove:,} of its {self.members:,} current "
+            f"members ({share:.0f} %)"
+        )
+
+    def to_json(self) -> dict[str, object]:
+        return {"tenant": self.tenant, "remove": self.remove, "members": self.members}
+
+
+@dataclass(frozen=True)
 class Plan:
     changes: tuple[Change, ...]
     managed: dict[str, AccountInfo] = field(default_factory=dict)
@@ -155,6 +172,7 @@ class Plan:
     manifest_files: tuple[str, ...] = ()
     manifest_digest: str = ""
     warnings: tuple[str, ...] = ()
+    mass_removals: tuple[MassRemoval, ...] = ()
     estimate: dict[str, object] | None = None
 
     @property

@@ -10,7 +10,7 @@ import hashlib
 import json
 from typing import Any
 
-from reconciler.model import AccountInfo, Change, Membership, Plan, Step
+from reconciler.model import AccountInfo, Change, MassRemoval, Membership, Plan, Step
 
 FORMAT_VERSION = "1"
 
@@ -57,6 +57,8 @@ def plan_to_json(plan: Plan) -> dict[str, Any]:
     }
     if plan.warnings:
         data["warnings"] = list(plan.warnings)
+    if plan.mass_removals:
+        data["guard"] = {"mass_removals": [m.to_json() for m in plan.mass_removals]}
     if plan.estimate is not None:
         data["estimate"] = plan.estimate
     data["plan_digest"] = digest_of(data)
@@ -91,5 +93,9 @@ def plan_from_json(data: dict[str, Any]) -> Plan:
         manifest_files=tuple(data["manifests"]["files"]),
         manifest_digest=data["manifests"]["digest"],
         warnings=tuple(data.get("warnings") or ()),
+        mass_removals=tuple(
+            MassRemoval(str(m["tenant"]), int(m["remove"]), int(m["members"]))
+            for m in (data.get("guard") or {}).get("mass_removals") or []
+        ),
         estimate=data.get("estimate"),
     )

@@ -7,6 +7,7 @@ from dataclasses import replace
 from datetime import UTC, datetime
 
 from reconciler.connect import Connection
+from reconciler.guard import mass_removals
 from reconciler.live import read_live_state
 from reconciler.logs import get_logger
 from reconciler.model import LiveState, ManifestSet, Plan
@@ -24,8 +25,13 @@ def build_plan(conn: Connection, manifests: ManifestSet) -> tuple[Plan, LiveStat
         progress.close()
     started = time.monotonic()
     plan = compute_plan(manifests.tenants, live)
+    mass = tuple(mass_removals(plan, manifests.tenants, live))
     plan = replace(
         plan,
+        mass_removals=mass,
+        warnings=tuple(
+            f"{m.describe()}; apply will refuse without --allow-mass-removal" for m in mass
+        ),
         server=conn.identity,
         created_at=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         manifest_files=manifests.files,

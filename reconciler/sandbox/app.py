@@ -339,21 +339,22 @@ class App:
         base: str,
     ) -> Response:
         condition = req.header("if-none-exist")
-        if condition:
-            sreq = search.parse([rtype], parse_qsl(condition), system_level=False)
-            sreq.count = 2
-            found = search.run(
-                self.store, sreq, base_url=base, link_base=base, max_offset=None, render=view
-            )
-            entries = found.get("entry") or []
-            if len(entries) > 1:
-                raise FhirError(
-                    412, outcome("duplicate", "Multiple resources found matching condition")
+        with self.store.exclusive():  # search + create as one step, so two creates cannot race
+            if condition:
+                sreq = search.parse([rtype], parse_qsl(condition), system_level=False)
+                sreq.count = 2
+                found = search.run(
+                    self.store, sreq, base_url=base, link_base=base, max_offset=None, render=view
                 )
-            if entries:
-                resource = entries[0]["resource"]
-                return Response(200, resource, headers=_resource_headers(resource))
-        resource = self.repo.create(rtype, body, caller, extended=extended)
+                entries = found.get("entry") or []
+                if len(entries) > 1:
+                    raise FhirError(
+                        412, outcome("duplicate", "Multiple resources found matching condition")
+                    )
+                if entries:
+                    resource = entries[0]["resource"]
+                    return Response(200, resource, headers=_resource_headers(resource))
+            resource = self.repo.create(rtype, body, caller, extended=extended)
         headers = _resource_headers(resource)
         headers["Location"] = f"{base}/{rtype}/{resource['id']}"
         return Response(201, view(resource), headers=headers)

@@ -139,6 +139,12 @@ class Store:
             self._conn.execute("COMMIT")
 
     @contextmanager
+    def exclusive(self) -> Iterator[None]:
+        """Hold the store across several calls (conditional create: search, then create)."""
+        with self._lock:
+            yield
+
+    @contextmanager
     def reading(self) -> Iterator[sqlite3.Connection]:
         with self._lock:
             yield self._conn

@@ -1,0 +1,73 @@
+"""`reconciler import`: write a Tenant manifest listing an account's live members, so adopting the
+tool on an existing project starts from `No changes.`"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from typing import TextIO
+
+from reconciler.medplum.client import MedplumClient
+
+SCHEMA_MODELINE = "# yaml-language-server: $schema=../schemas/tenant.schema.json"
+
+
+def slug(text: str) -> str:
+    name = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:63].strip("-")
+    return name or "tenant"
+
+
+def _quote(text: str) -> str:
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def members(client: MedplumClient, account: str) -> Iterator[tuple[str, list[str]]]:
+    """(patient id, its `system|value` identifiers) for every member, paged by cursor."""
+    params = [("_compartment", account), ("_elements", "identifier")]
+    for patient in client.search_all("Patient", params, sort_by_last_updated=True):
+        tokens = [
+            f"{i.get('system') or ''}|{i['value']}"
+            for i in patient.get("identifier") or []
+            if isinstance(i, dict) and i.get("value")
+        ]
+        yield str(patient["id"]), tokens
+
+
+def write_manifest(
+    client: MedplumClient,
+    account: str,
+    out: TextIO,
+    *,
+    name: str | None = None,
+    identifier_system: str | None = None,
+    membership: str = "authoritative",
+) -> tuple[int, str]:
+    """Write the manifest; return (members, "identifier" or "id" — how patients are listed)."""
+    rtype, rid = account.split("/", 1)
+    if name is None:
+        resource = client.read_resource(rtype, rid)
+        name = slug(str(resource.get("name") or rid))
+    listed = list(members(client, account))
+    by: str = "id"
+    chosen: list[str] = []
+    if identifier_system is not None and listed:
+        prefix = identifier_system + "|"
+        chosen = [next((t for t in tokens if t.startswith(prefix)), "") for _, tokens in listed]
+        if all(chosen) and len(set(chosen)) == len(chosen):
+            # Each must also be unique on the whole server, or the selector would be ambiguous.
+            matches = client.search_by_identifiers("Patient", chosen, elements=["id"])
+            if all(len(matches.get(t, [])) == 1 for t in chosen):
+                by = "identifier"
+    out.write(f"{SCHEMA_MODELINE}\n")
+    out.write(f"# Imported from {account}: {len(listed):,} members listed by {by}.\n")
+    out.write("apiVersion: reconciler/v1\nkind: Tenant\nmetadata:\n")
+    out.write(f"  name: {name}\nspec:\n  account: {account}\n  membership: {membership}\n")
+    out.write("  propagate: true\n  patients:\n")
+    if not listed:
+        out.write("    []  # the account has no members; add at least one patient\n")
+    for (pid, _), token in zip(listed, chosen or [""] * len(listed), strict=True):
+        if by == "identifier":
+            out.write(f"    - identifier: {_quote(token)}\n")
+        else:
+            out.write(f"    - Patient/{pid}\n")
+    return len(listed), by
