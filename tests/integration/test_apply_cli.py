@@ -124,7 +124,7 @@ def test_saved_plan_applied_exactly_and_stale_plan_refused(
     before = versions(client)
     code, out, err = cli(sandbox, "apply", plan_file)
     assert code == 1
-    assert [line for line in err.splitlines() if line.startswith("Error:")][0] == (
+    assert next(line for line in err.splitlines() if line.startswith("Error:")) == (
         f"Error: saved plan is stale: {refs[1]} changed since the plan (version {old_version}, now {new_version})"
     )
     assert versions(client) == before

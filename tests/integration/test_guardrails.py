@@ -96,7 +96,7 @@ def test_lock_held_fails_fast_then_waits(make_sandbox: Any, tmp_path: Path, cli:
     assert other.info is not None
     code, _, err = cli(sb, "apply", manifests, "--auto-approve")
     assert code == 1
-    error = [line for line in err.splitlines() if line.startswith("Error:")][0]
+    error = next(line for line in err.splitlines() if line.startswith("Error:"))
     assert error.startswith(
         f"Error: another apply holds the lock (since {other.info.since}, by {other.holder})"
     )
@@ -104,7 +104,7 @@ def test_lock_held_fails_fast_then_waits(make_sandbox: Any, tmp_path: Path, cli:
     import threading
 
     threading.Timer(0.6, other.release).start()
-    code, out, err = cli(sb, "apply", manifests, "--auto-approve", "--lock-timeout", "10s")
+    code, _out, err = cli(sb, "apply", manifests, "--auto-approve", "--lock-timeout", "10s")
     assert code == 0, err
     assert all(accounts_of(client, r) == [org] for r in refs)
     assert locks(client) == []  # released after success
@@ -194,7 +194,7 @@ def test_two_concurrent_applies_never_both_write(make_sandbox: Any, tmp_path: Pa
     ]
     wrote = [r for r in results if "Apply complete! 20 patients updated" in r[1]]
     assert len(wrote) == 1
-    other = [r for r in results if r is not wrote[0]][0]
+    other = next(r for r in results if r is not wrote[0])
     assert (other[0] == 1 and "another apply holds the lock" in other[2]) or (
         other[0] == 0 and "No changes. Live accounts match the manifests." in other[1]
     )
