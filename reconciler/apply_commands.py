@@ -13,6 +13,7 @@ from typing import Any
 from reconciler.audit import audit_event
 from reconciler.connect import Connection, connect
 from reconciler.errors import ApplyRefused, PlanFileError, UsageError
+from reconciler.estimate import DEFAULT_QUOTA_POINTS
 from reconciler.executor import Executor, Report
 from reconciler.guard import removal_problems
 from reconciler.live import PATIENT_ELEMENTS, read_live_state, to_live_patient
@@ -234,7 +235,7 @@ def apply(options: argparse.Namespace) -> int:
             plan, replan = saved_plan, None
         else:
             assert manifests is not None
-            plan, live = build_plan(conn, manifests)
+            plan, live = build_plan(conn, manifests, quota_points=DEFAULT_QUOTA_POINTS)
             replan = _replanner(manifests, live)
         if options.format == "text":
             out.text(render_text(plan, color=use_color(sys.stdout.isatty())).rstrip("\n"))
@@ -295,11 +296,15 @@ def apply(options: argparse.Namespace) -> int:
             )
             restore = _install_interrupt(executor)
             progress = Progress("applying", total=len(plan.changes))
+            conn.client.pacer.on_wait = lambda delay, _why: progress.update(
+                progress.done, waiting=f"for quota, {delay:.0f}s"
+            )
             try:
                 report = executor.run(
-                    plan, lambda done, failed: progress.update(done, failed=failed)
+                    plan, lambda done, failed: progress.update(done, failed=failed, waiting="")
                 )
             finally:
+                conn.client.pacer.on_wait = None
                 progress.close()
                 restore()
             if not options.no_audit and (report.outcomes or report.repaired):

@@ -62,7 +62,9 @@ def plan(options: argparse.Namespace) -> int:
         )
     manifests = load_manifests(options.paths or DEFAULT_PATHS)
     with connect(options.server, sandbox_data=options.sandbox_data) as conn:
-        the_plan, _ = build_plan(conn, manifests)
+        the_plan, _ = build_plan(
+            conn, manifests, quota_points=None if options.no_estimate else options.quota_points
+        )
     if options.max_removals is not None and the_plan.removed > options.max_removals:
         the_plan = replace(
             the_plan,
@@ -138,6 +140,14 @@ def register(add: AddCommand) -> None:
         metavar="N",
         help="warn when the plan removes more than N accounts",
     )
+    p.add_argument(
+        "--quota-points",
+        type=int,
+        default=50_000,
+        metavar="N",
+        help="FHIR quota points per minute to assume for the cost estimate (Medplum's default)",
+    )
+    p.add_argument("--no-estimate", action="store_true", help="skip the quota cost estimate")
     _sandbox_data(p)
 
     from reconciler import apply_commands

@@ -214,6 +214,14 @@ class Executor:
 
     def run(self, plan: Plan, progress: Callable[[int, int], None] | None = None) -> Report:
         report = Report(planned=len(plan.changes))
+        # Keep enough of the quota unspent for the writes already in flight (each change writes
+        # its patient and, propagating, its compartment), so the pacer stops before a 429.
+        per_change = 500
+        if plan.estimate and plan.changes:
+            per_change = max(100, int(plan.estimate.get("quota_points", 0)) // len(plan.changes))
+        self.client.pacer.reserve_points = max(
+            self.client.pacer.reserve_points, self.parallelism * per_change
+        )
         changes = list(plan.changes)
         in_flight: set[Future[Outcome]] = set()
         done = 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -173,7 +174,7 @@ class Plan:
     manifest_digest: str = ""
     warnings: tuple[str, ...] = ()
     mass_removals: tuple[MassRemoval, ...] = ()
-    estimate: dict[str, object] | None = None
+    estimate: dict[str, Any] | None = None
 
     @property
     def is_empty(self) -> bool:

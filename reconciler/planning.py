@@ -7,6 +7,7 @@ from dataclasses import replace
 from datetime import UTC, datetime
 
 from reconciler.connect import Connection
+from reconciler.estimate import estimate
 from reconciler.guard import mass_removals
 from reconciler.live import read_live_state
 from reconciler.logs import get_logger
@@ -17,7 +18,10 @@ from reconciler.progress import Progress
 log = get_logger("reconciler.plan")
 
 
-def build_plan(conn: Connection, manifests: ManifestSet) -> tuple[Plan, LiveState]:
+def build_plan(
+    conn: Connection, manifests: ManifestSet, *, quota_points: int | None = None
+) -> tuple[Plan, LiveState]:
+    """Read live state and plan; with `quota_points`, also estimate the apply's quota cost."""
     progress = Progress("reading live state")
     try:
         live = read_live_state(conn.client, manifests.tenants, progress=progress.update)
@@ -37,6 +41,8 @@ def build_plan(conn: Connection, manifests: ManifestSet) -> tuple[Plan, LiveStat
         manifest_files=manifests.files,
         manifest_digest=manifests.digest,
     )
+    if quota_points is not None and not plan.is_empty:
+        plan = replace(plan, estimate=estimate(conn.client, plan, quota_points=quota_points))
     log.info(
         "plan computed",
         changes=len(plan.changes),

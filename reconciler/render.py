@@ -8,6 +8,7 @@ import os
 from collections.abc import Callable
 from dataclasses import replace
 
+from reconciler.estimate import estimate_line
 from reconciler.model import Action, Change, Plan
 from reconciler.planjson import plan_to_json
 
@@ -86,8 +87,8 @@ def render_text(plan: Plan, *, color: bool = False) -> str:
         out.extend(change_lines(plan, change, color))
         out.append("")
     out.append(summary_line(plan))
-    if plan.estimate is not None and plan.estimate.get("line"):
-        out.append(str(plan.estimate["line"]))
+    if plan.estimate is not None:
+        out.append(estimate_line(plan.estimate))
     return "\n".join(out) + "\n"
 
 
@@ -106,8 +107,8 @@ def render_markdown(plan: Plan, *, limit: int = MARKDOWN_LIMIT) -> str:
     head += [f"**{summary_line(plan)}**", ""]
     for warning in plan.warnings:
         head += [f"> :warning: {warning}", ""]
-    if plan.estimate is not None and plan.estimate.get("line"):
-        head += [str(plan.estimate["line"]), ""]
+    if plan.estimate is not None:
+        head += [estimate_line(plan.estimate), ""]
     open_details = [
         f"<details><summary>Changes ({plural(len(plan.changes), 'patient')})</summary>",
         "",

@@ -37,6 +37,7 @@ log = get_logger("reconciler.medplum")
 RETRY_STATUSES = {429, 502, 503, 504}
 PAGE_SIZE = 1000
 COMPARTMENT_BATCH = 100  # patients per system-level compartment search (URL stays < 16 KiB)
+COUNT_BATCH = 250  # patients per counting request: ~13 KiB of URL, under Node's 16 KiB limit
 TOKEN_MARGIN_S = 60.0
 
 
@@ -430,6 +431,25 @@ class MedplumClient(OperationsMixin):
                 params.append(("_elements", ",".join(elements)))
             bundle = _bundle(self.request("GET", self.fhir_base, params=params).body)
             yield from self._pages(bundle)
+
+    def count_compartments(
+        self,
+        patient_refs: Iterable[str],
+        *,
+        types: Sequence[str] = PATIENT_COMPARTMENT_TYPES,
+        batch_size: int = COUNT_BATCH,
+    ) -> int:
+        """How many resources the compartments of these patients hold (`_summary=count`)."""
+        total = 0
+        for chunk in _chunks(list(dict.fromkeys(patient_refs)), batch_size):
+            params = [
+                ("_type", ",".join(types)),
+                ("_compartment", ",".join(chunk)),
+                ("_summary", "count"),
+            ]
+            bundle = _bundle(self.request("GET", self.fhir_base, params=params).body)
+            total += int(bundle.get("total") or 0)
+        return total
 
     def get_resource_accounts(self, resource: Mapping[str, Any]) -> list[str]:
         return get_resource_accounts(resource)

@@ -16,6 +16,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from reconciler.logs import get_logger
+
+log = get_logger("reconciler.pacer")
+
 _ITEM = re.compile(r'\s*(?:"(?P<q>[^"]*)"|(?P<t>[A-Za-z0-9_*.-]+))(?P<params>(?:;[^,;]*)*)\s*')
 
 
@@ -83,7 +87,15 @@ class Pacer:
         self._observed_at = 0.0
         self.waited_s = 0.0
         self.waits = 0
+        self.max_seen = 0  # the largest remainder seen: a lower bound of the window's limit
         self.on_wait: Callable[[float, str], None] | None = None
+
+    def effective_reserve(self) -> int:
+        """Never hold back more than a quarter of the window (the limit is not sent; the
+        largest remainder seen approximates it), so at least ~75 % of the quota gets used."""
+        if self.max_seen:
+            return max(100, min(self.reserve_points, self.max_seen // 4))
+        return self.reserve_points
 
     def observe(self, header: str | None) -> None:
         limits = parse_ratelimit(header)
@@ -93,7 +105,9 @@ class Pacer:
             self.last.update(limits)
             self._observed_at = self.clock()
             fhir = limits.get("fhirInteractions")
-            if fhir is not None and fhir.remaining < self.reserve_points:
+            if fhir is not None:
+                self.max_seen = max(self.max_seen, fhir.remaining)
+            if fhir is not None and fhir.remaining < self.effective_reserve():
                 until = self._observed_at + fhir.reset_s
                 self._blocked_until = max(self._blocked_until, until)
 
@@ -123,6 +137,8 @@ class Pacer:
                 break
             if self.on_wait is not None:
                 self.on_wait(delay, "quota")
+            if not waited:
+                log.info("waiting for quota", seconds=round(delay, 2))
             self.sleep(min(delay, 1.0))
             waited += min(delay, 1.0)
         if waited:

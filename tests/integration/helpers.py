@@ -72,16 +72,45 @@ def create_patients(
                     {"request": {"method": "POST", "url": res["resourceType"]}, "resource": res}
                 )
         for start in range(0, len(members), 1000):
-            client.request(
-                "POST",
-                "",
-                json={
-                    "resourceType": "Bundle",
-                    "type": "batch",
-                    "entry": members[start : start + 1000],
-                },
-            )
+            batch = {
+                "resourceType": "Bundle",
+                "type": "batch",
+                "entry": members[start : start + 1000],
+            }
+            body = client.request("POST", "", json=batch).body
+            assert all(e["response"]["status"] == "201" for e in body["entry"]), body["entry"][0]
     return refs
+
+
+def seed_store(path: str, patients: int, compartment: int) -> tuple[str, list[str]]:
+    """Write an Organization and patients with compartment resources straight into a sandbox
+    data file (before its server starts): setup that must not spend a metered quota."""
+    from reconciler.sandbox.store import Store
+
+    store = Store(path)
+    org_id = str(uuid.uuid4())
+    resources: list[dict[str, Any]] = [
+        {"resourceType": "Organization", "id": org_id, "name": "Seeded", "meta": {}}
+    ]
+    refs = []
+    for _ in range(patients):
+        pid = str(uuid.uuid4())
+        refs.append(f"Patient/{pid}")
+        resources.append({"resourceType": "Patient", "id": pid, "meta": {}})
+        for j in range(compartment):
+            resources.append(
+                {
+                    "resourceType": "Observation",
+                    "id": str(uuid.uuid4()),
+                    "meta": {},
+                    "status": "final",
+                    "code": {"text": f"o{j}"},
+                    "subject": {"reference": f"Patient/{pid}"},
+                }
+            )
+    store.bulk_insert(resources)
+    store.close()
+    return f"Organization/{org_id}", refs
 
 
 def mrn(client: MedplumClient, ref: str) -> str:

@@ -242,9 +242,10 @@ def test_job_failures_reported_others_still_applied(
     assert accounts_of(client, b) == [quiet] and accounts_of(client, a) == []
     # A re-run of plan shows exactly the remainder.
     code, out, _ = cli(sb, "plan", manifests)
-    assert (
-        out.splitlines()[-1] == "Plan: 1 patient to update, 1 account to add, 0 accounts to remove."
-    )
+    assert out.splitlines()[-2:] == [
+        "Plan: 1 patient to update, 1 account to add, 0 accounts to remove.",
+        "Estimated cost: 1 write ≈ 100 quota points ≈ 0 s at an assumed 50,000 points/min",
+    ]
 
 
 def test_429_faults_on_30_percent_converge(make_sandbox: Any, tmp_path: Path, cli: Cli) -> None:

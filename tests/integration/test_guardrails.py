@@ -236,7 +236,7 @@ def test_ctrl_c_waits_for_in_flight_releases_lock_exits_130(
         env=env,
     )
     assert (
-        plan.stdout.splitlines()[-1]
+        plan.stdout.splitlines()[-2]
         == f"Plan: {60 - done} patients to update, {60 - done} accounts to add, 0 accounts to remove."
     )
 

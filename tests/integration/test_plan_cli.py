@@ -50,10 +50,11 @@ def test_plan_text_json_markdown_and_exit_codes(
         "Reconciler will perform the following changes:\n\n"
         + blocks
         + "Plan: 2 patients to update, 2 accounts to add, 1 account to remove.\n"
+        + "Estimated cost: 2 writes ≈ 200 quota points ≈ 0 s at an assumed 50,000 points/min\n"
     )
     assert out.count("  ~ Patient/") == 2
     assert (
-        out.splitlines()[-1]
+        out.splitlines()[-2]
         == "Plan: 2 patients to update, 2 accounts to add, 1 account to remove."
     )
     assert [json.loads(line)["event"] for line in err.splitlines()] == [
@@ -178,7 +179,7 @@ def test_request_count_for_3000_selectors(
     path = write(tmp_path, "t.yaml", tenant_yaml("bulk", org, selectors))
     monkeypatch.setenv("MEDPLUM_BASE_URL", sandbox.url)
     before = sandbox.stats()["requests"]
-    code, out, err = run_cli(sandbox, monkeypatch, capsys, "plan", path)
+    code, out, err = run_cli(sandbox, monkeypatch, capsys, "plan", path, "--no-estimate")
     after = sandbox.stats()["requests"]
     assert code == 0, err
     assert (
@@ -187,6 +188,13 @@ def test_request_count_for_3000_selectors(
     )
     # token + account check + 2 id batches + 2 identifier batches + 1 compartment page
     assert after - before - 1 <= 10, after - before
+    # The quota estimate counts compartments, 250 patients a request: 12 more.
+    code, out, err = run_cli(sandbox, monkeypatch, capsys, "plan", path)
+    assert sandbox.stats()["requests"] - after - 1 <= 10 + 12
+    assert out.splitlines()[-1] == (
+        "Estimated cost: 3,000 writes ≈ 300,000 quota points ≈ 6.0 min at an assumed "
+        "50,000 points/min"
+    )
 
 
 def test_redact_and_out_conflict(capsys: pytest.CaptureFixture[str]) -> None:
