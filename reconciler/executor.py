@@ -105,6 +105,7 @@ class Executor:
         try:
             for step in change.steps:
                 if step.propagate:
+                    sent = time.monotonic()
                     result = self.client.set_accounts_result(
                         change.patient, list(step.accounts), propagate=True, prefer_async=True
                     )
@@ -113,7 +114,7 @@ class Executor:
                         job = result.headers.get("Content-Location") or None
                         try:
                             self.client.wait_for_async_job(
-                                job or result.body, timeout=self.job_timeout
+                                job or result.body, timeout=self.job_timeout, started_at=sent
                             )
                         except JobTimeout:
                             unknown = True

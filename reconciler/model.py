@@ -84,7 +84,7 @@ class ManifestSet:
 # --- live state (read by live.py, consumed by the pure planner) -------------------------------
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class LivePatient:
     reference: str  # "Patient/<id>"
     version_id: str
@@ -109,7 +109,7 @@ class Action(StrEnum):
     KEEP = " "
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Step:
     accounts: tuple[str, ...]
     propagate: bool
@@ -118,7 +118,7 @@ class Step:
         return {"accounts": list(self.accounts), "propagate": self.propagate}
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Change:
     patient: str
     version_id: str

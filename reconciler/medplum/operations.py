@@ -155,16 +155,24 @@ class OperationsMixin:
         timeout: float | None = None,
         first_poll_s: float = FIRST_POLL_S,
         max_poll_s: float = MAX_POLL_S,
+        started_at: float | None = None,
     ) -> dict[str, Any]:
         """Poll until the job ends: first after ~50 ms, doubling, capped at 2 s. Returns the
         completed AsyncJob; raises JobError (with the outcome text) or JobTimeout."""
         url = job_url(result_or_url)
         deadline = None if timeout is None else time.monotonic() + timeout
         delay = first_poll_s
+        # The job started when the server accepted it: count the first delay from `started_at`
+        # (when the request was sent) so a round trip is not added on top of it.
+        first = max(0.0, first_poll_s - (time.monotonic() - started_at)) if started_at else None
         while True:
-            self.sleep(
-                delay if deadline is None else max(0.0, min(delay, deadline - time.monotonic()))
-            )
+            if first is not None:
+                pause, first = first, None
+            else:
+                pause = delay
+            if deadline is not None:
+                pause = max(0.0, min(pause, deadline - time.monotonic()))
+            self.sleep(pause)
             job = self.get_async_job_status(url)
             status = job.get("status")
             if status == "completed":
