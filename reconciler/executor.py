@@ -177,13 +177,17 @@ class Executor:
 
     # --- batches ---------------------------------------------------------------------------
 
-    def _refresh(self, batch: Sequence[Change], report: Report) -> Iterator[Change]:
-        """Re-read a batch right before writing it; drop or re-plan patients that moved."""
+    def _read(self, batch: Sequence[Change]) -> dict[str, LivePatient]:
         ids = [c.patient.split("/", 1)[1] for c in batch]
-        fresh = {
+        return {
             f"Patient/{r['id']}": to_live_patient(r)
             for r in self.client.read_many("Patient", ids, elements=PATIENT_ELEMENTS)
         }
+
+    def _refresh(
+        self, batch: Sequence[Change], fresh: dict[str, LivePatient], report: Report
+    ) -> Iterator[Change]:
+        """Drop or re-plan the patients of a freshly re-read batch whose version moved."""
         for change in batch:
             now = fresh.get(change.patient)
             if now is None:
@@ -236,11 +240,25 @@ class Executor:
                     progress(done, len(report.failed))
 
         pool = ThreadPoolExecutor(max_workers=self.parallelism, thread_name_prefix="apply")
+        # Each batch is re-read right before it is written; the read of the next batch runs
+        # while this one is being written, so workers never wait for it.
+        reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="reread")
+        batches = [
+            changes[i : i + self.batch_size] for i in range(0, len(changes), self.batch_size)
+        ]
+        started = time.monotonic()
         try:
-            for start in range(0, len(changes), self.batch_size):
-                if self.stop.is_set():
+            upcoming = reader.submit(self._read, batches[0]) if batches else None
+            for index, batch in enumerate(batches):
+                if self.stop.is_set() or upcoming is None:
                     break
-                for change in self._refresh(changes[start : start + self.batch_size], report):
+                fresh = upcoming.result()
+                upcoming = (
+                    reader.submit(self._read, batches[index + 1])
+                    if index + 1 < len(batches)
+                    else None
+                )
+                for change in self._refresh(batch, fresh, report):
                     while len(in_flight) >= self.parallelism:
                         finished, in_flight = wait(in_flight, return_when=FIRST_COMPLETED)
                         collect(finished)
@@ -252,6 +270,13 @@ class Executor:
                 collect(finished)
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
+            reader.shutdown(wait=True, cancel_futures=True)
+        log.info(
+            "writes finished",
+            patients=len(report.succeeded),
+            failed=len(report.failed),
+            duration_ms=round((time.monotonic() - started) * 1000),
+        )
         report.interrupted = self.stop.is_set()
         if self.verify and report.succeeded:
             self._verify(report)

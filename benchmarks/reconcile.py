@@ -1,0 +1,505 @@
+"""Plan and apply with the reconciler against a pymedplum loop, side by side, in one run.
+
+    python benchmarks/reconcile.py                 # N=5,000 patients, K=4, 20 % change
+    python benchmarks/reconcile.py --quick         # N=500, naive sample 20: about a minute
+    python benchmarks/reconcile.py --rss-patients 100000   # also: plan RSS over 100,000 patients
+    python benchmarks/reconcile.py --quota         # the quota scenario (about a minute)
+
+Each scenario seeds a sandbox data file directly, copies it per contender, starts
+`reconciler sandbox serve --latency-ms L` on a free loopback port, and measures wall time,
+HTTP requests (the sandbox's /sandbox/stats counter) and peak RSS (the child's rusage). Figures
+are printed as a table; `--json FILE` writes them all with the ratios. No timing is asserted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from reconciler.sandbox.store import Store  # noqa: E402
+
+CLIENT = ("bench-admin", "bench-secret")
+NAMESPACE = uuid.UUID("b3c40000-0000-4000-8000-000000000000")
+TENANTS = ("alpha", "beta", "gamma")
+
+
+@dataclass
+class Run:
+    name: str
+    wall_s: float
+    requests: int
+    peak_rss_mb: float | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+# --- data -------------------------------------------------------------------------------------
+
+
+def org_id(t: int) -> str:
+    return str(uuid.uuid5(NAMESPACE, f"org-{t}"))
+
+
+def patient_id(i: int) -> str:
+    return str(uuid.uuid5(NAMESPACE, f"patient-{i}"))
+
+
+def live_tenant(i: int) -> int:
+    return i % 3
+
+
+def wanted_tenant(i: int, fraction: float) -> int:
+    """Every 1/fraction-th patient moves to the next tenant: one account added, one removed."""
+    step = max(1, round(1 / fraction)) if fraction > 0 else 0
+    return (i + 1) % 3 if step and i % step == 0 else i % 3
+
+
+def seed(path: Path, patients: int, per_patient: int) -> None:
+    store = Store(str(path))
+
+    def resources() -> Any:
+        for t, name in enumerate(TENANTS):
+            yield {"resourceType": "Organization", "id": org_id(t), "name": name, "meta": {}}
+        for i in range(patients):
+            pid = patient_id(i)
+            accounts = [{"reference": f"Organization/{org_id(live_tenant(i))}"}]
+            yield {
+                "resourceType": "Patient",
+                "id": pid,
+                "meta": {"accounts": accounts},
+                "identifier": [{"system": "urn:bench:mrn", "value": f"B-{i}"}],
+            }
+            for j in range(per_patient):
+                yield {
+                    "resourceType": "Observation" if j % 2 == 0 else "Encounter",
+                    "id": str(uuid.uuid5(NAMESPACE, f"r-{i}-{j}")),
+                    "meta": {"accounts": accounts},
+                    "status": "final" if j % 2 == 0 else "finished",
+                    "subject": {"reference": f"Patient/{pid}"},
+                }
+
+    batch: list[dict[str, Any]] = []
+    for resource in resources():
+        batch.append(resource)
+        if len(batch) >= 20_000:
+            store.bulk_insert(batch)
+            batch = []
+    store.bulk_insert(batch)
+    store.close()
+
+
+def write_manifests(directory: Path, patients: int, fraction: float) -> int:
+    directory.mkdir(parents=True, exist_ok=True)
+    members: list[list[str]] = [[], [], []]
+    changes = 0
+    for i in range(patients):
+        t = wanted_tenant(i, fraction)
+        changes += t != live_tenant(i)
+        members[t].append(f"    - Patient/{patient_id(i)}\n")
+    for t, name in enumerate(TENANTS):
+        with (directory / f"{name}.yaml").open("w") as fh:
+            fh.write(
+                f"apiVersion: reconciler/v1\nkind: Tenant\nmetadata:\n  name: {name}\n"
+                f"spec:\n  account: Organization/{org_id(t)}\n  patients:\n"
+            )
+            fh.writelines(members[t])
+    return changes
+
+
+# --- processes --------------------------------------------------------------------------------
+
+
+class Sandbox:
+    def __init__(self, data: Path, *flags: str) -> None:
+        cmd = [
+            sys.executable, "-m", "reconciler", "sandbox", "serve", "--port", "0",
+            "--data", str(data), "--client", ":".join([*CLIENT, "admin"]), *flags,
+        ]  # fmt: skip
+        self.proc = subprocess.Popen(
+            cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
+        )
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline().strip()
+        if not line.startswith("Sandbox listening on "):
+            raise SystemExit(f"sandbox did not start: {line!r}")
+        self.url = line.removeprefix("Sandbox listening on ")
+
+    def stats(self, reset: bool = False) -> dict[str, Any]:
+        if reset:
+            return dict(httpx.post(f"{self.url}/sandbox/stats").json())
+        return dict(httpx.get(f"{self.url}/sandbox/stats").json())
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(timeout=30)
+
+
+def run_cli(sb: Sandbox, name: str, *args: str) -> tuple[Run, str, str]:
+    env = {
+        **os.environ,
+        "MEDPLUM_BASE_URL": sb.url,
+        "MEDPLUM_CLIENT_ID": CLIENT[0],
+        "MEDPLUM_CLIENT_SECRET": CLIENT[1],
+    }
+    sb.stats(reset=True)
+    started = time.monotonic()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "reconciler", *args, "--log-format", "json"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+    )  # fmt: skip
+    out, err = proc.communicate()
+    wall = time.monotonic() - started
+    rss = _RSS.get(proc.pid)
+    requests = int(sb.stats().get("requests", 0)) - 1  # minus the stats call itself
+    if proc.returncode not in (0, 2):
+        raise SystemExit(f"{name} failed ({proc.returncode}):\n{out[-2000:]}\n{err[-2000:]}")
+    return Run(name, wall, requests, rss), out, err
+
+
+_RSS: dict[int, float] = {}
+
+
+def _install_rss_hook() -> None:
+    """Popen reaps its child in communicate(); wrap _try_wait to read the child's rusage."""
+    original = subprocess.Popen._try_wait  # type: ignore[attr-defined]
+
+    def try_wait(self: subprocess.Popen[str], wait_flags: int) -> tuple[int, int]:
+        try:
+            pid, status, usage = os.wait4(self.pid, wait_flags)
+        except ChildProcessError:
+            return original(self, wait_flags)  # type: ignore[no-any-return]
+        if pid:
+            _RSS[pid] = usage.ru_maxrss / 1024
+        return pid, status
+
+    subprocess.Popen._try_wait = try_wait  # type: ignore[attr-defined]
+
+
+def events(stderr: str) -> list[dict[str, Any]]:
+    out = []
+    for line in stderr.splitlines():
+        try:
+            out.append(json.loads(line))
+        except ValueError:
+            continue
+    return out
+
+
+# --- the naive pymedplum loop -------------------------------------------------------------------
+
+
+def naive(sb: Sandbox, patients: int, fraction: float, sample: int) -> tuple[Run, Run]:
+    """What users write today: read each patient, compare, $set-accounts + wait, one by one."""
+    from pymedplum import MedplumClient, get_resource_accounts
+
+    client = MedplumClient(
+        base_url=sb.url + "/",
+        client_id=CLIENT[0],
+        client_secret=CLIENT[1],
+        allow_insecure_http=True,
+    )
+    step = max(1, patients // sample)
+    chosen = list(range(0, patients, step))[:sample]
+    sb.stats(reset=True)
+    read_started = time.monotonic()
+    todo = []
+    for i in chosen:
+        patient = client.read_resource("Patient", patient_id(i))
+        want = f"Organization/{org_id(wanted_tenant(i, fraction))}"
+        have = get_resource_accounts(patient)
+        if have != [want]:
+            todo.append((i, want))
+    read_wall = time.monotonic() - read_started
+    read_requests = int(sb.stats().get("requests", 0)) - 1
+    sb.stats(reset=True)
+    apply_started = time.monotonic()
+    for i, want in todo:
+        job = client.set_accounts(
+            f"Patient/{patient_id(i)}", [want], propagate=True, prefer_async=True
+        )
+        client.wait_for_async_job(job, timeout=300)
+    apply_wall = time.monotonic() - apply_started
+    apply_requests = int(sb.stats().get("requests", 0)) - 1
+    scale = patients / len(chosen)
+    changes_total = sum(1 for i in range(patients) if wanted_tenant(i, fraction) != live_tenant(i))
+    apply_scale = changes_total / max(1, len(todo))
+    plan = Run("naive read loop", read_wall * scale, round(read_requests * scale),
+               extra={"sampled_patients": len(chosen), "scaled_by": round(scale, 2)})  # fmt: skip
+    apply = Run("naive apply loop", apply_wall * apply_scale, round(apply_requests * apply_scale),
+                extra={"sampled_changes": len(todo), "scaled_by": round(apply_scale, 2)})  # fmt: skip
+    return plan, apply
+
+
+# --- scenarios ---------------------------------------------------------------------------------
+
+
+def main_scenario(args: argparse.Namespace, work: Path) -> dict[str, Any]:
+    base = work / "base.sqlite"
+    t0 = time.monotonic()
+    seed(base, args.patients, args.resources_per_patient)
+    seed_s = time.monotonic() - t0
+    changes = write_manifests(work / "tenants", args.patients, args.change_fraction)
+    tenants = str(work / "tenants")
+    flags = ["--latency-ms", str(args.latency_ms), "--job-delay-ms", str(args.job_delay_ms)]
+    results: dict[str, Any] = {"seed_s": round(seed_s, 2), "changes": changes}
+
+    ours_data = work / "ours.sqlite"
+    shutil.copy(base, ours_data)
+    sb = Sandbox(ours_data, *flags)
+    try:
+        plan, out, _ = run_cli(
+            sb, "ours: plan", "plan", tenants, "--parallelism", str(args.parallelism)
+        )
+        apply, out, err = run_cli(
+            sb, "ours: apply --no-verify", "apply", tenants, "--auto-approve", "--no-verify",
+            "--parallelism", str(args.parallelism),
+        )  # fmt: skip
+        if f"Apply complete! {changes:,} patient" not in out:
+            raise SystemExit(f"apply did not complete:\n{out[-1500:]}")
+        writes = next(e for e in events(err) if e.get("event") == "writes finished")
+        apply.extra = {"write_phase_s": round(writes["duration_ms"] / 1000, 2)}
+        again, out, _ = run_cli(sb, "ours: plan again", "plan", tenants, "--detailed-exitcode")
+        if "No changes. Live accounts match the manifests." not in out:
+            raise SystemExit("the plan after apply is not empty")
+    finally:
+        sb.stop()
+
+    verify_data = work / "verify.sqlite"
+    shutil.copy(base, verify_data)
+    sb = Sandbox(verify_data, *flags)
+    try:
+        applied, out, err = run_cli(
+            sb, "ours: apply (verify on)", "apply", tenants, "--auto-approve",
+            "--parallelism", str(args.parallelism),
+        )  # fmt: skip
+        verified = next((e for e in events(err) if e.get("event") == "verified"), {})
+        applied.extra = {
+            "verification_ms": verified.get("duration_ms"),
+            "compartment_resources_read": verified.get("compartment_resources"),
+        }
+    finally:
+        sb.stop()
+
+    runs = [plan, apply, applied, again]
+    naive_plan = naive_apply = None
+    if not args.skip_naive:
+        naive_data = work / "naive.sqlite"
+        shutil.copy(base, naive_data)
+        sb = Sandbox(naive_data, *flags)
+        try:
+            naive_plan, naive_apply = naive(
+                sb, args.patients, args.change_fraction, args.naive_sample
+            )
+        finally:
+            sb.stop()
+        runs += [naive_plan, naive_apply]
+
+    # Floor: ceil(changes / parallelism) x (1 POST + 1 poll) round trips at the simulated latency.
+    floor_s = math.ceil(changes / args.parallelism) * 2 * args.latency_ms / 1000
+    results["runs"] = [asdict(r) for r in runs]
+    results["floor_s"] = floor_s
+    write_phase = float(apply.extra["write_phase_s"])
+    results["ratios"] = {
+        # the floor counts only the writes' round trips: compare it with the write phase
+        "ours_write_phase_over_floor": round(write_phase / floor_s, 2) if floor_s else None,
+        "ours_apply_command_over_floor": round(apply.wall_s / floor_s, 2) if floor_s else None,
+        "plan_requests": plan.requests,
+        "plan_request_budget_N_over_500": args.patients // 500,
+    }
+    if naive_plan and naive_apply:
+        results["ratios"]["naive_plan_over_ours"] = round(naive_plan.wall_s / plan.wall_s, 1)
+        results["ratios"]["naive_apply_over_ours_write_phase"] = round(
+            naive_apply.wall_s / write_phase, 1
+        )
+        results["ratios"]["naive_apply_over_ours_apply_command"] = round(
+            naive_apply.wall_s / apply.wall_s, 1
+        )
+    return results
+
+
+def rss_scenario(args: argparse.Namespace, work: Path) -> dict[str, Any]:
+    data = work / "rss.sqlite"
+    t0 = time.monotonic()
+    seed(data, args.rss_patients, 1)
+    seed_s = time.monotonic() - t0
+    write_manifests(work / "rss-tenants", args.rss_patients, args.change_fraction)
+    sb = Sandbox(data)
+    try:
+        run, out, _ = run_cli(
+            sb, f"ours: plan N={args.rss_patients:,}", "plan", str(work / "rss-tenants")
+        )
+    finally:
+        sb.stop()
+    run.extra = {"plan_summary": out.strip().splitlines()[-2] if out.strip() else ""}
+    return {"seed_s": round(seed_s, 2), "runs": [asdict(run)]}
+
+
+def quota_scenario(args: argparse.Namespace, work: Path) -> dict[str, Any]:
+    """An apply bigger than one quota window: our paced apply vs the naive loop."""
+    patients, per_patient = args.quota_patients, 4
+    window_s, quota = args.quota_window_s, args.fhir_quota
+    data = work / "quota.sqlite"
+    seed(data, patients, per_patient)
+    changes = write_manifests(
+        work / "quota-tenants", patients, 1.0
+    )  # a third stay, two thirds move
+    writes_needed = changes * (1 + per_patient)
+    ours_data = work / "quota-ours.sqlite"
+    shutil.copy(data, ours_data)
+    sb = Sandbox(ours_data, "--fhir-quota", str(quota), "--quota-window-s", str(window_s))
+    try:
+        run, out, err = run_cli(sb, "ours: apply under quota", "apply", str(work / "quota-tenants"),
+                                "--auto-approve", "--no-verify", "--no-audit", "--lock=false")  # fmt: skip
+        stats = sb.stats()
+    finally:
+        sb.stop()
+    waits = [e for e in events(err) if e.get("event") == "waiting for quota"]
+    first_window = [
+        e for e in events(err) if e.get("event") == "retrying" and e.get("status") == 429
+    ]
+    max_rate = quota / 100 / window_s  # writes per second the quota allows
+    achieved = writes_needed / run.wall_s
+    run.extra = {
+        "writes": writes_needed,
+        "write_rate_per_s": round(achieved, 1),
+        "quota_max_write_rate_per_s": round(max_rate, 1),
+        "fraction_of_quota_rate": round(achieved / max_rate, 3),
+        "429s_seen_by_client": len(first_window),
+        "429s_answered_by_server": stats.get("throttled", 0),
+        "quota_waits": len(waits),
+        "failed": "Apply failed" in out,
+    }
+    naive_data = work / "quota-naive.sqlite"
+    shutil.copy(data, naive_data)
+    sb = Sandbox(naive_data, "--fhir-quota", str(quota), "--quota-window-s", str(window_s))
+    naive_result: dict[str, Any] = {}
+    try:
+        naive_result = naive_under_quota(sb, patients, min(args.naive_sample, patients), window_s)
+    finally:
+        sb.stop()
+    return {"runs": [asdict(run)], "naive": naive_result}
+
+
+def naive_under_quota(sb: Sandbox, patients: int, sample: int, window_s: float) -> dict[str, Any]:
+    """The pymedplum loop with synchronous propagation, as many scripts do: count failures and
+    patients whose compartment was left half-propagated by a quota cut."""
+    from pymedplum import MedplumClient, get_resource_accounts
+
+    client = MedplumClient(
+        base_url=sb.url + "/",
+        client_id=CLIENT[0],
+        client_secret=CLIENT[1],
+        allow_insecure_http=True,
+    )
+    failures = 0
+    touched = []
+    started = time.monotonic()
+    for i in range(sample):
+        want = f"Organization/{org_id(wanted_tenant(i, 1.0))}"
+        try:
+            patient = client.read_resource("Patient", patient_id(i))
+            if get_resource_accounts(patient) != [want]:
+                client.set_accounts(f"Patient/{patient_id(i)}", [want], propagate=True)
+                touched.append((i, want))
+        except Exception:
+            failures += 1
+            touched.append((i, want))
+    wall = time.monotonic() - started
+    time.sleep(window_s)  # let the quota reset before inspecting the damage
+    partial = 0
+    token = httpx.post(f"{sb.url}/oauth2/token", data={"grant_type": "client_credentials",
+                       "client_id": CLIENT[0], "client_secret": CLIENT[1]}).json()["access_token"]  # fmt: skip
+    http = httpx.Client(headers={"Authorization": f"Bearer {token}"}, timeout=60)
+    for i, want in touched:
+        while True:
+            r = http.get(f"{sb.url}/fhir/R4/", params={"_type": "Observation,Encounter",
+                         "_compartment": f"Patient/{patient_id(i)}", "_count": "100"})  # fmt: skip
+            if r.status_code != 429:
+                break
+            time.sleep(0.5)
+        accounts = [get_resource_accounts(e["resource"]) for e in r.json().get("entry", [])]
+        partial += any(a != [want] for a in accounts)
+    return {"patients": sample, "wall_s": round(wall, 2), "failed_calls": failures,
+            "partially_propagated_patients": partial}  # fmt: skip
+
+
+# --- output --------------------------------------------------------------------------------------
+
+
+def table(results: dict[str, Any]) -> str:
+    lines = [f"{'run':34} {'wall s':>10} {'requests':>10} {'peak RSS MB':>12}  notes"]
+    for scenario, data in results.items():
+        if not isinstance(data, dict) or "runs" not in data:
+            continue
+        lines.append(f"-- {scenario}")
+        for r in data["runs"]:
+            rss = f"{r['peak_rss_mb']:.0f}" if r.get("peak_rss_mb") else "-"
+            notes = ", ".join(f"{k}={v}" for k, v in (r.get("extra") or {}).items())
+            lines.append(
+                f"{r['name']:34} {r['wall_s']:>10.2f} {r['requests']:>10,} {rss:>12}  {notes}"
+            )
+        for key in ("floor_s", "changes", "ratios", "naive", "seed_s"):
+            if key in data:
+                lines.append(f"   {key}: {data[key]}")
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--patients", type=int, default=5000)
+    parser.add_argument("--resources-per-patient", type=int, default=4)
+    parser.add_argument("--change-fraction", type=float, default=0.2)
+    parser.add_argument("--latency-ms", type=float, default=20)
+    parser.add_argument("--parallelism", type=int, default=10)
+    parser.add_argument(
+        "--job-delay-ms",
+        type=float,
+        default=30,
+        help="time an async job waits in the sandbox's queue (Medplum runs jobs on a worker queue)",
+    )
+    parser.add_argument("--naive-sample", type=int, default=200)
+    parser.add_argument("--skip-naive", action="store_true")
+    parser.add_argument("--quick", action="store_true", help="N=500, naive sample 20")
+    parser.add_argument("--rss-patients", type=int, default=0, help="also plan over this many")
+    parser.add_argument("--quota", action="store_true", help="run the quota scenario too")
+    parser.add_argument("--quota-patients", type=int, default=300)
+    parser.add_argument("--fhir-quota", type=int, default=30_000)
+    parser.add_argument("--quota-window-s", type=float, default=10.0)
+    parser.add_argument("--json", metavar="FILE")
+    args = parser.parse_args()
+    if args.quick:
+        args.patients, args.naive_sample = 500, 20
+    _install_rss_hook()
+    results: dict[str, Any] = {"config": {k: v for k, v in vars(args).items() if k != "json"}}
+    with tempfile.TemporaryDirectory(prefix="reconciler-bench-") as tmp:
+        work = Path(tmp)
+        results["main"] = main_scenario(args, work)
+        if args.rss_patients:
+            results["rss"] = rss_scenario(args, work)
+        if args.quota:
+            results["quota"] = quota_scenario(args, work)
+    print(table(results))
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
