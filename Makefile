@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint clean
+.PHONY: install demo test lint bench bench-quick clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,6 +20,17 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
+
+$(VENV)/.bench: $(STAMP)
+	$(BIN)/pip install -q -e '.[bench]'
+	touch $(VENV)/.bench
+
+# The performance comparison against a pymedplum loop (see README, "Benchmark").
+bench: $(VENV)/.bench
+	$(BIN)/python benchmarks/reconcile.py --rss-patients 100000 --quota --json benchmark.json
+
+bench-quick: $(VENV)/.bench
+	$(BIN)/python benchmarks/reconcile.py --quick
 
 lint: $(STAMP)
 	$(BIN)/ruff check reconciler tests benchmarks

@@ -127,9 +127,19 @@ def write_manifests(directory: Path, patients: int, fraction: float) -> int:
 class Sandbox:
     def __init__(self, data: Path, *flags: str) -> None:
         cmd = [
-            sys.executable, "-m", "reconciler", "sandbox", "serve", "--port", "0",
-            "--data", str(data), "--client", ":".join([*CLIENT, "admin"]), *flags,
-        ]  # fmt: skip
+            sys.executable,
+            "-m",
+            "reconciler",
+            "sandbox",
+            "serve",
+            "--port",
+            "0",
+            "--data",
+            str(data),
+            "--client",
+            ":".join([*CLIENT, "admin"]),
+            *flags,
+        ]
         self.proc = subprocess.Popen(
             cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
         )
@@ -160,8 +170,11 @@ def run_cli(sb: Sandbox, name: str, *args: str) -> tuple[Run, str, str]:
     started = time.monotonic()
     proc = subprocess.Popen(
         [sys.executable, "-m", "reconciler", *args, "--log-format", "json"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-    )  # fmt: skip
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
     out, err = proc.communicate()
     wall = time.monotonic() - started
     rss = _RSS.get(proc.pid)
@@ -238,10 +251,18 @@ def naive(sb: Sandbox, patients: int, fraction: float, sample: int) -> tuple[Run
     scale = patients / len(chosen)
     changes_total = sum(1 for i in range(patients) if wanted_tenant(i, fraction) != live_tenant(i))
     apply_scale = changes_total / max(1, len(todo))
-    plan = Run("naive read loop", read_wall * scale, round(read_requests * scale),
-               extra={"sampled_patients": len(chosen), "scaled_by": round(scale, 2)})  # fmt: skip
-    apply = Run("naive apply loop", apply_wall * apply_scale, round(apply_requests * apply_scale),
-                extra={"sampled_changes": len(todo), "scaled_by": round(apply_scale, 2)})  # fmt: skip
+    plan = Run(
+        "naive read loop",
+        read_wall * scale,
+        round(read_requests * scale),
+        extra={"sampled_patients": len(chosen), "scaled_by": round(scale, 2)},
+    )
+    apply = Run(
+        "naive apply loop",
+        apply_wall * apply_scale,
+        round(apply_requests * apply_scale),
+        extra={"sampled_changes": len(todo), "scaled_by": round(apply_scale, 2)},
+    )
     return plan, apply
 
 
@@ -266,9 +287,15 @@ def main_scenario(args: argparse.Namespace, work: Path) -> dict[str, Any]:
             sb, "ours: plan", "plan", tenants, "--parallelism", str(args.parallelism)
         )
         apply, out, err = run_cli(
-            sb, "ours: apply --no-verify", "apply", tenants, "--auto-approve", "--no-verify",
-            "--parallelism", str(args.parallelism),
-        )  # fmt: skip
+            sb,
+            "ours: apply --no-verify",
+            "apply",
+            tenants,
+            "--auto-approve",
+            "--no-verify",
+            "--parallelism",
+            str(args.parallelism),
+        )
         if f"Apply complete! {changes:,} patient" not in out:
             raise SystemExit(f"apply did not complete:\n{out[-1500:]}")
         writes = next(e for e in events(err) if e.get("event") == "writes finished")
@@ -284,9 +311,14 @@ def main_scenario(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     sb = Sandbox(verify_data, *flags)
     try:
         applied, out, err = run_cli(
-            sb, "ours: apply (verify on)", "apply", tenants, "--auto-approve",
-            "--parallelism", str(args.parallelism),
-        )  # fmt: skip
+            sb,
+            "ours: apply (verify on)",
+            "apply",
+            tenants,
+            "--auto-approve",
+            "--parallelism",
+            str(args.parallelism),
+        )
         verified = next((e for e in events(err) if e.get("event") == "verified"), {})
         applied.extra = {
             "verification_ms": verified.get("duration_ms"),
@@ -363,8 +395,16 @@ def quota_scenario(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     shutil.copy(data, ours_data)
     sb = Sandbox(ours_data, "--fhir-quota", str(quota), "--quota-window-s", str(window_s))
     try:
-        run, out, err = run_cli(sb, "ours: apply under quota", "apply", str(work / "quota-tenants"),
-                                "--auto-approve", "--no-verify", "--no-audit", "--lock=false")  # fmt: skip
+        run, out, err = run_cli(
+            sb,
+            "ours: apply under quota",
+            "apply",
+            str(work / "quota-tenants"),
+            "--auto-approve",
+            "--no-verify",
+            "--no-audit",
+            "--lock=false",
+        )
         stats = sb.stats()
     finally:
         sb.stop()
@@ -422,20 +462,36 @@ def naive_under_quota(sb: Sandbox, patients: int, sample: int, window_s: float) 
     wall = time.monotonic() - started
     time.sleep(window_s)  # let the quota reset before inspecting the damage
     partial = 0
-    token = httpx.post(f"{sb.url}/oauth2/token", data={"grant_type": "client_credentials",
-                       "client_id": CLIENT[0], "client_secret": CLIENT[1]}).json()["access_token"]  # fmt: skip
+    token = httpx.post(
+        f"{sb.url}/oauth2/token",
+        data={
+            "grant_type": "client_credentials",
+            "client_id": CLIENT[0],
+            "client_secret": CLIENT[1],
+        },
+    ).json()["access_token"]
     http = httpx.Client(headers={"Authorization": f"Bearer {token}"}, timeout=60)
     for i, want in touched:
         while True:
-            r = http.get(f"{sb.url}/fhir/R4/", params={"_type": "Observation,Encounter",
-                         "_compartment": f"Patient/{patient_id(i)}", "_count": "100"})  # fmt: skip
+            r = http.get(
+                f"{sb.url}/fhir/R4/",
+                params={
+                    "_type": "Observation,Encounter",
+                    "_compartment": f"Patient/{patient_id(i)}",
+                    "_count": "100",
+                },
+            )
             if r.status_code != 429:
                 break
             time.sleep(0.5)
         accounts = [get_resource_accounts(e["resource"]) for e in r.json().get("entry", [])]
         partial += any(a != [want] for a in accounts)
-    return {"patients": sample, "wall_s": round(wall, 2), "failed_calls": failures,
-            "partially_propagated_patients": partial}  # fmt: skip
+    return {
+        "patients": sample,
+        "wall_s": round(wall, 2),
+        "failed_calls": failures,
+        "partially_propagated_patients": partial,
+    }
 
 
 # --- output --------------------------------------------------------------------------------------
