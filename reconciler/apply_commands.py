@@ -11,7 +11,7 @@ from types import FrameType
 from typing import Any
 
 from reconciler.audit import audit_event
-from reconciler.connect import Connection, connect
+from reconciler.connect import Connection, connect_options
 from reconciler.errors import ApplyRefused, PlanFileError, UsageError
 from reconciler.estimate import DEFAULT_QUOTA_POINTS
 from reconciler.executor import Executor, Report
@@ -230,8 +230,10 @@ def apply(options: argparse.Namespace) -> int:
         saved_plan, _ = load_plan(paths[0])
     else:
         manifests = load_manifests(paths)
-    with connect(options.server, sandbox_data=options.sandbox_data) as conn:
+    with connect_options(options) as conn:
         if saved_plan is not None:
+            # Same server, nothing moved since: checked before anything is shown or written.
+            _check_saved_plan(conn, saved_plan, paths[0])
             plan, replan = saved_plan, None
         else:
             assert manifests is not None
@@ -260,8 +262,6 @@ def apply(options: argparse.Namespace) -> int:
             )
         if saved_plan is None:
             _approve(options, out)
-        else:  # refuse a stale plan before writing anything, the lock included
-            _check_saved_plan(conn, saved_plan, paths[0])
         lock: ApplyLock | None = None
         if options.lock == "true":
             lock = ApplyLock(
@@ -316,7 +316,7 @@ def apply(options: argparse.Namespace) -> int:
 
 
 def force_unlock_cmd(options: argparse.Namespace) -> int:
-    with connect(options.server, sandbox_data=options.sandbox_data) as conn:
+    with connect_options(options) as conn:
         info = force_unlock(conn.client, options.lock_id)
     print(f"Removed the apply lock Basic/{info.id} (held since {info.since} by {info.holder}).")
     return 0
@@ -324,7 +324,7 @@ def force_unlock_cmd(options: argparse.Namespace) -> int:
 
 def verify(options: argparse.Namespace) -> int:
     manifests = load_manifests(options.paths or DEFAULT_PATHS)
-    with connect(options.server, sandbox_data=options.sandbox_data) as conn:
+    with connect_options(options) as conn:
         live = read_live_state(conn.client, manifests.tenants)
         managed = managed_accounts(manifests.tenants, live)
         propagating = {a for a, info in managed.items() if info.propagate}

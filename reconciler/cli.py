@@ -37,6 +37,9 @@ def _common(parser: argparse.ArgumentParser) -> None:
         help="Medplum base URL (default: $MEDPLUM_BASE_URL, else the sandbox)",
     )
     group.add_argument("--parallelism", type=int, default=10, metavar="N")
+    group.add_argument(
+        "--timeout", type=float, default=30.0, metavar="S", help="per-request timeout (default 30)"
+    )
     group.add_argument("--log-format", choices=("console", "json"), default=None)
     group.add_argument("-v", "--verbose", action="count", default=0)
     group.add_argument("-q", "--quiet", action="count", default=0)

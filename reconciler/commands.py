@@ -31,14 +31,14 @@ def validate(options: argparse.Namespace) -> int:
 
 
 def accounts(options: argparse.Namespace) -> int:
-    from reconciler.connect import connect
+    from reconciler.connect import connect_options
     from reconciler.medplum.accounts import get_resource_accounts
 
     ref = options.reference
     if ref.count("/") != 1 or not all(ref.split("/")):
         raise UsageError(f"expected a reference Type/id, got {ref!r}")
     rtype, rid = ref.split("/")
-    with connect(options.server) as conn:
+    with connect_options(options) as conn:
         resource = conn.client.read_resource(rtype, rid)
     for account in get_resource_accounts(resource):
         print(account)
@@ -51,7 +51,7 @@ def _emit(text: str) -> None:
 
 
 def plan(options: argparse.Namespace) -> int:
-    from reconciler.connect import connect
+    from reconciler.connect import connect_options
     from reconciler.planfile import save_plan
     from reconciler.planning import build_plan
     from reconciler.render import RENDERERS, redact, render_text, use_color
@@ -61,7 +61,7 @@ def plan(options: argparse.Namespace) -> int:
             "--redact cannot be combined with --out: a redacted plan cannot be applied"
         )
     manifests = load_manifests(options.paths or DEFAULT_PATHS)
-    with connect(options.server, sandbox_data=options.sandbox_data) as conn:
+    with connect_options(options) as conn:
         the_plan, _ = build_plan(
             conn, manifests, quota_points=None if options.no_estimate else options.quota_points
         )
@@ -102,14 +102,14 @@ def _sandbox_data(p: argparse.ArgumentParser) -> None:
 
 
 def import_cmd(options: argparse.Namespace) -> int:
-    from reconciler.connect import connect
+    from reconciler.connect import connect_options
     from reconciler.importer import slug, write_manifest
 
     ref = options.account
     if ref.count("/") != 1 or not all(ref.split("/")):
         raise UsageError(f"--account expects a reference Type/id, got {ref!r}")
     name = slug(options.name) if options.name else None
-    with connect(options.server, sandbox_data=options.sandbox_data) as conn:
+    with connect_options(options) as conn:
         count, by = write_manifest(
             conn.client,
             ref,

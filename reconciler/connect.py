@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import urlsplit
 
 from reconciler.errors import UsageError
@@ -37,6 +38,15 @@ class Connection:
     identity: str
     url: str
     embedded: bool
+
+
+def connect_options(options: Any) -> AbstractContextManager[Connection]:
+    """`connect` with the common command-line options (--server, --timeout, --sandbox-data)."""
+    return connect(
+        options.server,
+        timeout=getattr(options, "timeout", 30.0),
+        sandbox_data=getattr(options, "sandbox_data", None),
+    )
 
 
 @contextmanager

@@ -101,7 +101,7 @@ class Executor:
     def _apply_one(self, change: Change) -> Outcome:
         started = time.monotonic()
         job: str | None = None
-        unknown = False
+        unknown = timed_out = False
         try:
             for step in change.steps:
                 if step.propagate:
@@ -117,7 +117,7 @@ class Executor:
                                 job or result.body, timeout=self.job_timeout, started_at=sent
                             )
                         except JobTimeout:
-                            unknown = True
+                            unknown = timed_out = True
                 else:
                     result = self.client.set_accounts_result(
                         change.patient, list(step.accounts), propagate=False
@@ -126,7 +126,12 @@ class Executor:
             if unknown:
                 fresh = self.client.read_resource(*change.patient.split("/", 1))
                 if set(get_resource_accounts(fresh)) != set(change.after):
-                    raise MedplumError("outcome unknown and the patient's accounts do not match")
+                    if timed_out:
+                        raise MedplumError(
+                            f"async job not finished after --job-timeout {self.job_timeout:g} s "
+                            "(it may still complete: run plan again)"
+                        )
+                    raise MedplumError("outcome unknown after retries and the accounts differ")
         except JobError as exc:
             return self._outcome(
                 change, False, started, job, f"async job {exc.status}: {exc.outcome_text}"

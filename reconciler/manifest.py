@@ -62,12 +62,16 @@ def discover(paths: Sequence[str]) -> tuple[list[Path], list[str]]:
         path = Path(raw)
         if path.is_dir():
             found = sorted(
-                (p for p in path.rglob("*") if p.suffix in MANIFEST_SUFFIXES and p.is_file()),
+                (p for p in path.rglob("*") if p.suffix in MANIFEST_SUFFIXES),
                 key=lambda p: p.as_posix(),
             )
             if not found:
                 problems.append(f"{raw}: error: no manifest files (*.yaml, *.yml) in directory")
-            files.extend(found)
+            for candidate in found:
+                if candidate.is_file():
+                    files.append(candidate)
+                elif not candidate.is_dir():  # a dangling link, a socket, …: say so, not skip
+                    problems.append(f"{candidate.as_posix()}: error: not a readable file")
         elif path.exists():
             files.append(path)
         else:

@@ -47,6 +47,8 @@ def serve(options: argparse.Namespace) -> int:
     config = Config(
         clients=clients,
         latency_ms=options.latency_ms,
+        spike_ms=options.spike_ms,
+        spike_rate=options.spike_rate,
         faults=faults,
         fault_jobs=options.fault_jobs,
         retry_after=options.retry_after,
@@ -105,6 +107,8 @@ def register(add: AddCommand) -> None:
     p.add_argument("--data", default=DEFAULT_DATA, help="SQLite file, or :memory:")
     p.add_argument("--client", action="append", type=_client, metavar="ID:SECRET:ROLE")
     p.add_argument("--latency-ms", type=float, default=0.0)
+    p.add_argument("--spike-ms", type=float, default=0.0, help="latency spike length")
+    p.add_argument("--spike-rate", type=float, default=0.0, help="fraction of requests spiked")
     p.add_argument("--fault", action="append", type=_fault, metavar="STATUS:RATE")
     p.add_argument("--fault-rate", type=float, default=None, metavar="F")
     p.add_argument("--fault-status", type=int, default=503, metavar="S")

@@ -41,6 +41,8 @@ DEFAULT_CLIENTS = {
 class Config:
     clients: dict[str, tuple[str, str]] = field(default_factory=lambda: dict(DEFAULT_CLIENTS))
     latency_ms: float = 0.0
+    spike_ms: float = 0.0  # an extra delay on a fraction (spike_rate) of requests
+    spike_rate: float = 0.0
     faults: list[tuple[int, float]] = field(default_factory=list)
     fault_jobs: bool = False
     retry_after: float | None = None
@@ -99,6 +101,7 @@ class App:
         self.jobs = JobRunner(
             store, delay_ms=config.job_delay_ms, fail_rate=config.job_fail_rate, rng=self.rng
         )
+        self.jobs.fail_orphans()
         self._tokens: dict[str, tuple[str, float]] = {}
         self._lock = threading.Lock()
         self.stats: Counter[str] = Counter()
@@ -113,6 +116,10 @@ class App:
             self.stats["requests"] += 1
         if self.config.latency_ms:
             time.sleep(self.config.latency_ms / 1000)
+        if self.config.spike_rate and self.rng.random() < self.config.spike_rate:
+            with self._lock:
+                self.stats["latency_spikes"] += 1
+            time.sleep(self.config.spike_ms / 1000)
         path = req.path.rstrip("/") or "/"
         try:
             if path == "/healthcheck":
@@ -164,7 +171,8 @@ class App:
                 {"error": "invalid_client", "error_description": "Invalid client"},
                 content_type="application/json",
             )
-        token = secrets.token_urlsafe(32)
+        # A recognisable prefix lets the secret-leak tests look for tokens in any output.
+        token = "sbx_" + secrets.token_urlsafe(32)
         with self._lock:
             self._tokens[token] = (client_id, time.monotonic() + self.config.token_ttl_s)
         return Response(

@@ -39,6 +39,26 @@ class JobRunner:
         self.completed = 0
         self.failed = 0
 
+    def fail_orphans(self) -> int:
+        """Jobs left `accepted` by a previous server process never run again: end them in
+        `error` so pollers learn it (Medplum's queue would resume them; ours cannot)."""
+        with self.store.reading() as conn:
+            rows = conn.execute(
+                "SELECT id FROM resources WHERE type='AsyncJob' AND content LIKE ?",
+                ('%"status":"accepted"%',),
+            ).fetchall()
+        outcome_body = outcome("exception", "Job interrupted by a server restart")
+        for (job_id,) in rows:
+            self._finish(
+                job_id,
+                "error",
+                {
+                    "resourceType": "Parameters",
+                    "parameter": [{"name": "outcome", "resource": outcome_body}],
+                },
+            )
+        return len(rows)
+
     def shutdown(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
 

@@ -1,0 +1,126 @@
+"""Reliability suite plumbing: a recognisable client secret on every sandbox, a CLI runner that
+records every byte the tool prints (for the secret-leak checks), and the figures of a run."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+from reconciler.cli import main
+from reconciler.medplum.client import MedplumClient
+from tests.sandbox_process import SandboxProcess
+
+SECRET = "S3CR3T-reliability-must-never-leak-7f3a"
+CLIENT_ID = "rel-admin"
+CREDS = (CLIENT_ID, SECRET)
+TOKEN_PREFIX = "sbx_"  # every sandbox access token starts with it
+FIGURES: Counter[str] = Counter()
+OUTPUTS: list[str] = []
+
+
+@dataclass
+class Sandbox:
+    proc: SandboxProcess
+    clients: list[MedplumClient] = field(default_factory=list)
+
+    @property
+    def url(self) -> str:
+        return self.proc.url
+
+    def client(self, **kwargs: Any) -> MedplumClient:
+        return self.proc.client(CREDS, **kwargs)
+
+    def stats(self) -> dict[str, Any]:
+        return self.proc.stats()
+
+    def env(self) -> dict[str, str]:
+        return {
+            **os.environ,
+            "MEDPLUM_BASE_URL": self.url,
+            "MEDPLUM_CLIENT_ID": CLIENT_ID,
+            "MEDPLUM_CLIENT_SECRET": SECRET,
+        }
+
+    def snapshot(self) -> dict[str, str]:
+        """Every resource's versionId: the proof that a run wrote nothing."""
+        client = self.client()
+        types = "Patient,Observation,Encounter,Organization,Basic,AuditEvent"
+        params = [("_type", types), ("_count", "1000")]
+        bundle = client.request("GET", client.fhir_base, params=params).body
+        return {
+            f"{r['resourceType']}/{r['id']}": r["meta"]["versionId"] for r in client._pages(bundle)
+        }
+
+
+@pytest.fixture
+def sandbox_factory() -> Iterator[Callable[..., Sandbox]]:
+    started: list[SandboxProcess] = []
+
+    def start(*args: str, data: str = ":memory:") -> Sandbox:
+        proc = SandboxProcess(
+            args=["--client", f"{CLIENT_ID}:{SECRET}:admin", *args], data=data
+        ).start()
+        started.append(proc)
+        return Sandbox(proc)
+
+    yield start
+    for proc in started:
+        stats = proc.stats() if proc.proc and proc.proc.poll() is None else {}
+        for key, value in stats.items():
+            if key.startswith("fault_") or key in ("latency_spikes", "throttled", "jobs_failed"):
+                FIGURES[f"injected {key}"] += int(value)
+        FIGURES["sandbox requests"] += int(stats.get("requests", 0))
+        proc.stop()
+
+
+def record(*texts: str) -> None:
+    OUTPUTS.extend(texts)
+
+
+@pytest.fixture
+def run(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> Callable[..., tuple[int, str, str]]:
+    """Run the CLI in-process against a sandbox; every output is kept for the leak checks."""
+
+    def invoke(sb: Sandbox, *args: str) -> tuple[int, str, str]:
+        for key, value in sb.env().items():
+            if key.startswith("MEDPLUM_"):
+                monkeypatch.setenv(key, value)
+        capsys.readouterr()
+        code = main([*args, "--log-format", "json"])
+        out, err = capsys.readouterr()
+        record(out, err)
+        FIGURES["CLI runs"] += 1
+        return code, out, err
+
+    return invoke
+
+
+def run_process(sb: Sandbox, *args: str, **kwargs: Any) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "reconciler", *args, "--log-format", "json"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=sb.env(), **kwargs,
+    )  # fmt: skip
+
+
+def finish(proc: subprocess.Popen[str], timeout: float = 120) -> tuple[int, str, str]:
+    out, err = proc.communicate(timeout=timeout)
+    record(out, err)
+    FIGURES["CLI runs"] += 1
+    return proc.returncode, out, err
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if FIGURES:
+        terminalreporter.write_line(
+            "reliability figures: " + json.dumps(dict(sorted(FIGURES.items())))
+        )

@@ -1,0 +1,94 @@
+"""Faults: 429 (with and without Retry-After), 503, latency spikes, failing and slow jobs.
+Apply converges or names exactly the patients it did not update; the invariants always hold."""
+
+from __future__ import annotations
+
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+from tests.reliability.conftest import FIGURES
+from tests.reliability.helpers import assert_invariants, build
+
+Run = Any
+
+
+def failed_patients(out: str) -> set[str]:
+    return {m.group(1) for m in re.finditer(r"^  (Patient/[\w-]+): ", out, re.M)}
+
+
+def converge(run: Run, sb: Any, scenario: Any, *extra: str, attempts: int = 4) -> int:
+    client = sb.client(max_retries=30)
+    for attempt in range(1, attempts + 1):
+        code, out, err = run(sb, "apply", scenario.manifests, "--auto-approve", *extra)
+        assert "Traceback" not in err
+        behind = assert_invariants(client, scenario)
+        if code == 0:
+            assert behind == set(), behind
+            return attempt
+        assert code == 1, out + err
+        # Exactly the patients reported as failed are the ones not updated.
+        assert failed_patients(out) == behind, (failed_patients(out), behind)
+    raise AssertionError("did not converge")
+
+
+def test_429_and_503_with_retry_after_and_latency_spikes(
+    sandbox_factory: Any, run: Run, tmp_path: Path
+) -> None:
+    sb = sandbox_factory(
+        "--fault",
+        "429:0.2",
+        "--fault",
+        "503:0.1",
+        "--retry-after",
+        "0.05",
+        "--spike-ms",
+        "300",
+        "--spike-rate",
+        "0.05",
+        "--random-seed",
+        "5",
+    )
+    scenario = build(sb.client(max_retries=30), tmp_path)
+    FIGURES["fault scenarios"] += 1
+    assert converge(run, sb, scenario) >= 1
+    code, out, _ = run(sb, "plan", scenario.manifests, "--detailed-exitcode")
+    assert (code, out) == (0, "No changes. Live accounts match the manifests.\n")
+    stats = sb.stats()
+    assert stats["fault_429"] > 0 and stats["fault_503"] > 0 and stats["latency_spikes"] > 0
+
+
+def test_429_like_medplum_without_retry_after(
+    sandbox_factory: Any, run: Run, tmp_path: Path
+) -> None:
+    sb = sandbox_factory("--fault", "429:0.2", "--random-seed", "8")
+    scenario = build(sb.client(max_retries=30), tmp_path)
+    converge(run, sb, scenario)
+    assert sb.stats()["fault_429"] > 0
+
+
+def test_failing_jobs_are_reported_exactly_then_converge(
+    sandbox_factory: Any, run: Run, tmp_path: Path
+) -> None:
+    sb = sandbox_factory("--job-fail-rate", "0.4", "--random-seed", "3")
+    scenario = build(sb.client(), tmp_path)
+    attempts = converge(run, sb, scenario, attempts=8)
+    assert attempts > 1  # some jobs failed first and were reported, then a re-run finished them
+    assert sb.stats()["jobs_failed"] > 0
+
+
+def test_slow_jobs_past_job_timeout(sandbox_factory: Any, run: Run, tmp_path: Path) -> None:
+    sb = sandbox_factory("--job-delay-ms", "700")
+    scenario = build(sb.client(), tmp_path, n=12, compartment=1)
+    code, out, err = run(sb, "apply", scenario.manifests, "--auto-approve", "--job-timeout", "0.2")
+    assert code == 1
+    reasons = re.findall(r"^  Patient/[\w-]+: (.*)$", out, re.M)
+    assert reasons and all(
+        r
+        == "async job not finished after --job-timeout 0.2 s (it may still complete: run plan again)"
+        for r in reasons
+    )
+    time.sleep(1.5)  # the jobs finish on the server meanwhile
+    assert_invariants(sb.client(), scenario)
+    assert converge(run, sb, scenario) == 1

@@ -1,0 +1,83 @@
+"""Secrets and PHI: the client secret and bearer tokens never appear in any output, plan file,
+log or audit record; plan files are 0600; --redact output holds no patient id or identifier."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+from pathlib import Path
+from typing import Any
+
+from reconciler.cli import main
+from reconciler.medplum.accounts import first_identifier
+from tests.integration.helpers import create_org, create_patients, tenant_yaml, write
+from tests.reliability.conftest import FIGURES, OUTPUTS, SECRET, TOKEN_PREFIX, record
+
+Run = Any
+
+
+def test_every_command_keeps_secrets_out(sandbox_factory: Any, run: Run, tmp_path: Path) -> None:
+    sb = sandbox_factory("--propagate-cap", "1", "--fault", "503:0.1", "--random-seed", "2")
+    client = sb.client(max_retries=20)
+    org = create_org(client)
+    refs = create_patients(client, 5, compartment=3)
+    manifests = write(tmp_path, "t.yaml", tenant_yaml("s", org, refs))
+    plan_file = tmp_path / "plan.json"
+    outputs = [
+        run(sb, "validate", manifests, "-v"),
+        run(sb, "plan", manifests, "-v", "--out", str(plan_file)),
+        run(sb, "plan", manifests, "--format", "markdown", "-v"),
+        run(sb, "apply", str(plan_file), "-v"),
+        run(sb, "verify", manifests, "--repair", "-v"),
+        run(sb, "import", "--account", org, "-v"),
+        run(sb, "accounts", refs[0], "-v"),
+    ]
+    assert [o[0] for o in outputs] == [0, 0, 0, 0, 0, 0, 0]
+    assert stat.S_IMODE(os.stat(plan_file).st_mode) == 0o600
+    audit = json.dumps(list(client.search_all("AuditEvent", {})))
+    texts = [o[1] + o[2] for o in outputs] + [plan_file.read_text(), audit]
+    for text in texts:
+        assert SECRET not in text and TOKEN_PREFIX not in text
+    # Logs carry no resource bodies: no patient names/identifiers in -v logs of a plan.
+    assert "urn:test:mrn" not in outputs[1][2]
+
+
+def test_wrong_secret_error_does_not_echo_it(
+    sandbox_factory: Any, run: Run, tmp_path: Path, monkeypatch: Any
+) -> None:
+    sb = sandbox_factory()
+    org = create_org(sb.client())
+    manifests = write(tmp_path, "t.yaml", tenant_yaml("s", org, ["Patient/x"]))
+    monkeypatch.setenv("MEDPLUM_BASE_URL", sb.url)
+    monkeypatch.setenv("MEDPLUM_CLIENT_ID", "rel-admin")
+    monkeypatch.setenv("MEDPLUM_CLIENT_SECRET", "wrong-" + SECRET)
+    code = main(["plan", manifests, "--log-format", "json"])
+    assert code == 1
+
+
+def test_redacted_output_has_no_patient_ids_or_identifiers(
+    sandbox_factory: Any, run: Run, tmp_path: Path
+) -> None:
+    sb = sandbox_factory()
+    client = sb.client()
+    org = create_org(client)
+    refs = create_patients(client, 4)
+    identifiers = [first_identifier(client.read_resource(*r.split("/"))) or "" for r in refs]
+    manifests = write(tmp_path, "t.yaml", tenant_yaml("r", org, refs))
+    for fmt in ("text", "json", "markdown"):
+        code, out, _ = run(sb, "plan", manifests, "--redact", "--format", fmt)
+        assert code == 0 and "redacted-" in out
+        for ref, ident in zip(refs, identifiers, strict=True):
+            assert ref.split("/")[1] not in out
+            assert ident.split("|")[1] not in out
+    FIGURES["redacted renders checked"] += 3
+
+
+def test_no_output_of_the_whole_suite_leaked(sandbox_factory: Any) -> None:
+    """Runs last in this module: everything any reliability test printed so far."""
+    record()
+    assert OUTPUTS, "no outputs were recorded"
+    for text in OUTPUTS:
+        assert SECRET not in text and TOKEN_PREFIX not in text
+    FIGURES["outputs scanned for secrets"] = len(OUTPUTS)
