@@ -81,7 +81,7 @@ def test_failing_jobs_are_reported_exactly_then_converge(
 def test_slow_jobs_past_job_timeout(sandbox_factory: Any, run: Run, tmp_path: Path) -> None:
     sb = sandbox_factory("--job-delay-ms", "700")
     scenario = build(sb.client(), tmp_path, n=12, compartment=1)
-    code, out, err = run(sb, "apply", scenario.manifests, "--auto-approve", "--job-timeout", "0.2")
+    code, out, _ = run(sb, "apply", scenario.manifests, "--auto-approve", "--job-timeout", "0.2")
     assert code == 1
     reasons = re.findall(r"^  Patient/[\w-]+: (.*)$", out, re.M)
     assert reasons and all(
