@@ -89,7 +89,7 @@ def _check_saved_plan(conn: Connection, plan: Plan, path: str) -> None:
     ids = [c.patient.split("/", 1)[1] for c in plan.changes]
     fresh = {
         f"Patient/{r['id']}": to_live_patient(r)
-        for r in conn.client.read_many("Patient", ids, elements=PATIENT_ELEMENTS)
+        for r in conn.client.iter_many("Patient", ids, elements=PATIENT_ELEMENTS)
     }
     stale = []
     for change in plan.changes:

@@ -186,7 +186,7 @@ class Executor:
         ids = [c.patient.split("/", 1)[1] for c in batch]
         return {
             f"Patient/{r['id']}": to_live_patient(r)
-            for r in self.client.read_many("Patient", ids, elements=PATIENT_ELEMENTS)
+            for r in self.client.iter_many("Patient", ids, elements=PATIENT_ELEMENTS)
         }
 
     def _refresh(

@@ -119,7 +119,7 @@ def read_live_state(
     wanted = [s.value.split("/", 1)[1] for _, s in id_selectors]
     found = {
         r["id"]: reader.keep(r)
-        for r in client.read_many("Patient", wanted, elements=PATIENT_ELEMENTS)
+        for r in client.iter_many("Patient", wanted, elements=PATIENT_ELEMENTS)
     }
     for tenant, selector in id_selectors:
         ref = found.get(selector.value.split("/", 1)[1])

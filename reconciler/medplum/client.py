@@ -371,6 +371,22 @@ class MedplumClient(OperationsMixin):
         bundle = _bundle(self.request("POST", f"{resource_type}/_search", data=form).body)
         yield from self._pages(bundle)
 
+    def iter_many(
+        self,
+        resource_type: str,
+        ids: Iterable[str],
+        *,
+        elements: Sequence[str] | None = None,
+        batch_size: int = PAGE_SIZE,
+    ) -> Iterator[dict[str, Any]]:
+        """Read any number of resources by id, `batch_size` ids per request, streaming (a plan
+        over 100,000 patients must not hold every resource at once); missing ids are absent."""
+        for chunk in _chunks(list(dict.fromkeys(ids)), batch_size):
+            form = {"_id": ",".join(chunk), "_count": str(PAGE_SIZE)}
+            if elements:
+                form["_elements"] = ",".join(elements)
+            yield from self.post_search(resource_type, form)
+
     def read_many(
         self,
         resource_type: str,
@@ -379,15 +395,8 @@ class MedplumClient(OperationsMixin):
         elements: Sequence[str] | None = None,
         batch_size: int = PAGE_SIZE,
     ) -> list[dict[str, Any]]:
-        """Read any number of resources by id, `batch_size` ids per request; missing ids are
-        simply absent from the result."""
-        found: list[dict[str, Any]] = []
-        for chunk in _chunks(list(dict.fromkeys(ids)), batch_size):
-            form = {"_id": ",".join(chunk), "_count": str(PAGE_SIZE)}
-            if elements:
-                form["_elements"] = ",".join(elements)
-            found.extend(self.post_search(resource_type, form))
-        return found
+        """Read any number of resources by id (batched); missing ids are absent."""
+        return list(self.iter_many(resource_type, ids, elements=elements, batch_size=batch_size))
 
     def search_by_identifiers(
         self,
