@@ -286,6 +286,8 @@ def main_scenario(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         plan, out, _ = run_cli(
             sb, "ours: plan", "plan", tenants, "--parallelism", str(args.parallelism)
         )
+        # The same plan without the quota estimate's counting requests (issue 9's budget).
+        bare, _, _ = run_cli(sb, "ours: plan --no-estimate", "plan", tenants, "--no-estimate")
         apply, out, err = run_cli(
             sb,
             "ours: apply --no-verify",
@@ -327,7 +329,7 @@ def main_scenario(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     finally:
         sb.stop()
 
-    runs = [plan, apply, applied, again]
+    runs = [plan, bare, apply, applied, again]
     naive_plan = naive_apply = None
     if not args.skip_naive:
         naive_data = work / "naive.sqlite"
@@ -351,6 +353,7 @@ def main_scenario(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         "ours_write_phase_over_floor": round(write_phase / floor_s, 2) if floor_s else None,
         "ours_apply_command_over_floor": round(apply.wall_s / floor_s, 2) if floor_s else None,
         "plan_requests": plan.requests,
+        "plan_requests_no_estimate": bare.requests,
         "plan_request_budget_N_over_500": args.patients // 500,
     }
     if naive_plan and naive_apply:
