@@ -151,6 +151,7 @@ def _report(report: Report, out: _Out) -> int:
             "verified": report.verified,
             "stragglers": report.stragglers,
             "repaired": report.repaired,
+            "propagated": report.propagated,
             "interrupted": report.interrupted,
         },
     )
@@ -169,6 +170,8 @@ def _report(report: Report, out: _Out) -> int:
         out.text(f"Updated: {counts}.")
         return 1
     out.text(f"Apply complete! {counts}.")
+    if report.propagated:
+        out.text(f"Propagated to {plural(report.propagated, 'compartment resource')}.")
     if report.verified:
         out.text(
             f"Verified {plural(report.compartment_read, 'compartment resource')}: "

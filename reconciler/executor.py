@@ -37,6 +37,7 @@ class Outcome:
     job: str | None = None
     duration_ms: int = 0
     unknown: bool = False  # a retried write or a timed-out job: verified before it counts
+    propagated: int = 0  # compartment resources the server reports it updated
 
 
 @dataclass
@@ -58,6 +59,10 @@ class Report:
     @property
     def failed(self) -> list[Outcome]:
         return [o for o in self.outcomes if not o.ok]
+
+    @property
+    def propagated(self) -> int:
+        return sum(o.propagated for o in self.succeeded)
 
     @property
     def added(self) -> int:
@@ -102,6 +107,7 @@ class Executor:
         started = time.monotonic()
         job: str | None = None
         unknown = timed_out = False
+        propagated = 0
         try:
             for step in change.steps:
                 if step.propagate:
@@ -113,9 +119,10 @@ class Executor:
                     if result.status == 202:
                         job = result.headers.get("Content-Location") or None
                         try:
-                            self.client.wait_for_async_job(
+                            done = self.client.wait_for_async_job(
                                 job or result.body, timeout=self.job_timeout, started_at=sent
                             )
+                            propagated += max(0, _resources_updated(done.get("output")) - 1)
                         except JobTimeout:
                             unknown = timed_out = True
                 else:
@@ -138,7 +145,7 @@ class Executor:
             )
         except MedplumError as exc:
             return self._outcome(change, False, started, job, str(exc))
-        return self._outcome(change, True, started, job, "", unknown=unknown)
+        return self._outcome(change, True, started, job, "", unknown=unknown, propagated=propagated)
 
     def _outcome(
         self,
@@ -149,6 +156,7 @@ class Executor:
         reason: str,
         *,
         unknown: bool = False,
+        propagated: int = 0,
     ) -> Outcome:
         outcome = Outcome(
             change.patient,
@@ -158,6 +166,7 @@ class Executor:
             job,
             round((time.monotonic() - started) * 1000),
             unknown,
+            propagated,
         )
         log.info(
             "patient",
@@ -280,7 +289,10 @@ class Executor:
             "writes finished",
             patients=len(report.succeeded),
             failed=len(report.failed),
+            propagated=report.propagated,
             duration_ms=round((time.monotonic() - started) * 1000),
+            quota_remaining=self.client.pacer.remaining,
+            quota_waited_s=round(self.client.pacer.waited_s, 2),
         )
         report.interrupted = self.stop.is_set()
         if self.verify and report.succeeded:
@@ -318,3 +330,11 @@ class Executor:
             repaired=report.repaired,
             duration_ms=round((time.monotonic() - started) * 1000),
         )
+
+
+def _resources_updated(output: Any) -> int:
+    """`resourcesUpdated` from a completed $set-accounts job's output Parameters."""
+    for param in (output or {}).get("parameter") or []:
+        if param.get("name") == "resourcesUpdated":
+            return int(param.get("valueInteger") or 0)
+    return 0

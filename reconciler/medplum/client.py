@@ -164,7 +164,8 @@ class MedplumClient(OperationsMixin):
                 f"client credentials for {self.client_id!r} were refused: {reason}",
             )
         self._token = str(body["access_token"])
-        ttl = float(body.get("expires_in") or 3600)
+        expires_in = body.get("expires_in")
+        ttl = 3600.0 if expires_in is None else float(expires_in)
         self._token_expires = time.monotonic() + max(ttl - TOKEN_MARGIN_S, ttl / 2)
 
     # --- the one request path --------------------------------------------------------------

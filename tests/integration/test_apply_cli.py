@@ -66,8 +66,9 @@ def test_apply_fresh_assignment_mixed_propagation_two_tenants(
     )
     code, out, err = cli(sandbox, "apply", manifests, "--auto-approve")
     assert code == 0, err
-    assert out.splitlines()[-2:] == [
+    assert out.splitlines()[-3:] == [
         "Apply complete! 3 patients updated, 4 accounts added, 1 account removed.",
+        "Propagated to 12 compartment resources.",
         "Verified 12 compartment resources: 0 stragglers found, 0 repaired.",
     ]
     # Unmanaged kept first; added accounts appended in tenant load order.

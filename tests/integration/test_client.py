@@ -216,3 +216,26 @@ def test_retries_against_sandbox_faults(make_sandbox: Any) -> None:
     assert len(list(client.search_all("Patient", {"_compartment": o}, page_size=3))) == 10
     stats = sb.stats()
     assert stats["fault_429"] > 0 and stats["fault_503"] > 0
+
+
+def test_accounts_command_prints_one_reference_per_line(
+    sandbox: SandboxProcess, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from reconciler.cli import main
+
+    client = sandbox.client()
+    o1, o2 = _org(client), _org(client)
+    p = client.create_resource(
+        {
+            "resourceType": "Patient",
+            "meta": {"accounts": [{"reference": o1}], "account": {"reference": o2}},
+        }
+    )
+    monkeypatch.setenv("MEDPLUM_BASE_URL", sandbox.url)
+    monkeypatch.setenv("MEDPLUM_CLIENT_ID", "sandbox-admin")
+    monkeypatch.setenv("MEDPLUM_CLIENT_SECRET", "sandbox-secret")
+    capsys.readouterr()
+    assert main(["accounts", f"Patient/{p['id']}", "-q"]) == 0
+    assert capsys.readouterr().out == f"{o1}\n{o2}\n"  # meta.accounts, then legacy meta.account
+    assert main(["accounts", "not-a-reference", "-q"]) == 1
+    assert "expected a reference Type/id" in capsys.readouterr().err

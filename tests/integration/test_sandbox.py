@@ -586,3 +586,33 @@ def test_error_bodies_match_recorded_medplum_shapes(api: Api) -> None:
     p = api.create({"resourceType": "Patient"})
     ours = member.set_accounts(f"Patient/{p['id']}", ["Organization/x"]).json()
     assert {k: v for k, v in real_403.items() if k != "extension"} == ours
+
+
+def test_client_flag_replaces_default_clients(make_sandbox: Any) -> None:
+    sb = make_sandbox("--client", "ci:ci-secret:admin", "--client", "viewer:v-secret:member")
+    url = f"{sb.url}/oauth2/token"
+    form = {"grant_type": "client_credentials"}
+    assert (
+        httpx.post(url, data={**form, "client_id": "ci", "client_secret": "ci-secret"}).status_code
+        == 200
+    )
+    assert (
+        httpx.post(
+            url, data={**form, "client_id": "viewer", "client_secret": "v-secret"}
+        ).status_code
+        == 200
+    )
+    r = httpx.post(
+        url, data={**form, "client_id": "sandbox-admin", "client_secret": "sandbox-secret"}
+    )
+    assert r.status_code == 401
+    viewer = Api(sb, ("viewer", "v-secret"))
+    p = Api(sb, ("ci", "ci-secret")).create({"resourceType": "Patient"})
+    assert viewer.set_accounts(f"Patient/{p['id']}", ["Organization/x"]).status_code == 403
+
+
+def test_fault_jobs_flag_faults_job_polls_too(make_sandbox: Any) -> None:
+    quiet = Api(make_sandbox("--fault", "503:1"))
+    assert quiet.req("GET", "job/00000000-0000-4000-8000-000000000000/status").status_code == 404
+    loud = Api(make_sandbox("--fault", "503:1", "--fault-jobs"))
+    assert loud.req("GET", "job/00000000-0000-4000-8000-000000000000/status").status_code == 503

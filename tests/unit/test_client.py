@@ -479,3 +479,36 @@ def test_ratelimit_parsing_and_pacer_waits_before_quota_runs_out() -> None:
 def test_secret_never_in_repr() -> None:
     client, _ = make(Server())
     assert SECRET not in repr(client) and SECRET not in str(vars(client).get("client_id"))
+
+
+def test_from_env_and_context_manager(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MEDPLUM_BASE_URL", "https://medplum.example")
+    monkeypatch.setenv("MEDPLUM_CLIENT_ID", "env-client")
+    monkeypatch.setenv("MEDPLUM_CLIENT_SECRET", SECRET)
+    with MedplumClient.from_env() as client:
+        assert client.base_url == "https://medplum.example/"
+        assert client.fhir_base == "https://medplum.example/fhir/R4/"
+        assert client.client_id == "env-client"
+    monkeypatch.delenv("MEDPLUM_BASE_URL")
+    from reconciler.medplum.errors import MedplumError
+
+    with pytest.raises(MedplumError, match="MEDPLUM_BASE_URL is not set"):
+        MedplumClient.from_env()
+
+
+def test_token_refreshed_before_expiry() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/oauth2/token":
+            tokens.append(1)
+            return httpx.Response(200, json={"access_token": f"t{len(tokens)}", "expires_in": 0})
+        return httpx.Response(200, json=PATIENT)
+
+    tokens: list[int] = []
+    client = MedplumClient(
+        BASE, "c", SECRET, http=httpx.Client(transport=httpx.MockTransport(handler))
+    )
+    client.read_resource("Patient", "p1")
+    client.read_resource("Patient", "p1")
+    assert (
+        len(tokens) == 2
+    )  # expired (expires_in 0): a new token before the request, not after a 401
