@@ -14,7 +14,6 @@ from tests.integration.helpers import (
     accounts_of,
     create_org,
     create_patients,
-    run_cli,
     tenant_yaml,
     write,
 )
@@ -36,14 +35,6 @@ def versions(client: MedplumClient) -> dict[str, str]:
         for r in client.search_all(rtype, {}):
             out[f"{rtype}/{r['id']}"] = r["meta"]["versionId"]
     return out
-
-
-@pytest.fixture
-def cli(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> Cli:
-    def run(sb: SandboxProcess, *args: str) -> tuple[int, str, str]:
-        return run_cli(sb, monkeypatch, capsys, *args)
-
-    return run
 
 
 def test_apply_fresh_assignment_mixed_propagation_two_tenants(

@@ -20,7 +20,6 @@ from tests.integration.helpers import (
     accounts_of,
     create_org,
     create_patients,
-    run_cli,
     tenant_yaml,
     write,
 )
@@ -28,14 +27,6 @@ from tests.sandbox_process import ADMIN, SandboxProcess
 
 ROOT = Path(__file__).resolve().parents[2]
 Cli = Any
-
-
-@pytest.fixture
-def cli(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> Cli:
-    def run(sb: SandboxProcess, *args: str) -> tuple[int, str, str]:
-        return run_cli(sb, monkeypatch, capsys, *args)
-
-    return run
 
 
 def locks(client: MedplumClient) -> list[dict[str, Any]]:

@@ -12,15 +12,9 @@ import pytest
 
 from tests.sandbox_process import MEMBER, SandboxProcess
 
-EXCHANGES = (
-    json.loads(
-        (
-            Path(__file__).resolve().parents[3] / "shared" / "medplum-5.0.10-exchanges.json"
-        ).read_text()
-    )
-    if (Path(__file__).resolve().parents[3] / "shared" / "medplum-5.0.10-exchanges.json").exists()
-    else []
-)
+# The recorded real Medplum 5.0.10 exchanges live in ../shared beside the checkout.
+EXCHANGES_FILE = Path(__file__).resolve().parents[3] / "shared" / "medplum-5.0.10-exchanges.json"
+EXCHANGES = json.loads(EXCHANGES_FILE.read_text()) if EXCHANGES_FILE.exists() else []
 
 
 class Api:
