@@ -197,16 +197,17 @@ class Repository:
             return updated
         additions = [a for a in new if a not in old]
         removals = [a for a in old if a not in new]
-        if not additions and not removals:
-            return updated
+        # Like Medplum's set-accounts.ts: every compartment resource is charged a write and
+        # counted in resourcesUpdated, changed or not; an unchanged one keeps its version.
         members = self.store.compartment_members(f"Patient/{rid}")[:cap]
         for member in members:
+            charge(100)
+            updated += 1
             have = accounts_of(member)
             want = [a for a in have if a not in removals]
             want += [a for a in additions if a not in want]
             if want == have:
                 continue
-            charge(100)
             with self.store.transaction() as conn:
                 fresh = self.store.get(member["resourceType"], member["id"])
                 if fresh is None:
@@ -217,7 +218,6 @@ class Repository:
                 _set_accounts_meta(fresh, want)
                 fresh["meta"]["author"] = SYSTEM_AUTHOR
                 self.store.put(conn, fresh)
-            updated += 1
         return updated
 
 

@@ -111,9 +111,12 @@ def test_set_accounts_sync_async_and_wait(client: MedplumClient) -> None:
     )
     sync = client.set_accounts(f"Patient/{p['id']}", o)
     assert sync["parameter"] == [{"name": "resourcesUpdated", "valueInteger": 1}]
-    result = client.set_accounts(p, [o], propagate=True, prefer_async=True)  # no difference: 1
+    # No difference: Medplum still walks (and counts) the compartment; nothing changes there.
+    version = client.read_resource("Observation", obs["id"])["meta"]["versionId"]
+    result = client.set_accounts(p, [o], propagate=True, prefer_async=True)
     job = client.wait_for_async_job(result, timeout=10)
-    assert job["status"] == "completed" and job["output"]["parameter"][0]["valueInteger"] == 1
+    assert job["status"] == "completed" and job["output"]["parameter"][0]["valueInteger"] == 2
+    assert client.read_resource("Observation", obs["id"])["meta"]["versionId"] == version
     o2 = _org(client)
     result = client.set_accounts(f"Patient/{p['id']}", [o, o2], propagate=True, prefer_async=True)
     status = client.get_async_job_status(result)
