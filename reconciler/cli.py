@@ -101,9 +101,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ResolveError as exc:
         for problem in exc.problems:
             print(problem, file=sys.stderr)
+        what = "selector or account" if len(exc.problems) == 1 else "selectors or accounts"
         print(
-            f"Error: {_count(len(exc.problems), 'selector or account')} did not resolve; "
-            "nothing was changed.",
+            f"Error: {len(exc.problems)} {what} did not resolve; nothing was changed.",
             file=sys.stderr,
         )
         return EXIT_ERROR

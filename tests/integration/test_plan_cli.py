@@ -113,20 +113,21 @@ def test_unresolvable_selectors_all_listed_nothing_else(
             "identifier": [{"system": "urn:test:mrn", "value": "dupe-0"}],
         }
     )
+    broken = tenant_yaml(
+        "broken",
+        org,
+        [
+            "Patient/00000000-0000-4000-8000-00000000dead",
+            '{identifier: "urn:test:mrn|nobody"}',
+            '{identifier: "urn:test:mrn|dupe-0"}',
+            '{search: "name=NoSuchFamilyAnywhere"}',
+            '{search: "unknownparam=1"}',
+        ],
+    )
     path = write(
         tmp_path,
         "t.yaml",
-        tenant_yaml(
-            "broken",
-            org,
-            [
-                "Patient/00000000-0000-4000-8000-00000000dead",
-                '{identifier: "urn:test:mrn|nobody"}',
-                '{identifier: "urn:test:mrn|dupe-0"}',
-                '{search: "name=NoSuchFamilyAnywhere"}',
-                '{search: "unknownparam=1"}',
-            ],
-        )
+        broken
         + "---\n"
         + tenant_yaml("ghost", "Organization/00000000-0000-4000-8000-0000000000ff", [dup[0]]),
     )
@@ -137,21 +138,7 @@ def test_unresolvable_selectors_all_listed_nothing_else(
         f"{path}:21:3: error: spec.account: Organization/00000000-0000-4000-8000-0000000000ff does not exist (tenant 'ghost')",
         "Error: 1 selector or account did not resolve; nothing was changed.",
     ]
-    path = write(
-        tmp_path,
-        "t.yaml",
-        tenant_yaml(
-            "broken",
-            org,
-            [
-                "Patient/00000000-0000-4000-8000-00000000dead",
-                '{identifier: "urn:test:mrn|nobody"}',
-                '{identifier: "urn:test:mrn|dupe-0"}',
-                '{search: "name=NoSuchFamilyAnywhere"}',
-                '{search: "unknownparam=1"}',
-            ],
-        ),
-    )
+    path = write(tmp_path, "t.yaml", broken)
     code, out, err = run_cli(sandbox, monkeypatch, capsys, "plan", path)
     assert code == 1 and out == ""
     assert err.splitlines() == [
@@ -160,7 +147,7 @@ def test_unresolvable_selectors_all_listed_nothing_else(
         f"{path}:12:7: error: identifier urn:test:mrn|dupe-0 matches 2 patients, expected exactly 1 (tenant 'broken')",
         f"{path}:13:7: error: search 'name=NoSuchFamilyAnywhere' matches no patients (tenant 'broken')",
         f"{path}:14:7: error: search 'unknownparam=1' was rejected by the server: Unknown search parameter: unknownparam (tenant 'broken')",
-        "Error: 5 selector or accounts did not resolve; nothing was changed.",
+        "Error: 5 selectors or accounts did not resolve; nothing was changed.",
     ]
 
 
