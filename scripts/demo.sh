@@ -12,7 +12,7 @@ $R validate examples/tenants
 step reconciler sandbox seed --reset --patients 12
 $R sandbox seed --reset --patients 12
 step reconciler plan examples/tenants
-$R plan examples/tenants -q
+$R plan examples/tenants
 step reconciler apply examples/tenants --auto-approve
 $R apply examples/tenants --auto-approve -q
 step reconciler plan examples/tenants --detailed-exitcode
