@@ -28,7 +28,7 @@ def fhir_remaining(response: httpx.Response) -> int:
 
 
 def test_quota_costs_headers_and_429(make_sandbox: Any) -> None:
-    sb = make_sandbox("--fhir-quota", "300", "--quota-window-s", "1.5")
+    sb = make_sandbox("--fhir-quota", "300", "--quota-window-s", "4")
     token = sb.token()
     http = httpx.Client(
         base_url=f"{sb.url}/fhir/R4/",
@@ -46,7 +46,7 @@ def test_quota_costs_headers_and_429(make_sandbox: Any) -> None:
     body = r.json()
     assert body["id"] == "too-many-requests" and body["issue"][0]["code"] == "throttled"
     wait_ms = json.loads(body["issue"][0]["diagnostics"])["_msBeforeNext"]
-    assert 0 < wait_ms <= 1500
+    assert 0 < wait_ms <= 4000
     assert fhir_remaining(r) == 0
     time.sleep(wait_ms / 1000 + 0.05)
     assert http.get(f"Patient/{pid}").status_code == 200
@@ -59,12 +59,12 @@ def test_sync_set_accounts_cut_by_quota_commits_part_and_verify_repairs(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    sb = make_sandbox("--fhir-quota", "1000", "--quota-window-s", "1")
+    sb = make_sandbox("--fhir-quota", "1000", "--quota-window-s", "2")
     client = sb.client(max_retries=0)
     org = create_org(client)
-    time.sleep(1.05)
+    time.sleep(2.05)
     (ref,) = create_patients(client, 1, compartment=6)
-    time.sleep(1.05)
+    time.sleep(2.05)
     # 1000 points: 624 spent; the patient + 3 of its 6 resources fit before the cut.
     client.search("Patient", {"_count": "1"})  # 20
     for _ in range(4):
@@ -74,7 +74,7 @@ def test_sync_set_accounts_cut_by_quota_commits_part_and_verify_repairs(
     with pytest.raises(HTTPStatusError) as info:
         client.set_accounts(ref, [org], propagate=True)
     assert info.value.status == 429
-    time.sleep(1.05)
+    time.sleep(2.05)
     assert get_resource_accounts(client.read_resource(*ref.split("/"))) == [org]  # committed
     members = [get_resource_accounts(r) for r in client.read_compartments([ref])]
     assert sorted(members) == [[], [], [], [org], [org], [org]]  # and only part of the compartment
@@ -85,7 +85,7 @@ def test_sync_set_accounts_cut_by_quota_commits_part_and_verify_repairs(
     )
     # ... verification finds the stragglers and repairs them.
     manifests = write(tmp_path, "t.yaml", tenant_yaml("quota", org, [ref]))
-    time.sleep(1.05)
+    time.sleep(2.05)
     code, out, err = run_cli(sb, monkeypatch, capsys, "verify", manifests, "--repair")
     assert code == 0, err
     assert (
@@ -102,9 +102,9 @@ def test_async_job_sleeps_until_the_window_resets(make_sandbox: Any) -> None:
     time.sleep(1.05)
     (ref,) = create_patients(client, 1, compartment=5)
     time.sleep(1.05)
+    started = time.monotonic()  # before the window's first request
     for _ in range(3):
         client.create_resource({"resourceType": "Basic", "code": {"text": "burn"}})  # 300
-    started = time.monotonic()
     result = client.set_accounts(ref, [org], propagate=True, prefer_async=True)
     job = client.wait_for_async_job(result, timeout=20)
     assert job["status"] == "completed" and job["output"]["parameter"][0]["valueInteger"] == 6
