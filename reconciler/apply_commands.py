@@ -134,10 +134,11 @@ def _install_interrupt(executor: Executor) -> Callable[[], None]:
 
 def _report(report: Report, out: _Out) -> int:
     updated = len(report.succeeded)
-    counts = (
-        f"{plural(updated, 'patient')} updated, {plural(report.added, 'account')} added, "
-        f"{plural(report.removed, 'account')} removed"
+    accounts = (
+        f"{plural(report.added, 'account')} added, {plural(report.removed, 'account')} removed"
     )
+    counts = f"{plural(updated, 'patient')} updated, {accounts}"
+    done = f"{plural(updated, 'patient')}, {accounts}"  # the design's "Updated: M patients, …"
     failures = [f"{o.patient}: {o.reason}" for o in report.failed] + report.unrepaired
     out.event(
         "apply_summary",
@@ -160,14 +161,14 @@ def _report(report: Report, out: _Out) -> int:
         out.text(
             f"Apply interrupted: {report.not_updated} of {report.planned} patients not updated."
         )
-        out.text(f"Updated: {counts}.")
+        out.text(f"Updated: {done}.")
         return 130
     if failures:
         not_updated = len(report.failed)
         out.text(f"Apply failed: {not_updated} of {report.planned} patients not updated.")
         for line in failures:
             out.text(f"  {line}")
-        out.text(f"Updated: {counts}.")
+        out.text(f"Updated: {done}.")
         return 1
     out.text(f"Apply complete! {counts}.")
     if report.propagated:

@@ -229,7 +229,7 @@ def test_job_failures_reported_others_still_applied(
     assert lines[-3:] == [
         "Apply failed: 1 of 2 patients not updated.",
         f"  {a}: async job error: Internal server error (injected job failure)",
-        "Updated: 1 patient updated, 1 account added, 0 accounts removed.",
+        "Updated: 1 patient, 1 account added, 0 accounts removed.",
     ]
     assert accounts_of(client, b) == [quiet] and accounts_of(client, a) == []
     # A re-run of plan shows exactly the remainder.
