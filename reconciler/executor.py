@@ -140,12 +140,24 @@ class Executor:
                         )
                     raise MedplumError("outcome unknown after retries and the accounts differ")
         except JobError as exc:
+            # A job can fail after it updated the patient and part of its compartment (Medplum
+            # has no rollback). If the patient already carries the new accounts, count it as
+            # done: verification then finds and repairs the compartment stragglers.
+            if change.steps[-1].propagate and self._patient_matches(change):
+                return self._outcome(change, True, started, job, "", unknown=True)
             return self._outcome(
                 change, False, started, job, f"async job {exc.status}: {exc.outcome_text}"
             )
         except MedplumError as exc:
             return self._outcome(change, False, started, job, str(exc))
         return self._outcome(change, True, started, job, "", unknown=unknown, propagated=propagated)
+
+    def _patient_matches(self, change: Change) -> bool:
+        try:
+            fresh = self.client.read_resource(*change.patient.split("/", 1))
+        except MedplumError:
+            return False
+        return set(get_resource_accounts(fresh)) == set(change.after)
 
     def _outcome(
         self,

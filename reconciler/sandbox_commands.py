@@ -54,6 +54,7 @@ def serve(options: argparse.Namespace) -> int:
         retry_after=options.retry_after,
         job_delay_ms=options.job_delay_ms,
         job_fail_rate=options.job_fail_rate,
+        job_fail_after_writes=options.job_fail_after_writes,
         propagate_cap=options.propagate_cap,
         max_search_offset=options.max_search_offset,
         fhir_quota=options.fhir_quota,
@@ -116,6 +117,13 @@ def register(add: AddCommand) -> None:
     p.add_argument("--retry-after", type=float, default=None, metavar="S")
     p.add_argument("--job-delay-ms", type=float, default=0.0)
     p.add_argument("--job-fail-rate", type=float, default=0.0)
+    p.add_argument(
+        "--job-fail-after-writes",
+        type=int,
+        default=None,
+        metavar="N",
+        help="every async job dies after N writes, leaving what it wrote (Medplum has no rollback)",
+    )
     p.add_argument("--propagate-cap", type=int, default=1000)
     p.add_argument("--max-search-offset", type=int, default=None)
     p.add_argument("--fhir-quota", type=int, default=None, metavar="POINTS")

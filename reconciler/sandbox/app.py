@@ -48,6 +48,7 @@ class Config:
     retry_after: float | None = None
     job_delay_ms: float = 0.0
     job_fail_rate: float = 0.0
+    job_fail_after_writes: int | None = None  # a job dies after this many writes (no rollback)
     propagate_cap: int = 1000
     max_search_offset: int | None = None
     fhir_quota: int | None = None
@@ -379,14 +380,18 @@ class App:
             client = caller.client_id
 
             def work() -> dict[str, Any]:
+                writes = 0
+                limit = self.config.job_fail_after_writes
+
+                def charge(points: int) -> None:
+                    nonlocal writes
+                    if limit is not None and writes >= limit:
+                        raise FhirError(500, outcome("exception", "Job died mid-propagation"))
+                    writes += 1
+                    self.quota.charge_waiting(client, points)
+
                 n = self.repo.set_accounts(
-                    rtype,
-                    rid,
-                    accounts,
-                    caller,
-                    propagate=True,
-                    cap=cap,
-                    charge=lambda p: self.quota.charge_waiting(client, p),
+                    rtype, rid, accounts, caller, propagate=True, cap=cap, charge=charge
                 )
                 return {
                     "resourceType": "Parameters",

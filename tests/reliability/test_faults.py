@@ -92,3 +92,27 @@ def test_slow_jobs_past_job_timeout(sandbox_factory: Any, run: Run, tmp_path: Pa
     time.sleep(1.5)  # the jobs finish on the server meanwhile
     assert_invariants(sb.client(), scenario)
     assert converge(run, sb, scenario) == 1
+
+
+def test_job_dying_mid_propagation_is_finished_by_verification(
+    sandbox_factory: Any, run: Run, tmp_path: Path
+) -> None:
+    # Each job writes the patient and one compartment resource, then dies (no rollback).
+    sb = sandbox_factory("--job-fail-after-writes", "2")
+    client = sb.client()
+    scenario = build(client, tmp_path, n=12, compartment=3)
+    code, out, err = run(sb, "apply", scenario.manifests, "--auto-approve")
+    assert code == 0, out + err
+    changed = sum(
+        1 for p in scenario.patients if set(scenario.desired[p]) != set(scenario.before[p])
+    )
+    assert (
+        f"Verified {changed * 3} compartment resources: {changed * 2} stragglers found, {changed * 2} repaired."
+        in out
+    )
+    assert assert_invariants(client, scenario) == set()
+    for resource in client.read_compartments(scenario.patients):
+        patient = resource["subject"]["reference"]
+        from reconciler.medplum.accounts import get_resource_accounts
+
+        assert set(get_resource_accounts(resource)) == set(scenario.desired[patient])
