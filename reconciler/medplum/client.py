@@ -12,7 +12,7 @@ import os
 import random
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -21,7 +21,6 @@ import httpx
 
 from reconciler.logs import get_logger
 from reconciler.medplum.accounts import get_resource_accounts
-from reconciler.medplum.compartment import PATIENT_COMPARTMENT_TYPES
 from reconciler.medplum.errors import (
     AuthError,
     HTTPStatusError,
@@ -31,13 +30,11 @@ from reconciler.medplum.errors import (
 )
 from reconciler.medplum.operations import OperationsMixin
 from reconciler.medplum.ratelimit import Pacer, throttle_wait_s
+from reconciler.medplum.reads import ReadsMixin, _bundle
 
 log = get_logger("reconciler.medplum")
 
 RETRY_STATUSES = {429, 502, 503, 504}
-PAGE_SIZE = 1000
-COMPARTMENT_BATCH = 100  # patients per system-level compartment search (URL stays < 16 KiB)
-COUNT_BATCH = 250  # patients per counting request: ~13 KiB of URL, under Node's 16 KiB limit
 TOKEN_MARGIN_S = 60.0
 
 
@@ -51,7 +48,7 @@ class Result:
     retried: bool = False
 
 
-class MedplumClient(OperationsMixin):
+class MedplumClient(ReadsMixin, OperationsMixin):
     def __init__(
         self,
         base_url: str,
@@ -337,130 +334,6 @@ class MedplumClient(OperationsMixin):
     ) -> dict[str, Any]:
         return _bundle(self.request("GET", resource_type, params=params).body)
 
-    def search_all(
-        self,
-        resource_type: str,
-        params: Mapping[str, str] | Sequence[tuple[str, str]] | None = None,
-        *,
-        page_size: int = PAGE_SIZE,
-        sort_by_last_updated: bool = False,
-    ) -> Iterator[dict[str, Any]]:
-        """Every matching resource across pages, following `next` links as given."""
-        query: list[tuple[str, Any]] = (
-            list(params.items()) if isinstance(params, Mapping) else list(params or [])
-        )
-        if not any(k == "_count" for k, _ in query):
-            query.append(("_count", str(page_size)))
-        if sort_by_last_updated and not any(k == "_sort" for k, _ in query):
-            query.append(("_sort", "_lastUpdated"))  # Medplum then pages by cursor
-        bundle = self.search(resource_type, query)
-        yield from self._pages(bundle)
-
-    def _pages(self, bundle: dict[str, Any]) -> Iterator[dict[str, Any]]:
-        while True:
-            for entry in bundle.get("entry") or []:
-                resource = entry.get("resource") if isinstance(entry, dict) else None
-                if isinstance(resource, dict):
-                    yield resource
-            next_url = _link(bundle, "next")
-            if not next_url:
-                return
-            bundle = _bundle(self.request("GET", next_url).body)
-
-    def post_search(self, resource_type: str, form: Mapping[str, str]) -> Iterator[dict[str, Any]]:
-        """POST `{type}/_search` with a form body (long lists do not fit a URL)."""
-        bundle = _bundle(self.request("POST", f"{resource_type}/_search", data=form).body)
-        yield from self._pages(bundle)
-
-    def iter_many(
-        self,
-        resource_type: str,
-        ids: Iterable[str],
-        *,
-        elements: Sequence[str] | None = None,
-        batch_size: int = PAGE_SIZE,
-    ) -> Iterator[dict[str, Any]]:
-        """Read any number of resources by id, `batch_size` ids per request, streaming (a plan
-        over 100,000 patients must not hold every resource at once); missing ids are absent."""
-        for chunk in _chunks(list(dict.fromkeys(ids)), batch_size):
-            form = {"_id": ",".join(chunk), "_count": str(PAGE_SIZE)}
-            if elements:
-                form["_elements"] = ",".join(elements)
-            yield from self.post_search(resource_type, form)
-
-    def read_many(
-        self,
-        resource_type: str,
-        ids: Iterable[str],
-        *,
-        elements: Sequence[str] | None = None,
-        batch_size: int = PAGE_SIZE,
-    ) -> list[dict[str, Any]]:
-        """Read any number of resources by id (batched); missing ids are absent."""
-        return list(self.iter_many(resource_type, ids, elements=elements, batch_size=batch_size))
-
-    def search_by_identifiers(
-        self,
-        resource_type: str,
-        identifiers: Iterable[str],
-        *,
-        elements: Sequence[str] | None = None,
-        batch_size: int = PAGE_SIZE,
-    ) -> dict[str, list[dict[str, Any]]]:
-        """Map each `system|value` to the resources carrying it (comma lists, batched)."""
-        wanted = list(dict.fromkeys(identifiers))
-        matches: dict[str, list[dict[str, Any]]] = {token: [] for token in wanted}
-        for chunk in _chunks(wanted, batch_size):
-            form = {"identifier": ",".join(chunk), "_count": str(PAGE_SIZE)}
-            if elements:  # matching needs the identifiers back
-                form["_elements"] = ",".join(dict.fromkeys([*elements, "identifier"]))
-            for resource in self.post_search(resource_type, form):
-                for ident in resource.get("identifier") or []:
-                    token = f"{ident.get('system') or ''}|{ident.get('value')}"
-                    if token in matches and resource not in matches[token]:
-                        matches[token].append(resource)
-        return matches
-
-    def read_compartments(
-        self,
-        patient_refs: Iterable[str],
-        *,
-        types: Sequence[str] = PATIENT_COMPARTMENT_TYPES,
-        batch_size: int = COMPARTMENT_BATCH,
-        elements: Sequence[str] | None = None,
-    ) -> Iterator[dict[str, Any]]:
-        """Every resource in the compartments of many patients, `batch_size` patients a request:
-        `GET {base}?_type=…&_compartment=Patient/a,Patient/b` (observed on Medplum 5.0.10)."""
-        for chunk in _chunks(list(dict.fromkeys(patient_refs)), batch_size):
-            params = [
-                ("_type", ",".join(types)),
-                ("_compartment", ",".join(chunk)),
-                ("_count", str(PAGE_SIZE)),
-            ]
-            if elements:
-                params.append(("_elements", ",".join(elements)))
-            bundle = _bundle(self.request("GET", self.fhir_base, params=params).body)
-            yield from self._pages(bundle)
-
-    def count_compartments(
-        self,
-        patient_refs: Iterable[str],
-        *,
-        types: Sequence[str] = PATIENT_COMPARTMENT_TYPES,
-        batch_size: int = COUNT_BATCH,
-    ) -> int:
-        """How many resources the compartments of these patients hold (`_summary=count`)."""
-        total = 0
-        for chunk in _chunks(list(dict.fromkeys(patient_refs)), batch_size):
-            params = [
-                ("_type", ",".join(types)),
-                ("_compartment", ",".join(chunk)),
-                ("_summary", "count"),
-            ]
-            bundle = _bundle(self.request("GET", self.fhir_base, params=params).body)
-            total += int(bundle.get("total") or 0)
-        return total
-
     def get_resource_accounts(self, resource: Mapping[str, Any]) -> list[str]:
         return get_resource_accounts(resource)
 
@@ -508,23 +381,6 @@ def _resource(body: Any) -> dict[str, Any]:
     return body
 
 
-def _bundle(body: Any) -> dict[str, Any]:
-    if not isinstance(body, dict) or body.get("resourceType") != "Bundle":
-        kind = body.get("resourceType") if isinstance(body, dict) else type(body).__name__
-        text = outcome_text(body)
-        raise TransportError(
-            f"expected a search Bundle, got {kind}" + (f": {text}" if text else "")
-        )
-    return body
-
-
-def _link(bundle: Mapping[str, Any], relation: str) -> str | None:
-    for link in bundle.get("link") or []:
-        if isinstance(link, dict) and link.get("relation") == relation and link.get("url"):
-            return str(link["url"])
-    return None
-
-
 def _with_accounts(resource: Mapping[str, Any], accounts: Sequence[str] | None) -> dict[str, Any]:
     body = dict(resource)
     if accounts is not None:
@@ -533,8 +389,3 @@ def _with_accounts(resource: Mapping[str, Any], accounts: Sequence[str] | None) 
         meta.pop("account", None)
         body["meta"] = meta
     return body
-
-
-def _chunks(items: Sequence[str], size: int) -> Iterator[list[str]]:
-    for start in range(0, len(items), size):
-        yield list(items[start : start + size])

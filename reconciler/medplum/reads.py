@@ -1,0 +1,172 @@
+"""Paged and batched reads: every page of a search, any number of ids or identifiers, and the
+compartments of many patients at once — never one request per resource (design section 5)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from reconciler.medplum.compartment import PATIENT_COMPARTMENT_TYPES
+from reconciler.medplum.errors import TransportError, outcome_text
+
+if TYPE_CHECKING:
+    from reconciler.medplum.client import Result
+
+PAGE_SIZE = 1000
+COMPARTMENT_BATCH = 100  # patients per system-level compartment search (URL stays < 16 KiB)
+COUNT_BATCH = 250  # patients per counting request: ~13 KiB of URL, under Node's 16 KiB limit
+
+
+class ReadsMixin:
+    """Relies on MedplumClient.request/search; kept apart to keep each module small."""
+
+    if TYPE_CHECKING:
+        fhir_base: str
+        request: Callable[..., Result]
+        search: Callable[..., dict[str, Any]]
+
+    def search_all(
+        self,
+        resource_type: str,
+        params: Mapping[str, str] | Sequence[tuple[str, str]] | None = None,
+        *,
+        page_size: int = PAGE_SIZE,
+        sort_by_last_updated: bool = False,
+    ) -> Iterator[dict[str, Any]]:
+        """Every matching resource across pages, following `next` links as given."""
+        query: list[tuple[str, Any]] = (
+            list(params.items()) if isinstance(params, Mapping) else list(params or [])
+        )
+        if not any(k == "_count" for k, _ in query):
+            query.append(("_count", str(page_size)))
+        if sort_by_last_updated and not any(k == "_sort" for k, _ in query):
+            query.append(("_sort", "_lastUpdated"))  # Medplum then pages by cursor
+        bundle = self.search(resource_type, query)
+        yield from self._pages(bundle)
+
+    def _pages(self, bundle: dict[str, Any]) -> Iterator[dict[str, Any]]:
+        while True:
+            for entry in bundle.get("entry") or []:
+                resource = entry.get("resource") if isinstance(entry, dict) else None
+                if isinstance(resource, dict):
+                    yield resource
+            next_url = _link(bundle, "next")
+            if not next_url:
+                return
+            bundle = _bundle(self.request("GET", next_url).body)
+
+    def post_search(self, resource_type: str, form: Mapping[str, str]) -> Iterator[dict[str, Any]]:
+        """POST `{type}/_search` with a form body (long lists do not fit a URL)."""
+        bundle = _bundle(self.request("POST", f"{resource_type}/_search", data=form).body)
+        yield from self._pages(bundle)
+
+    def iter_many(
+        self,
+        resource_type: str,
+        ids: Iterable[str],
+        *,
+        elements: Sequence[str] | None = None,
+        batch_size: int = PAGE_SIZE,
+    ) -> Iterator[dict[str, Any]]:
+        """Read any number of resources by id, `batch_size` ids per request, streaming (a plan
+        over 100,000 patients must not hold every resource at once); missing ids are absent."""
+        for chunk in _chunks(list(dict.fromkeys(ids)), batch_size):
+            form = {"_id": ",".join(chunk), "_count": str(PAGE_SIZE)}
+            if elements:
+                form["_elements"] = ",".join(elements)
+            yield from self.post_search(resource_type, form)
+
+    def read_many(
+        self,
+        resource_type: str,
+        ids: Iterable[str],
+        *,
+        elements: Sequence[str] | None = None,
+        batch_size: int = PAGE_SIZE,
+    ) -> list[dict[str, Any]]:
+        """Read any number of resources by id (batched); missing ids are absent."""
+        return list(self.iter_many(resource_type, ids, elements=elements, batch_size=batch_size))
+
+    def search_by_identifiers(
+        self,
+        resource_type: str,
+        identifiers: Iterable[str],
+        *,
+        elements: Sequence[str] | None = None,
+        batch_size: int = PAGE_SIZE,
+    ) -> dict[str, list[dict[str, Any]]]:
+        """Map each `system|value` to the resources carrying it (comma lists, batched)."""
+        wanted = list(dict.fromkeys(identifiers))
+        matches: dict[str, list[dict[str, Any]]] = {token: [] for token in wanted}
+        for chunk in _chunks(wanted, batch_size):
+            form = {"identifier": ",".join(chunk), "_count": str(PAGE_SIZE)}
+            if elements:  # matching needs the identifiers back
+                form["_elements"] = ",".join(dict.fromkeys([*elements, "identifier"]))
+            for resource in self.post_search(resource_type, form):
+                for ident in resource.get("identifier") or []:
+                    token = f"{ident.get('system') or ''}|{ident.get('value')}"
+                    if token in matches and resource not in matches[token]:
+                        matches[token].append(resource)
+        return matches
+
+    def read_compartments(
+        self,
+        patient_refs: Iterable[str],
+        *,
+        types: Sequence[str] = PATIENT_COMPARTMENT_TYPES,
+        batch_size: int = COMPARTMENT_BATCH,
+        elements: Sequence[str] | None = None,
+    ) -> Iterator[dict[str, Any]]:
+        """Every resource in the compartments of many patients, `batch_size` patients a request:
+        `GET {base}?_type=…&_compartment=Patient/a,Patient/b` (observed on Medplum 5.0.10)."""
+        for chunk in _chunks(list(dict.fromkeys(patient_refs)), batch_size):
+            params = [
+                ("_type", ",".join(types)),
+                ("_compartment", ",".join(chunk)),
+                ("_count", str(PAGE_SIZE)),
+            ]
+            if elements:
+                params.append(("_elements", ",".join(elements)))
+            bundle = _bundle(self.request("GET", self.fhir_base, params=params).body)
+            yield from self._pages(bundle)
+
+    def count_compartments(
+        self,
+        patient_refs: Iterable[str],
+        *,
+        types: Sequence[str] = PATIENT_COMPARTMENT_TYPES,
+        batch_size: int = COUNT_BATCH,
+    ) -> int:
+        """How many resources the compartments of these patients hold (`_summary=count`)."""
+        total = 0
+        for chunk in _chunks(list(dict.fromkeys(patient_refs)), batch_size):
+            params = [
+                ("_type", ",".join(types)),
+                ("_compartment", ",".join(chunk)),
+                ("_summary", "count"),
+            ]
+            bundle = _bundle(self.request("GET", self.fhir_base, params=params).body)
+            total += int(bundle.get("total") or 0)
+        return total
+
+
+def _bundle(body: Any) -> dict[str, Any]:
+    if not isinstance(body, dict) or body.get("resourceType") != "Bundle":
+        kind = body.get("resourceType") if isinstance(body, dict) else type(body).__name__
+        text = outcome_text(body)
+        raise TransportError(
+            f"expected a search Bundle, got {kind}" + (f": {text}" if text else "")
+        )
+    return body
+
+
+def _link(bundle: Mapping[str, Any], relation: str) -> str | None:
+    for link in bundle.get("link") or []:
+        if isinstance(link, dict) and link.get("relation") == relation and link.get("url"):
+            return str(link["url"])
+    return None
+
+
+def _chunks(items: Sequence[str], size: int) -> Iterator[list[str]]:
+    for start in range(0, len(items), size):
+        yield list(items[start : start + size])
