@@ -241,7 +241,9 @@ def apply(options: argparse.Namespace) -> int:
             plan, replan = saved_plan, None
         else:
             assert manifests is not None
-            plan, live = build_plan(conn, manifests, quota_points=DEFAULT_QUOTA_POINTS)
+            plan, live = build_plan(
+                conn, manifests, quota_points=DEFAULT_QUOTA_POINTS, parallelism=options.parallelism
+            )
             replan = _replanner(manifests, live)
         if options.format == "text":
             out.text(render_text(plan, color=use_color(sys.stdout.isatty())).rstrip("\n"))
@@ -329,7 +331,7 @@ def force_unlock_cmd(options: argparse.Namespace) -> int:
 def verify(options: argparse.Namespace) -> int:
     manifests = load_manifests(options.paths or DEFAULT_PATHS)
     with connect_options(options) as conn:
-        live = read_live_state(conn.client, manifests.tenants)
+        live = read_live_state(conn.client, manifests.tenants, parallelism=options.parallelism)
         managed = managed_accounts(manifests.tenants, live)
         propagating = {a for a, info in managed.items() if info.propagate}
         expectations = {

@@ -63,7 +63,10 @@ def plan(options: argparse.Namespace) -> int:
     manifests = load_manifests(options.paths or DEFAULT_PATHS)
     with connect_options(options) as conn:
         the_plan, _ = build_plan(
-            conn, manifests, quota_points=None if options.no_estimate else options.quota_points
+            conn,
+            manifests,
+            quota_points=None if options.no_estimate else options.quota_points,
+            parallelism=options.parallelism,
         )
     if options.max_removals is not None and the_plan.removed > options.max_removals:
         the_plan = replace(

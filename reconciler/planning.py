@@ -19,12 +19,18 @@ log = get_logger("reconciler.plan")
 
 
 def build_plan(
-    conn: Connection, manifests: ManifestSet, *, quota_points: int | None = None
+    conn: Connection,
+    manifests: ManifestSet,
+    *,
+    quota_points: int | None = None,
+    parallelism: int = 1,
 ) -> tuple[Plan, LiveState]:
     """Read live state and plan; with `quota_points`, also estimate the apply's quota cost."""
     progress = Progress("reading live state")
     try:
-        live = read_live_state(conn.client, manifests.tenants, progress=progress.update)
+        live = read_live_state(
+            conn.client, manifests.tenants, progress=progress.update, parallelism=parallelism
+        )
     finally:
         progress.close()
     started = time.monotonic()
