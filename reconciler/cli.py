@@ -16,6 +16,7 @@ from typing import NoReturn
 from reconciler import __version__
 from reconciler.errors import ManifestError, ReconcilerError, ResolveError, UsageError
 from reconciler.medplum.errors import MedplumError
+from reconciler.render import plural
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -94,7 +95,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         for problem in exc.problems:
             print(problem, file=sys.stderr)
         print(
-            f"Error: {_count(len(exc.problems), 'problem')} found in the manifests.",
+            f"Error: {plural(len(exc.problems), 'problem')} found in the manifests.",
             file=sys.stderr,
         )
         return EXIT_ERROR
@@ -123,7 +124,3 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"Error: unexpected {type(exc).__name__}; details written to {crash}", file=sys.stderr
         )
         return EXIT_ERROR
-
-
-def _count(n: int, noun: str) -> str:
-    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"

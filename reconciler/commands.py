@@ -10,21 +10,18 @@ from dataclasses import replace
 
 from reconciler.errors import UsageError
 from reconciler.manifest import load_manifests
+from reconciler.render import plural
 
 DEFAULT_PATHS = ["tenants/"]
 
 AddCommand = Callable[..., argparse.ArgumentParser]
 
 
-def _plural(n: int, noun: str, plural: str | None = None) -> str:
-    return f"{n} {noun}" if n == 1 else f"{n} {plural or noun + 's'}"
-
-
 def validate(options: argparse.Namespace) -> int:
     manifests = load_manifests(options.paths or DEFAULT_PATHS)
     print(
-        f"{_plural(len(manifests.tenants), 'tenant')} in "
-        f"{_plural(len(manifests.files), 'file')} "
+        f"{plural(len(manifests.tenants), 'tenant')} in "
+        f"{plural(len(manifests.files), 'file')} "
         f"{'is' if len(manifests.tenants) == 1 else 'are'} valid."
     )
     return 0
