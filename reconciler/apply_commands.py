@@ -19,7 +19,7 @@ from reconciler.guard import removal_problems
 from reconciler.live import PATIENT_ELEMENTS, read_live_state, to_live_patient
 from reconciler.lock import ApplyLock, force_unlock
 from reconciler.logs import get_logger
-from reconciler.manifest import load_manifests
+from reconciler.manifest import DEFAULT_PATHS, load_manifests
 from reconciler.medplum.errors import MedplumError
 from reconciler.model import Change, LivePatient, LiveState, ManifestSet, Plan
 from reconciler.planfile import load_plan, looks_like_plan
@@ -32,7 +32,6 @@ from reconciler.verify import Expectation, find_stragglers, repair
 
 log = get_logger("reconciler.apply")
 
-DEFAULT_PATHS = ["tenants/"]
 PROMPT = "Do you want to apply these changes? Only 'yes' will be accepted: "
 MAX_STALE_SHOWN = 10
 

@@ -9,10 +9,8 @@ from collections.abc import Callable
 from dataclasses import replace
 
 from reconciler.errors import UsageError
-from reconciler.manifest import load_manifests
+from reconciler.manifest import DEFAULT_PATHS, load_manifests
 from reconciler.render import plural
-
-DEFAULT_PATHS = ["tenants/"]
 
 AddCommand = Callable[..., argparse.ArgumentParser]
 

@@ -27,6 +27,7 @@ from reconciler.yamlsafe import Document, PathKey, YamlProblem, load_documents, 
 
 SCHEMA_DIR = Path(__file__).resolve().parent / "schemas"
 MANIFEST_SUFFIXES = (".yaml", ".yml")
+DEFAULT_PATHS = ["tenants/"]  # what commands read when given no PATH (design section 2)
 RESULT_CONTROL_PARAMS = (
     "_count",
     "_summary",
