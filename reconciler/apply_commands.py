@@ -16,7 +16,7 @@ from reconciler.errors import ApplyRefused, PlanFileError, UsageError
 from reconciler.estimate import DEFAULT_QUOTA_POINTS
 from reconciler.executor import Executor, Report
 from reconciler.guard import removal_problems
-from reconciler.live import PATIENT_ELEMENTS, read_live_state, to_live_patient
+from reconciler.live import read_live_state, read_patients
 from reconciler.lock import ApplyLock, force_unlock
 from reconciler.logs import get_logger
 from reconciler.manifest import DEFAULT_PATHS, load_manifests
@@ -85,11 +85,7 @@ def _check_saved_plan(conn: Connection, plan: Plan, path: str) -> None:
             f"{path}: the plan was made for server {plan.server}, but this run talks to "
             f"{conn.identity}; nothing was changed"
         )
-    ids = [c.patient.split("/", 1)[1] for c in plan.changes]
-    fresh = {
-        f"Patient/{r['id']}": to_live_patient(r)
-        for r in conn.client.iter_many("Patient", ids, elements=PATIENT_ELEMENTS)
-    }
+    fresh = read_patients(conn.client, [c.patient for c in plan.changes])
     stale = []
     for change in plan.changes:
         now = fresh.get(change.patient)

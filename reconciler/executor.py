@@ -14,7 +14,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any
 
-from reconciler.live import PATIENT_ELEMENTS, to_live_patient
+from reconciler.live import read_patients
 from reconciler.logs import get_logger
 from reconciler.medplum.accounts import get_resource_accounts
 from reconciler.medplum.client import MedplumClient
@@ -130,20 +130,18 @@ class Executor:
                         change.patient, list(step.accounts), propagate=False
                     )
                     unknown |= result.retried
-            if unknown:
-                fresh = self.client.read_resource(*change.patient.split("/", 1))
-                if set(get_resource_accounts(fresh)) != set(change.after):
-                    if timed_out:
-                        raise MedplumError(
-                            f"async job not finished after --job-timeout {self.job_timeout:g} s "
-                            "(it may still complete: run plan again)"
-                        )
-                    raise MedplumError("outcome unknown after retries and the accounts differ")
+            if unknown and not self._patient_matches(change):
+                if timed_out:
+                    raise MedplumError(
+                        f"async job not finished after --job-timeout {self.job_timeout:g} s "
+                        "(it may still complete: run plan again)"
+                    )
+                raise MedplumError("outcome unknown after retries and the accounts differ")
         except JobError as exc:
             # A job can fail after it updated the patient and part of its compartment (Medplum
             # has no rollback). If the patient already carries the new accounts, count it as
             # done: verification then finds and repairs the compartment stragglers.
-            if change.steps[-1].propagate and self._patient_matches(change):
+            if self._patient_matches(change):
                 return self._outcome(change, True, started, job, "", unknown=True)
             return self._outcome(
                 change, False, started, job, f"async job {exc.status}: {exc.outcome_text}"
@@ -204,11 +202,7 @@ class Executor:
     # --- batches ---------------------------------------------------------------------------
 
     def _read(self, batch: Sequence[Change]) -> dict[str, LivePatient]:
-        ids = [c.patient.split("/", 1)[1] for c in batch]
-        return {
-            f"Patient/{r['id']}": to_live_patient(r)
-            for r in self.client.iter_many("Patient", ids, elements=PATIENT_ELEMENTS)
-        }
+        return read_patients(self.client, [c.patient for c in batch])
 
     def _refresh(
         self, batch: Sequence[Change], fresh: dict[str, LivePatient], report: Report

@@ -104,6 +104,12 @@ def resolve_accounts(client: MedplumClient, tenants: Sequence[Tenant]) -> dict[s
     return resolved
 
 
+def read_patients(client: MedplumClient, refs: Sequence[str]) -> dict[str, LivePatient]:
+    """Fresh accounts and versions of these patients (batched); deleted ones are absent."""
+    ids = [ref.split("/", 1)[1] for ref in refs]
+    return {p.reference: p for p in _read_ids(client, ids)}
+
+
 def _read_ids(client: MedplumClient, ids: list[str]) -> list[LivePatient]:
     return [to_live_patient(r) for r in client.iter_many("Patient", ids, elements=PATIENT_ELEMENTS)]
 
