@@ -112,6 +112,12 @@ class App:
     # --- entry point -----------------------------------------------------------------------
 
     def handle(self, req: Request) -> Response:
+        response = self._route(req)
+        # Every response carries the "requests" limiter; FHIR routes add "fhirInteractions".
+        response.headers.setdefault("RateLimit", self.quota.header(None, fhir=False))
+        return response
+
+    def _route(self, req: Request) -> Response:
         with self._lock:
             self.stats["requests"] += 1
         if self.config.latency_ms:

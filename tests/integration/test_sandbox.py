@@ -89,7 +89,12 @@ def org(api: Api, name: str = "Org") -> str:
 
 
 def test_healthcheck_and_ratelimit_headers(sandbox: SandboxProcess, api: Api) -> None:
-    assert httpx.get(f"{sandbox.url}/healthcheck").status_code == 200
+    health = httpx.get(f"{sandbox.url}/healthcheck")
+    assert health.status_code == 200
+    assert (
+        health.headers["RateLimit"].startswith('"requests";r=')
+        and "fhirInteractions" not in health.headers["RateLimit"]
+    )
     r = api.req("GET", "Organization", params={"_count": "1"})
     assert r.status_code == 200
     assert r.headers["Content-Type"] == "application/fhir+json; charset=utf-8"
