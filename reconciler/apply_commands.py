@@ -375,7 +375,13 @@ def register(
     p.add_argument("paths", nargs="*", metavar="PATH", help="manifests, or one saved plan file")
     p.add_argument("--auto-approve", action="store_true", help="do not ask for 'yes'")
     p.add_argument("--no-verify", action="store_true", help="skip compartment verification")
-    p.add_argument("--job-timeout", type=float, default=300.0, metavar="S")
+    p.add_argument(
+        "--job-timeout",
+        type=float,
+        default=300.0,
+        metavar="S",
+        help="give up waiting for one async job after S seconds (default 300)",
+    )
     p.add_argument(
         "--format",
         choices=("text", "json"),

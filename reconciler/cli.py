@@ -37,7 +37,13 @@ def _common(parser: argparse.ArgumentParser) -> None:
         "--server",
         help="Medplum base URL (default: $MEDPLUM_BASE_URL, else the sandbox)",
     )
-    group.add_argument("--parallelism", type=int, default=10, metavar="N")
+    group.add_argument(
+        "--parallelism",
+        type=int,
+        default=10,
+        metavar="N",
+        help="requests in flight (default 10; plan reads use at most 4)",
+    )
     group.add_argument(
         "--timeout", type=float, default=30.0, metavar="S", help="per-request timeout (default 30)"
     )
