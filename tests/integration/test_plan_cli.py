@@ -12,15 +12,13 @@ import pytest
 
 from reconciler.cli import main
 from reconciler.manifest import load_schema
-from tests.integration.helpers import create_org, create_patients, mrn, run_cli, tenant_yaml, write
+from tests.integration.conftest import Cli
+from tests.integration.helpers import create_org, create_patients, mrn, tenant_yaml, write
 from tests.sandbox_process import SandboxProcess
 
 
 def test_plan_text_json_markdown_and_exit_codes(
-    sandbox: SandboxProcess,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture[str],
+    sandbox: SandboxProcess, tmp_path: Path, cli: Cli
 ) -> None:
     client = sandbox.client()
     north, south, legacy = create_org(client), create_org(client), create_org(client)
@@ -34,7 +32,7 @@ def test_plan_text_json_markdown_and_exit_codes(
         + "---\n"
         + tenant_yaml("south", south, [p2]),
     )
-    code, out, err = run_cli(sandbox, monkeypatch, capsys, "plan", path)
+    code, out, err = cli(sandbox, "plan", path)
     assert code == 0, err
     w = len(south)
     block1 = (
@@ -62,9 +60,7 @@ def test_plan_text_json_markdown_and_exit_codes(
         "plan computed",
     ]
 
-    code, out, err = run_cli(
-        sandbox, monkeypatch, capsys, "plan", path, "--detailed-exitcode", "--format", "json"
-    )
+    code, out, err = cli(sandbox, "plan", path, "--detailed-exitcode", "--format", "json")
     assert code == 2
     data = json.loads(out)
     jsonschema.Draft202012Validator(load_schema("plan.schema.json")).validate(data)
@@ -73,24 +69,19 @@ def test_plan_text_json_markdown_and_exit_codes(
     assert data["server"] == sandbox.url.replace("127.0.0.1", "127.0.0.1") + "/"
     assert data["manifests"]["files"] == [path]
 
-    code, out, _ = run_cli(sandbox, monkeypatch, capsys, "plan", path, "--format", "markdown")
+    code, out, _ = cli(sandbox, "plan", path, "--format", "markdown")
     assert code == 0 and out.startswith("### Medplum tenancy plan\n\n**Plan: 2 patients to update")
 
 
 def test_plan_out_file_is_0600_and_says_how_to_apply(
-    sandbox: SandboxProcess,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture[str],
+    sandbox: SandboxProcess, tmp_path: Path, cli: Cli
 ) -> None:
     client = sandbox.client()
     org = create_org(client)
     (p,) = create_patients(client, 1)
     path = write(tmp_path, "t.yaml", tenant_yaml("solo", org, [p]))
     out_file = tmp_path / "plan.json"
-    code, out, err = run_cli(
-        sandbox, monkeypatch, capsys, "plan", path, "--out", str(out_file), "--format", "json"
-    )
+    code, out, err = cli(sandbox, "plan", path, "--out", str(out_file), "--format", "json")
     assert code == 0
     assert json.loads(out)["changes"][0]["patient"] == p
     assert stat.S_IMODE(os.stat(out_file).st_mode) == 0o600
@@ -99,10 +90,7 @@ def test_plan_out_file_is_0600_and_says_how_to_apply(
 
 
 def test_unresolvable_selectors_all_listed_nothing_else(
-    sandbox: SandboxProcess,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture[str],
+    sandbox: SandboxProcess, tmp_path: Path, cli: Cli
 ) -> None:
     client = sandbox.client()
     org = create_org(client)
@@ -131,7 +119,7 @@ def test_unresolvable_selectors_all_listed_nothing_else(
         + "---\n"
         + tenant_yaml("ghost", "Organization/00000000-0000-4000-8000-0000000000ff", [dup[0]]),
     )
-    code, out, err = run_cli(sandbox, monkeypatch, capsys, "plan", path)
+    code, out, err = cli(sandbox, "plan", path)
     assert code == 1 and out == ""
     lines = err.splitlines()
     assert lines == [
@@ -139,7 +127,7 @@ def test_unresolvable_selectors_all_listed_nothing_else(
         "Error: 1 selector or account did not resolve; nothing was changed.",
     ]
     path = write(tmp_path, "t.yaml", broken)
-    code, out, err = run_cli(sandbox, monkeypatch, capsys, "plan", path)
+    code, out, err = cli(sandbox, "plan", path)
     assert code == 1 and out == ""
     assert err.splitlines() == [
         f"{path}:10:7: error: Patient/00000000-0000-4000-8000-00000000dead does not exist (tenant 'broken')",
@@ -152,10 +140,7 @@ def test_unresolvable_selectors_all_listed_nothing_else(
 
 
 def test_request_count_for_3000_selectors(
-    sandbox: SandboxProcess,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture[str],
+    sandbox: SandboxProcess, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cli: Cli
 ) -> None:
     client = sandbox.client()
     org = create_org(client)
@@ -166,7 +151,7 @@ def test_request_count_for_3000_selectors(
     path = write(tmp_path, "t.yaml", tenant_yaml("bulk", org, selectors))
     monkeypatch.setenv("MEDPLUM_BASE_URL", sandbox.url)
     before = sandbox.stats()["requests"]
-    code, out, err = run_cli(sandbox, monkeypatch, capsys, "plan", path, "--no-estimate")
+    code, out, err = cli(sandbox, "plan", path, "--no-estimate")
     after = sandbox.stats()["requests"]
     assert code == 0, err
     assert (
@@ -176,7 +161,7 @@ def test_request_count_for_3000_selectors(
     # token + account check + 2 id batches + 2 identifier batches + 1 compartment page
     assert after - before - 1 <= 10, after - before
     # The quota estimate counts compartments, 250 patients a request: 12 more.
-    code, out, err = run_cli(sandbox, monkeypatch, capsys, "plan", path)
+    code, out, err = cli(sandbox, "plan", path)
     assert sandbox.stats()["requests"] - after - 1 <= 10 + 12
     assert out.splitlines()[-1] == (
         "Estimated cost: 3,000 writes ≈ 300,000 quota points ≈ 6.0 min at an assumed "
