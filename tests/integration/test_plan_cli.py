@@ -140,7 +140,7 @@ def test_unresolvable_selectors_all_listed_nothing_else(
 
 
 def test_request_count_for_3000_selectors(
-    sandbox: SandboxProcess, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cli: Cli
+    sandbox: SandboxProcess, tmp_path: Path, cli: Cli
 ) -> None:
     client = sandbox.client()
     org = create_org(client)
@@ -149,7 +149,6 @@ def test_request_count_for_3000_selectors(
         f'{{identifier: "urn:test:mrn|bulk3k-{i}"}}' for i in range(1500, 3000)
     ]
     path = write(tmp_path, "t.yaml", tenant_yaml("bulk", org, selectors))
-    monkeypatch.setenv("MEDPLUM_BASE_URL", sandbox.url)
     before = sandbox.stats()["requests"]
     code, out, err = cli(sandbox, "plan", path, "--no-estimate")
     after = sandbox.stats()["requests"]
