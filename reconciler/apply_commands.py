@@ -23,7 +23,7 @@ from reconciler.manifest import DEFAULT_PATHS, load_manifests
 from reconciler.medplum.errors import MedplumError
 from reconciler.model import Change, LivePatient, LiveState, ManifestSet, Plan
 from reconciler.planfile import load_plan, looks_like_plan
-from reconciler.planjson import plan_to_json
+from reconciler.planjson import plan_digest
 from reconciler.planner import change_for, desired_accounts, managed_accounts
 from reconciler.planning import build_plan
 from reconciler.progress import Progress
@@ -204,7 +204,7 @@ def _audit(conn: Connection, plan: Plan, report: Report) -> None:
     }
     success = not report.failed and not report.unrepaired and not report.interrupted
     event = audit_event(
-        plan_digest=plan_to_json(plan)["plan_digest"],
+        plan_digest=plan_digest(plan),
         manifests_digest=plan.manifest_digest,
         counts=counts,
         success=success,
@@ -267,7 +267,7 @@ def apply(options: argparse.Namespace) -> int:
         if options.lock == "true":
             lock = ApplyLock(
                 conn.client,
-                plan_digest=plan_to_json(plan)["plan_digest"],
+                plan_digest=plan_digest(plan),
                 ttl_s=options.lock_ttl,
                 wait_s=options.lock_timeout,
             )

@@ -48,6 +48,7 @@ def _emit(text: str) -> None:
 def plan(options: argparse.Namespace) -> int:
     from reconciler.connect import connect_options
     from reconciler.planfile import save_plan
+    from reconciler.planjson import write_plan_json
     from reconciler.planning import build_plan
     from reconciler.render import RENDERERS, redact, render_text, use_color
 
@@ -75,6 +76,9 @@ def plan(options: argparse.Namespace) -> int:
     shown = redact(the_plan) if options.redact else the_plan
     if options.format == "text":
         _emit(render_text(shown, color=use_color(sys.stdout.isatty())))
+    elif options.format == "json":
+        write_plan_json(shown, sys.stdout)  # streamed: large plans are never one string
+        sys.stdout.flush()
     else:
         _emit(RENDERERS[options.format](shown))
     if options.out:

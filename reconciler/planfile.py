@@ -15,14 +15,13 @@ import jsonschema
 from reconciler.errors import PlanFileError
 from reconciler.manifest import load_schema
 from reconciler.model import Plan
-from reconciler.planjson import FORMAT_VERSION, digest_of, plan_from_json, plan_to_json
+from reconciler.planjson import FORMAT_VERSION, digest_of, plan_from_json, write_plan_json
 
 MAX_PLAN_BYTES = 512 * 1024 * 1024
 
 
 def save_plan(plan: Plan, path: str) -> None:
     target = Path(path)
-    data = json.dumps(plan_to_json(plan), indent=2, ensure_ascii=False) + "\n"
     directory = target.parent if str(target.parent) else Path(".")
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=directory)
@@ -31,7 +30,7 @@ def save_plan(plan: Plan, path: str) -> None:
     try:
         os.fchmod(fd, 0o600)
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(data)
+            write_plan_json(plan, fh)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, target)

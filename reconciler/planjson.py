@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Any
+from typing import Any, TextIO
 
 from reconciler.model import AccountInfo, Change, MassRemoval, Membership, Plan, Step
 
@@ -38,13 +38,13 @@ def change_to_json(change: Change) -> dict[str, Any]:
     }
 
 
-def plan_to_json(plan: Plan) -> dict[str, Any]:
+def _header(plan: Plan) -> dict[str, Any]:
+    """Everything but `changes` and `plan_digest`, in output order."""
     data: dict[str, Any] = {
         "format_version": FORMAT_VERSION,
         "server": plan.server,
         "created_at": plan.created_at,
         "manifests": {"digest": plan.manifest_digest, "files": list(plan.manifest_files)},
-        "changes": [change_to_json(c) for c in sorted(plan.changes, key=lambda c: c.patient)],
         "summary": {"patients": len(plan.changes), "add": plan.added, "remove": plan.removed},
         "accounts": {
             ref: {
@@ -61,6 +61,54 @@ def plan_to_json(plan: Plan) -> dict[str, Any]:
         data["guard"] = {"mass_removals": [m.to_json() for m in plan.mass_removals]}
     if plan.estimate is not None:
         data["estimate"] = plan.estimate
+    return data
+
+
+def _sorted_changes(plan: Plan) -> list[Change]:
+    return sorted(plan.changes, key=lambda c: c.patient)
+
+
+def plan_digest(plan: Plan) -> str:
+    """The digest of the canonical JSON, fed change by change (no whole document in memory):
+    sorted keys and no spaces, exactly what `digest_of(plan_to_json(plan))` computes."""
+    header = _header(plan)
+    sha = hashlib.sha256()
+    sha.update(b"{")
+    for i, key in enumerate(sorted([*header, "changes"])):
+        if i:
+            sha.update(b",")
+        sha.update(canonical(key) + b":")
+        if key != "changes":
+            sha.update(canonical(header[key]))
+            continue
+        sha.update(b"[")
+        for j, change in enumerate(_sorted_changes(plan)):
+            if j:
+                sha.update(b",")
+            sha.update(canonical(change_to_json(change)))
+        sha.update(b"]")
+    sha.update(b"}")
+    return "sha256:" + sha.hexdigest()
+
+
+def write_plan_json(plan: Plan, out: TextIO) -> None:
+    """Write the JSON plan change by change: a 100,000-patient plan is never one string."""
+    header = _header(plan)
+    out.write("{\n")
+    for key, value in header.items():
+        text = json.dumps(value, indent=2, ensure_ascii=False).replace("\n", "\n  ")
+        out.write(f"  {json.dumps(key)}: {text},\n")
+    out.write('  "changes": [')
+    for j, change in enumerate(_sorted_changes(plan)):
+        out.write(",\n    " if j else "\n    ")
+        out.write(json.dumps(change_to_json(change), ensure_ascii=False))
+    out.write("\n  ],\n" if plan.changes else "],\n")
+    out.write(f'  "plan_digest": {json.dumps(plan_digest(plan))}\n}}\n')
+
+
+def plan_to_json(plan: Plan) -> dict[str, Any]:
+    data = _header(plan)
+    data["changes"] = [change_to_json(c) for c in _sorted_changes(plan)]
     data["plan_digest"] = digest_of(data)
     return data
 

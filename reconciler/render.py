@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import hashlib
-import json
+import io
 import os
 from collections.abc import Callable
 from dataclasses import replace
 
 from reconciler.estimate import estimate_line
 from reconciler.model import Action, Change, Plan
-from reconciler.planjson import plan_to_json
+from reconciler.planjson import write_plan_json
 
 NO_CHANGES = "No changes. Live accounts match the manifests."
 MARKDOWN_LIMIT = 65_000
@@ -93,7 +93,9 @@ def render_text(plan: Plan, *, color: bool = False) -> str:
 
 
 def render_json(plan: Plan) -> str:
-    return json.dumps(plan_to_json(plan), indent=2, ensure_ascii=False) + "\n"
+    buffer = io.StringIO()
+    write_plan_json(plan, buffer)
+    return buffer.getvalue()
 
 
 def _md(text: str) -> str:

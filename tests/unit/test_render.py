@@ -177,3 +177,15 @@ def test_edited_or_corrupt_plans_are_refused(tmp_path: Path) -> None:
         PlanFileError, match=r"corrupt plan: \(top level\): 'summary' is a required property"
     ):
         load_plan(str(path))
+
+
+def test_streamed_json_equals_the_document_and_its_digest() -> None:
+    import io
+
+    from reconciler.planjson import plan_digest, write_plan_json
+
+    for plan in (PLAN, Plan(changes=()), redact(PLAN)):
+        buffer = io.StringIO()
+        write_plan_json(plan, buffer)
+        assert json.loads(buffer.getvalue()) == plan_to_json(plan)
+        assert plan_digest(plan) == plan_to_json(plan)["plan_digest"]
