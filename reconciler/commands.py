@@ -50,7 +50,7 @@ def plan(options: argparse.Namespace) -> int:
     from reconciler.planfile import save_plan
     from reconciler.planjson import write_plan_json
     from reconciler.planning import build_plan
-    from reconciler.render import RENDERERS, redact, render_text, use_color
+    from reconciler.render import RENDERERS, iter_text, redact, use_color
 
     if options.redact and options.out:
         raise UsageError(
@@ -75,7 +75,9 @@ def plan(options: argparse.Namespace) -> int:
         )
     shown = redact(the_plan) if options.redact else the_plan
     if options.format == "text":
-        _emit(render_text(shown, color=use_color(sys.stdout.isatty())))
+        for line in iter_text(shown, color=use_color(sys.stdout.isatty())):
+            sys.stdout.write(line + "\n")
+        sys.stdout.flush()
     elif options.format == "json":
         write_plan_json(shown, sys.stdout)  # streamed: large plans are never one string
         sys.stdout.flush()

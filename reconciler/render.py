@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 
 from reconciler.estimate import estimate_line
@@ -72,24 +72,27 @@ def change_lines(plan: Plan, change: Change, color: bool = False) -> list[str]:
     return lines
 
 
-def render_text(plan: Plan, *, color: bool = False) -> str:
-    out: list[str] = []
+def iter_text(plan: Plan, *, color: bool = False) -> Iterator[str]:
+    """The text plan, line by line (a 100,000-patient plan is never one string)."""
     for warning in plan.warnings:
-        out.append(f"Warning: {warning}")
+        yield f"Warning: {warning}"
     if plan.warnings:
-        out.append("")
+        yield ""
     if plan.is_empty:
-        out.append(NO_CHANGES)
-        return "\n".join(out) + "\n"
-    out.append("Reconciler will perform the following changes:")
-    out.append("")
+        yield NO_CHANGES
+        return
+    yield "Reconciler will perform the following changes:"
+    yield ""
     for change in plan.changes:
-        out.extend(change_lines(plan, change, color))
-        out.append("")
-    out.append(summary_line(plan))
+        yield from change_lines(plan, change, color)
+        yield ""
+    yield summary_line(plan)
     if plan.estimate is not None:
-        out.append(estimate_line(plan.estimate))
-    return "\n".join(out) + "\n"
+        yield estimate_line(plan.estimate)
+
+
+def render_text(plan: Plan, *, color: bool = False) -> str:
+    return "".join(line + "\n" for line in iter_text(plan, color=color))
 
 
 def render_json(plan: Plan) -> str:
