@@ -7,6 +7,7 @@ import re
 from collections.abc import Iterator
 from typing import TextIO
 
+from reconciler.errors import ReconcilerError
 from reconciler.medplum.client import MedplumClient
 
 SCHEMA_MODELINE = "# yaml-language-server: $schema=../schemas/tenant.schema.json"
@@ -48,9 +49,12 @@ def write_manifest(
         resource = client.read_resource(rtype, rid)
         name = slug(str(resource.get("name") or rid))
     listed = list(members(client, account))
+    if not listed:
+        # A Tenant lists at least one patient (schema), so there is no valid manifest to print.
+        raise ReconcilerError(f"{account} has no member patients; there is nothing to import")
     by: str = "id"
     chosen: list[str] = []
-    if identifier_system is not None and listed:
+    if identifier_system is not None:
         prefix = identifier_system + "|"
         chosen = [next((t for t in tokens if t.startswith(prefix)), "") for _, tokens in listed]
         if all(chosen) and len(set(chosen)) == len(chosen):
@@ -63,8 +67,6 @@ def write_manifest(
     out.write("apiVersion: reconciler/v1\nkind: Tenant\nmetadata:\n")
     out.write(f"  name: {name}\nspec:\n  account: {account}\n  membership: {membership}\n")
     out.write("  propagate: true\n  patients:\n")
-    if not listed:
-        out.write("    []  # the account has no members; add at least one patient\n")
     for (pid, _), token in zip(listed, chosen or [""] * len(listed), strict=True):
         if by == "identifier":
             out.write(f"    - identifier: {_quote(token)}\n")

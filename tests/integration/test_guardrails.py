@@ -295,6 +295,10 @@ def test_import_then_plan_shows_no_changes(make_sandbox: Any, tmp_path: Path, cl
     doc = yaml.safe_load(out)
     assert doc["metadata"]["name"] == "east" and doc["spec"]["patients"][0] == refs[0]
     assert no_mrn in doc["spec"]["patients"]
+    empty = create_org(client, name="Nobody Here")
+    code, out, err = cli(sb, "import", "--account", empty)
+    assert (code, out) == (1, "")
+    assert f"Error: {empty} has no member patients; there is nothing to import" in err
 
 
 def test_pre_commit_hook_entry_runs(tmp_path: Path) -> None:
