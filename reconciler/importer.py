@@ -9,6 +9,7 @@ from typing import TextIO
 
 from reconciler.errors import ReconcilerError
 from reconciler.medplum.client import MedplumClient
+from reconciler.medplum.reads import PAGE_SIZE
 
 SCHEMA_MODELINE = "# yaml-language-server: $schema=../schemas/tenant.schema.json"
 
@@ -34,6 +35,17 @@ def members(client: MedplumClient, account: str) -> Iterator[tuple[str, list[str
         yield str(patient["id"]), tokens
 
 
+def _all_unique_on_server(client: MedplumClient, tokens: list[str]) -> bool:
+    """Does every identifier match exactly one patient? Checked a page of tokens at a time so
+    100,000 members never hold 100,000 resources at once."""
+    for start in range(0, len(tokens), PAGE_SIZE):
+        chunk = tokens[start : start + PAGE_SIZE]
+        matches = client.search_by_identifiers("Patient", chunk, elements=["id"])
+        if any(len(matches.get(t, [])) != 1 for t in chunk):
+            return False
+    return True
+
+
 def write_manifest(
     client: MedplumClient,
     account: str,
@@ -57,11 +69,10 @@ def write_manifest(
     if identifier_system is not None:
         prefix = identifier_system + "|"
         chosen = [next((t for t in tokens if t.startswith(prefix)), "") for _, tokens in listed]
-        if all(chosen) and len(set(chosen)) == len(chosen):
-            # Each must also be unique on the whole server, or the selector would be ambiguous.
-            matches = client.search_by_identifiers("Patient", chosen, elements=["id"])
-            if all(len(matches.get(t, [])) == 1 for t in chosen):
-                by = "identifier"
+        # Each must also be unique on the whole server, or the selector would be ambiguous.
+        unique_here = all(chosen) and len(set(chosen)) == len(chosen)
+        if unique_here and _all_unique_on_server(client, chosen):
+            by = "identifier"
     out.write(f"{SCHEMA_MODELINE}\n")
     out.write(f"# Imported from {account}: {len(listed):,} members listed by {by}.\n")
     out.write("apiVersion: reconciler/v1\nkind: Tenant\nmetadata:\n")
