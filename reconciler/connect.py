@@ -60,6 +60,10 @@ def connect(
     url = server or os.environ.get("MEDPLUM_BASE_URL") or None
     if url:
         identity = normalize_server(url)
+        if bool(os.environ.get("MEDPLUM_CLIENT_ID")) != bool(
+            os.environ.get("MEDPLUM_CLIENT_SECRET")
+        ):
+            raise UsageError("set both MEDPLUM_CLIENT_ID and MEDPLUM_CLIENT_SECRET, or neither")
         client = MedplumClient(
             url,
             os.environ.get("MEDPLUM_CLIENT_ID") or None,

@@ -291,6 +291,8 @@ class MedplumClient(ReadsMixin, OperationsMixin):
             text = response.reason_phrase or "error"
             if body is None and response.content:
                 text += f" (non-FHIR body, {ctype or 'no content type'})"
+        if status == 401 and not self.client_id:
+            text += " (no client credentials: set MEDPLUM_CLIENT_ID and MEDPLUM_CLIENT_SECRET)"
         error_cls = AuthError if status == 401 else HTTPStatusError
         raise error_cls(status, method, shown, text, body if isinstance(body, dict) else None)
 

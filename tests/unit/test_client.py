@@ -512,3 +512,27 @@ def test_token_refreshed_before_expiry() -> None:
     assert (
         len(tokens) == 2
     )  # expired (expires_in 0): a new token before the request, not after a 401
+
+
+def test_401_without_credentials_says_which_variables_to_set() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(401, json=outcome("login", "Unauthorized"))
+
+    client = MedplumClient(BASE, http=httpx.Client(transport=httpx.MockTransport(handler)))
+    with pytest.raises(AuthError) as info:
+        client.read_resource("Patient", "p1")
+    assert str(info.value) == (
+        "GET https://medplum.example/fhir/R4/Patient/p1 answered 401: Unauthorized "
+        "(no client credentials: set MEDPLUM_CLIENT_ID and MEDPLUM_CLIENT_SECRET)"
+    )
+
+
+def test_half_configured_credentials_are_a_usage_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    from reconciler.connect import connect
+    from reconciler.errors import UsageError
+
+    monkeypatch.setenv("MEDPLUM_CLIENT_ID", "only-the-id")
+    monkeypatch.delenv("MEDPLUM_CLIENT_SECRET", raising=False)
+    expected = "set both MEDPLUM_CLIENT_ID and MEDPLUM_CLIENT_SECRET"
+    with pytest.raises(UsageError, match=expected), connect("https://medplum.example"):
+        pass
