@@ -261,3 +261,37 @@ def test_usage_errors_exit_1_never_2(capsys: pytest.CaptureFixture[str]) -> None
     assert "unrecognized arguments: --no-such-flag" in capsys.readouterr().err
     assert main([]) == 1
     assert main(["frobnicate"]) == 1
+
+
+def test_unexpected_errors_become_one_line_and_a_details_file(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import os
+    import stat
+
+    from reconciler import commands
+
+    def boom(options: object) -> int:
+        raise RuntimeError("something nobody expected")
+
+    monkeypatch.setattr(commands, "validate", boom)
+    assert main(["validate", str(EXAMPLES)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("Error: unexpected RuntimeError; details written to ")
+    details = err.rsplit(" ", 1)[1]
+    assert "something nobody expected" in Path(details).read_text()
+    assert stat.S_IMODE(os.stat(details).st_mode) == 0o600
+    Path(details).unlink()
+
+
+def test_ctrl_c_exits_130(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from reconciler import commands
+
+    def interrupted(options: object) -> int:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(commands, "validate", interrupted)
+    assert main(["validate", str(EXAMPLES)]) == 130
+    assert capsys.readouterr().err == "Interrupted.\n"
