@@ -189,3 +189,12 @@ def test_streamed_json_equals_the_document_and_its_digest() -> None:
         write_plan_json(plan, buffer)
         assert json.loads(buffer.getvalue()) == plan_to_json(plan)
         assert plan_digest(plan) == plan_to_json(plan)["plan_digest"]
+
+
+def test_colour_only_on_a_terminal_without_no_color(monkeypatch: pytest.MonkeyPatch) -> None:
+    from reconciler.render import use_color
+
+    monkeypatch.delenv("NO_COLOR", raising=False)
+    assert use_color(True) is True and use_color(False) is False
+    monkeypatch.setenv("NO_COLOR", "1")
+    assert use_color(True) is False
