@@ -53,7 +53,7 @@ class _Out:
 def _approve(options: argparse.Namespace, out: _Out) -> None:
     if options.auto_approve:
         return
-    if not sys.stdin.isatty():
+    if sys.stdin is None or not sys.stdin.isatty():  # no stdin at all (closed fd 0) too
         raise ApplyRefused(
             "refusing to apply: stdin is not a terminal and --auto-approve was not given; "
             "nothing was changed"
