@@ -203,18 +203,15 @@ class Repository:
         for member in members:
             charge(100)
             updated += 1
-            have = accounts_of(member)
-            want = [a for a in have if a not in removals]
-            want += [a for a in additions if a not in want]
-            if want == have:
-                continue
-            with self.store.transaction() as conn:
+            with self.store.transaction() as conn:  # re-read inside: it may have moved since
                 fresh = self.store.get(member["resourceType"], member["id"])
                 if fresh is None:
                     continue
                 have = accounts_of(fresh)
                 want = [a for a in have if a not in removals]
                 want += [a for a in additions if a not in want]
+                if want == have:
+                    continue
                 _set_accounts_meta(fresh, want)
                 fresh["meta"]["author"] = SYSTEM_AUTHOR
                 self.store.put(conn, fresh)
