@@ -19,6 +19,8 @@ from reconciler.logs import get_logger
 from reconciler.medplum.accounts import get_resource_accounts
 from reconciler.medplum.client import MedplumClient
 from reconciler.medplum.errors import JobError, JobTimeout, MedplumError
+from reconciler.medplum.operations import parameter_value
+from reconciler.medplum.reads import chunks
 from reconciler.model import AccountInfo, Change, LivePatient, Plan
 from reconciler.verify import Expectation, find_stragglers, repair
 
@@ -36,7 +38,6 @@ class Outcome:
     reason: str = ""
     job: str | None = None
     duration_ms: int = 0
-    unknown: bool = False  # a retried write or a timed-out job: verified before it counts
     propagated: int = 0  # compartment resources the server reports it updated
 
 
@@ -99,7 +100,6 @@ class Executor:
         self.on_event = on_event or (lambda name, data: None)
         self.batch_size = batch_size or max(50, self.parallelism * 5)
         self.stop = threading.Event()
-        self._lock = threading.Lock()
 
     # --- one patient -----------------------------------------------------------------------
 
@@ -122,7 +122,8 @@ class Executor:
                             done = self.client.wait_for_async_job(
                                 job or result.body, timeout=self.job_timeout, started_at=sent
                             )
-                            propagated += max(0, _resources_updated(done.get("output")) - 1)
+                            updated = parameter_value(done.get("output"), "resourcesUpdated")
+                            propagated += max(0, int(updated or 0) - 1)
                         except JobTimeout:
                             unknown = timed_out = True
                 else:
@@ -142,13 +143,13 @@ class Executor:
             # has no rollback). If the patient already carries the new accounts, count it as
             # done: verification then finds and repairs the compartment stragglers.
             if self._patient_matches(change):
-                return self._outcome(change, True, started, job, "", unknown=True)
+                return self._outcome(change, True, started, job, "")
             return self._outcome(
                 change, False, started, job, f"async job {exc.status}: {exc.outcome_text}"
             )
         except MedplumError as exc:
             return self._outcome(change, False, started, job, str(exc))
-        return self._outcome(change, True, started, job, "", unknown=unknown, propagated=propagated)
+        return self._outcome(change, True, started, job, "", propagated=propagated)
 
     def _patient_matches(self, change: Change) -> bool:
         try:
@@ -165,7 +166,6 @@ class Executor:
         job: str | None,
         reason: str,
         *,
-        unknown: bool = False,
         propagated: int = 0,
     ) -> Outcome:
         outcome = Outcome(
@@ -175,7 +175,6 @@ class Executor:
             reason,
             job,
             round((time.monotonic() - started) * 1000),
-            unknown,
             propagated,
         )
         log.info(
@@ -231,8 +230,7 @@ class Executor:
                 continue
             replanned = self.replan(now)
             if replanned is None:
-                with self._lock:
-                    report.skipped += 1
+                report.skipped += 1  # _refresh runs on the submitting thread only
                 log.info("patient", patient=change.patient, action="update", result="already done")
                 continue
             yield replanned
@@ -263,9 +261,7 @@ class Executor:
         # Each batch is re-read right before it is written; the read of the next batch runs
         # while this one is being written, so workers never wait for it.
         reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="reread")
-        batches = [
-            changes[i : i + self.batch_size] for i in range(0, len(changes), self.batch_size)
-        ]
+        batches = list(chunks(changes, self.batch_size))
         started = time.monotonic()
         try:
             upcoming = reader.submit(self._read, batches[0]) if batches else None
@@ -336,11 +332,3 @@ class Executor:
             repaired=report.repaired,
             duration_ms=round((time.monotonic() - started) * 1000),
         )
-
-
-def _resources_updated(output: Any) -> int:
-    """`resourcesUpdated` from a completed $set-accounts job's output Parameters."""
-    for param in (output or {}).get("parameter") or []:
-        if param.get("name") == "resourcesUpdated":
-            return int(param.get("valueInteger") or 0)
-    return 0

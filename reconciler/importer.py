@@ -9,7 +9,7 @@ from typing import TextIO
 
 from reconciler.errors import ReconcilerError
 from reconciler.medplum.client import MedplumClient
-from reconciler.medplum.reads import PAGE_SIZE
+from reconciler.medplum.reads import PAGE_SIZE, chunks
 
 SCHEMA_MODELINE = "# yaml-language-server: $schema=../schemas/tenant.schema.json"
 
@@ -38,8 +38,7 @@ def members(client: MedplumClient, account: str) -> Iterator[tuple[str, list[str
 def _all_unique_on_server(client: MedplumClient, tokens: list[str]) -> bool:
     """Does every identifier match exactly one patient? Checked a page of tokens at a time so
     100,000 members never hold 100,000 resources at once."""
-    for start in range(0, len(tokens), PAGE_SIZE):
-        chunk = tokens[start : start + PAGE_SIZE]
+    for chunk in chunks(tokens, PAGE_SIZE):
         matches = client.search_by_identifiers("Patient", chunk, elements=["id"])
         if any(len(matches.get(t, [])) != 1 for t in chunk):
             return False

@@ -17,7 +17,7 @@ from reconciler.logs import get_logger
 from reconciler.medplum.accounts import first_identifier, get_resource_accounts
 from reconciler.medplum.client import MedplumClient
 from reconciler.medplum.errors import HTTPStatusError
-from reconciler.medplum.reads import PAGE_SIZE
+from reconciler.medplum.reads import PAGE_SIZE, chunks
 from reconciler.model import LivePatient, LiveState, SelectorKind, Tenant
 
 log = get_logger("reconciler.live")
@@ -154,18 +154,10 @@ def read_live_state(
     # gets bigger, not faster (measured: 100,000 patients, 15 s either way, 264 vs 310 MB).
     workers = max(1, min(parallelism, MAX_READS_IN_FLIGHT))
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="read") as pool:
-        id_jobs = [
-            pool.submit(_read_ids, client, wanted[i : i + PAGE_SIZE])
-            for i in range(0, len(wanted), PAGE_SIZE)
-        ]
+        id_jobs = [pool.submit(_read_ids, client, chunk) for chunk in chunks(wanted, PAGE_SIZE)]
         ident_jobs = [
-            pool.submit(
-                client.search_by_identifiers,
-                "Patient",
-                tokens[i : i + PAGE_SIZE],
-                elements=PATIENT_ELEMENTS,
-            )
-            for i in range(0, len(tokens), PAGE_SIZE)
+            pool.submit(client.search_by_identifiers, "Patient", chunk, elements=PATIENT_ELEMENTS)
+            for chunk in chunks(tokens, PAGE_SIZE)
         ]
         search_jobs = [
             (tenant, selector, pool.submit(_scan_selector, client, selector.value))

@@ -195,7 +195,7 @@ class OperationsMixin:
             params={"url": valueset_url, "coding": dict(coding)},
             wrap_params=True,
         )
-        return bool(_parameter(body, "result"))
+        return bool(parameter_value(body, "result"))
 
     def expand_valueset(self, valueset_url: str, *, filter: str | None = None) -> dict[str, Any]:
         params = {"url": valueset_url}
@@ -221,17 +221,16 @@ class OperationsMixin:
         )
 
 
-def _parameter(body: Any, name: str) -> Any:
+def parameter_value(body: Any, name: str) -> Any:
+    """The value (`value[x]` or `resource`) of the first parameter called `name` in a
+    FHIR `Parameters` resource, or None."""
     for p in (body or {}).get("parameter") or []:
         if p.get("name") == name:
             for key, value in p.items():
-                if key.startswith("value"):
+                if key.startswith("value") or key == "resource":
                     return value
     return None
 
 
 def _job_outcome(job: Mapping[str, Any]) -> str:
-    for p in (job.get("output") or {}).get("parameter") or []:
-        if p.get("name") == "outcome":
-            return outcome_text(p.get("resource"))
-    return ""
+    return outcome_text(parameter_value(job.get("output"), "outcome"))

@@ -4,13 +4,15 @@ compartments of many patients at once — never one request per resource (design
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from reconciler.medplum.compartment import PATIENT_COMPARTMENT_TYPES
 from reconciler.medplum.errors import TransportError, outcome_text
 
 if TYPE_CHECKING:
     from reconciler.medplum.client import Result
+
+T = TypeVar("T")
 
 PAGE_SIZE = 1000
 COMPARTMENT_BATCH = 100  # patients per system-level compartment search (URL stays < 16 KiB)
@@ -70,7 +72,7 @@ class ReadsMixin:
     ) -> Iterator[dict[str, Any]]:
         """Read any number of resources by id, `batch_size` ids per request, streaming (a plan
         over 100,000 patients must not hold every resource at once); missing ids are absent."""
-        for chunk in _chunks(list(dict.fromkeys(ids)), batch_size):
+        for chunk in chunks(list(dict.fromkeys(ids)), batch_size):
             form = {"_id": ",".join(chunk), "_count": str(PAGE_SIZE)}
             if elements:
                 form["_elements"] = ",".join(elements)
@@ -98,7 +100,7 @@ class ReadsMixin:
         """Map each `system|value` to the resources carrying it (comma lists, batched)."""
         wanted = list(dict.fromkeys(identifiers))
         matches: dict[str, list[dict[str, Any]]] = {token: [] for token in wanted}
-        for chunk in _chunks(wanted, batch_size):
+        for chunk in chunks(wanted, batch_size):
             form = {"identifier": ",".join(chunk), "_count": str(PAGE_SIZE)}
             if elements:  # matching needs the identifiers back
                 form["_elements"] = ",".join(dict.fromkeys([*elements, "identifier"]))
@@ -119,7 +121,7 @@ class ReadsMixin:
     ) -> Iterator[dict[str, Any]]:
         """Every resource in the compartments of many patients, `batch_size` patients a request:
         `GET {base}?_type=…&_compartment=Patient/a,Patient/b` (observed on Medplum 5.0.10)."""
-        for chunk in _chunks(list(dict.fromkeys(patient_refs)), batch_size):
+        for chunk in chunks(list(dict.fromkeys(patient_refs)), batch_size):
             params = [
                 ("_type", ",".join(types)),
                 ("_compartment", ",".join(chunk)),
@@ -139,7 +141,7 @@ class ReadsMixin:
     ) -> int:
         """How many resources the compartments of these patients hold (`_summary=count`)."""
         total = 0
-        for chunk in _chunks(list(dict.fromkeys(patient_refs)), batch_size):
+        for chunk in chunks(list(dict.fromkeys(patient_refs)), batch_size):
             params = [
                 ("_type", ",".join(types)),
                 ("_compartment", ",".join(chunk)),
@@ -167,6 +169,7 @@ def _link(bundle: Mapping[str, Any], relation: str) -> str | None:
     return None
 
 
-def _chunks(items: Sequence[str], size: int) -> Iterator[list[str]]:
+def chunks(items: Sequence[T], size: int) -> Iterator[list[T]]:
+    """Consecutive slices of at most `size` items (the batches of every batched read)."""
     for start in range(0, len(items), size):
         yield list(items[start : start + size])
