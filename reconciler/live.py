@@ -38,8 +38,7 @@ def to_live_patient(resource: dict[str, Any]) -> LivePatient:
 
 
 class _Reader:
-    def __init__(self, client: MedplumClient, progress: Progress | None) -> None:
-        self.client = client
+    def __init__(self, progress: Progress | None) -> None:
         self.progress = progress
         self.patients: dict[str, LivePatient] = {}
         self.problems: list[str] = []
@@ -142,7 +141,7 @@ def read_live_state(
     started = time.monotonic()
     sent = client.requests_sent
     accounts = resolve_accounts(client, tenants)
-    reader = _Reader(client, progress)
+    reader = _Reader(progress)
     members: dict[str, set[str]] = {t.name: set() for t in tenants}
     id_selectors = [(t, s) for t in tenants for s in t.patients if s.kind is SelectorKind.ID]
     ident_selectors = [
