@@ -1,7 +1,5 @@
-"""Command line: parse, build the parts, run one command, map errors to exit codes.
-
-This is the only module that prints results or decides exit codes; commands return an int.
-"""
+"""Command line: parse, run one command, and the one error boundary that maps exceptions to a
+one-line message and an exit code (commands return `ExitCode`s and never exit themselves)."""
 
 from __future__ import annotations
 
@@ -14,14 +12,10 @@ from collections.abc import Callable, Sequence
 from typing import NoReturn
 
 from reconciler import __version__
-from reconciler.errors import ManifestError, ReconcilerError, ResolveError, UsageError
-from reconciler.medplum.errors import MedplumError
-from reconciler.render import plural
+from reconciler.errors import ExitCode, ManifestError, ReconcilerError, ResolveError, UsageError
+from reconciler.plan.render import plural
 
-EXIT_OK = 0
-EXIT_ERROR = 1
-EXIT_CHANGES = 2
-EXIT_INTERRUPTED = 130
+Run = Callable[[argparse.Namespace], int]
 
 
 class _Parser(argparse.ArgumentParser):
@@ -31,32 +25,9 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(f"{self.prog}: {message}")
 
 
-def _common(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("common options")
-    group.add_argument(
-        "--server",
-        help="Medplum base URL (default: $MEDPLUM_BASE_URL, else the sandbox)",
-    )
-    group.add_argument(
-        "--parallelism",
-        type=int,
-        default=10,
-        metavar="N",
-        help="requests in flight (default 10; plan reads use at most 4)",
-    )
-    group.add_argument(
-        "--timeout", type=float, default=30.0, metavar="S", help="per-request timeout (default 30)"
-    )
-    group.add_argument("--log-format", choices=("console", "json"), default=None)
-    group.add_argument("-v", "--verbose", action="count", default=0)
-    group.add_argument("-q", "--quiet", action="count", default=0)
-
-
-AddCommand = Callable[..., argparse.ArgumentParser]
-
-
 def build_parser() -> argparse.ArgumentParser:
-    from reconciler import commands, sandbox_commands
+    from reconciler.commands import all_commands, sandbox
+    from reconciler.commands._args import add_log_options, add_server_options
 
     parser = _Parser(
         prog="reconciler",
@@ -66,22 +37,26 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
 
-    def add(
-        name: str,
-        run: Callable[..., int] | None,
-        help_text: str,
-        *,
-        parent: argparse._SubParsersAction[_Parser] = sub,
+    def make(
+        parent: argparse._SubParsersAction[_Parser], name: str, run: Run | None, help_text: str
     ) -> argparse.ArgumentParser:
         p = parent.add_parser(name, help=help_text, description=help_text)
         if run is not None:
             p.set_defaults(run=run)
-        _common(p)
+        add_log_options(p)
         return p
 
-    commands.register(add)
-    sandbox_commands.register(add)
+    for command in all_commands():
+        p = make(sub, command.name, command.runner(), command.help)
+        command.add_arguments(p)
+        if command.connects:
+            add_server_options(p, parallelism=command.parallel)
+    sandbox.add_group(make(sub, "sandbox", None, "the local Medplum-compatible server"), make)
     return parser
+
+
+def _print_error(line: str) -> None:
+    print(line, file=sys.stderr)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -90,8 +65,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         options = build_parser().parse_args(argv)
     except UsageError as exc:
-        print(f"Error: {exc}", file=sys.stderr)
-        return EXIT_ERROR
+        _print_error(f"Error: {exc}")
+        return ExitCode.ERROR
     except SystemExit as exc:  # --help / --version
         return int(exc.code or 0)
     logs.configure(options.log_format, options.verbose - options.quiet)
@@ -99,34 +74,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(options.run(options))
     except ManifestError as exc:
         for problem in exc.problems:
-            print(problem, file=sys.stderr)
-        print(
-            f"Error: {plural(len(exc.problems), 'problem')} found in the manifests.",
-            file=sys.stderr,
-        )
-        return EXIT_ERROR
+            _print_error(problem)
+        _print_error(f"Error: {plural(len(exc.problems), 'problem')} found in the manifests.")
+        return ExitCode.ERROR
     except ResolveError as exc:
         for problem in exc.problems:
-            print(problem, file=sys.stderr)
+            _print_error(problem)
         what = "selector or account" if len(exc.problems) == 1 else "selectors or accounts"
-        print(
-            f"Error: {len(exc.problems)} {what} did not resolve; nothing was changed.",
-            file=sys.stderr,
-        )
-        return EXIT_ERROR
-    except (ReconcilerError, MedplumError) as exc:
-        print(f"Error: {exc}", file=sys.stderr)
-        return EXIT_ERROR
+        _print_error(f"Error: {len(exc.problems)} {what} did not resolve; nothing was changed.")
+        return ExitCode.ERROR
+    except ReconcilerError as exc:  # client errors included: one tree (reconciler.errors)
+        _print_error(f"Error: {exc}")
+        return ExitCode.ERROR
     except KeyboardInterrupt:
-        print("Interrupted.", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        _print_error("Interrupted.")
+        return ExitCode.INTERRUPTED
     except BrokenPipeError:
-        return EXIT_ERROR
+        return ExitCode.ERROR
     except Exception as exc:  # the one place an unexpected error becomes a short message
         fd, crash = tempfile.mkstemp(prefix="reconciler-crash-", suffix=".txt")
         with os.fdopen(fd, "w") as fh:
             traceback.print_exc(file=fh)
-        print(
-            f"Error: unexpected {type(exc).__name__}; details written to {crash}", file=sys.stderr
-        )
-        return EXIT_ERROR
+        _print_error(f"Error: unexpected {type(exc).__name__}; details written to {crash}")
+        return ExitCode.ERROR

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
 from urllib.parse import urlsplit
+
+import httpx
 
 from reconciler.errors import UsageError
 from reconciler.logs import get_logger
@@ -32,61 +33,63 @@ def normalize_server(url: str) -> str:
     return f"{parts.scheme}://{parts.hostname.lower()}:{port}{path}"
 
 
-@dataclass
+@dataclass(frozen=True, kw_only=True)
+class ServerOptions:
+    """How to reach the server: what every command that connects is given."""
+
+    server: str | None = None
+    timeout: float = 30.0
+    sandbox_data: str | None = None
+
+
+@dataclass(frozen=True)
 class Connection:
     client: MedplumClient
-    identity: str
-    url: str
-    embedded: bool
+    identity: str  # what a saved plan records and compares
+    target: str  # what people are shown: the server and client, or the sandbox's data file
 
 
-def connect_options(options: Any) -> AbstractContextManager[Connection]:
-    """`connect` with the common command-line options (--server, --timeout, --sandbox-data)."""
-    return connect(
-        options.server,
-        timeout=getattr(options, "timeout", 30.0),
-        sandbox_data=getattr(options, "sandbox_data", None),
-    )
+def build_client(
+    url: str,
+    client_id: str | None,
+    client_secret: str | None,
+    *,
+    timeout: float = 30.0,
+    transport: httpx.BaseTransport | None = None,
+) -> MedplumClient:
+    """The one place a command's client is made; tests pass an in-process `transport`."""
+    http = None
+    if transport is not None:
+        http = httpx.Client(transport=transport, timeout=timeout)
+    return MedplumClient(url, client_id, client_secret, http=http, timeout=timeout)
 
 
 @contextmanager
-def connect(
-    server: str | None,
-    *,
-    parallelism: int = 10,
-    timeout: float = 30.0,
-    sandbox_data: str | None = None,
-) -> Iterator[Connection]:
-    url = server or os.environ.get("MEDPLUM_BASE_URL") or None
+def connect(options: ServerOptions) -> Iterator[Connection]:
+    url = options.server or os.environ.get("MEDPLUM_BASE_URL") or None
     if url:
         identity = normalize_server(url)
-        if bool(os.environ.get("MEDPLUM_CLIENT_ID")) != bool(
-            os.environ.get("MEDPLUM_CLIENT_SECRET")
-        ):
+        client_id = os.environ.get("MEDPLUM_CLIENT_ID") or None
+        client_secret = os.environ.get("MEDPLUM_CLIENT_SECRET") or None
+        if bool(client_id) != bool(client_secret):
             raise UsageError("set both MEDPLUM_CLIENT_ID and MEDPLUM_CLIENT_SECRET, or neither")
-        client = MedplumClient(
-            url,
-            os.environ.get("MEDPLUM_CLIENT_ID") or None,
-            os.environ.get("MEDPLUM_CLIENT_SECRET") or None,
-            timeout=timeout,
-        )
+        client = build_client(url, client_id, client_secret, timeout=options.timeout)
+        shown = f"client {client_id[:8]}…" if client_id else "no client credentials"
         try:
-            yield Connection(client, identity, client.base_url, embedded=False)
+            yield Connection(client, identity, f"{identity} ({shown})")
         finally:
             client.close()
         return
     from reconciler.sandbox.server import DEFAULT_DATA, start_embedded
 
-    data = sandbox_data or DEFAULT_DATA
+    data = options.sandbox_data or DEFAULT_DATA
     sandbox = start_embedded(data)
-    log.info(
-        "no server configured: using the embedded sandbox",
-        url=sandbox.url,
-        data=data,
+    log.info("no server configured: using the embedded sandbox", url=sandbox.url, data=data)
+    client = build_client(
+        sandbox.url, sandbox.client_id, sandbox.client_secret, timeout=options.timeout
     )
-    client = MedplumClient(sandbox.url, sandbox.client_id, sandbox.client_secret, timeout=timeout)
     try:
-        yield Connection(client, sandbox.identity, client.base_url, embedded=True)
+        yield Connection(client, sandbox.identity, f"embedded sandbox ({data})")
     finally:
         client.close()
         sandbox.stop()

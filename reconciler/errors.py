@@ -6,6 +6,7 @@ ReconcilerError
 ├── ResolveError            selectors/accounts that do not resolve against the live server
 ├── PlanFileError           a saved plan that is unreadable, edited, or stale
 ├── ApplyRefused            apply declined: not approved, guard tripped, lock held
+├── ApplyFailed             apply logic: a change that could not be confirmed on the server
 └── MedplumError            (reconciler.medplum.errors) anything the client raises
     ├── TransportError      could not reach the server (connect, timeout, bad answer)
     ├── HTTPStatusError     the server said no: status + OperationOutcome text
@@ -17,6 +18,16 @@ ReconcilerError
 from __future__ import annotations
 
 from collections.abc import Sequence
+from enum import IntEnum
+
+
+class ExitCode(IntEnum):
+    """What a command returns; `cli.main` turns every error into one of these too."""
+
+    OK = 0
+    ERROR = 1
+    CHANGES = 2  # only with --detailed-exitcode: success, and there are changes (or drift)
+    INTERRUPTED = 130
 
 
 class ReconcilerError(Exception):
@@ -45,3 +56,8 @@ class PlanFileError(ReconcilerError):
 
 class ApplyRefused(ReconcilerError):
     pass
+
+
+class ApplyFailed(ReconcilerError):
+    """One change could not be confirmed (outcome unknown and the patient differs, a job that
+    timed out). Raised and caught inside the executor; the message becomes the change's reason."""

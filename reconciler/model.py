@@ -165,6 +165,39 @@ class MassRemoval:
 
 
 @dataclass(frozen=True)
+class Estimate:
+    """What an apply will cost in Medplum's FHIR quota (plan/estimate.py)."""
+
+    writes: int
+    patient_writes: int
+    compartment_writes: int
+    quota_points: int
+    assumed_points_per_minute: int
+    minutes: float
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "writes": self.writes,
+            "patient_writes": self.patient_writes,
+            "compartment_writes": self.compartment_writes,
+            "quota_points": self.quota_points,
+            "assumed_points_per_minute": self.assumed_points_per_minute,
+            "minutes": self.minutes,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Estimate:
+        return cls(
+            writes=int(data["writes"]),
+            patient_writes=int(data["patient_writes"]),
+            compartment_writes=int(data["compartment_writes"]),
+            quota_points=int(data["quota_points"]),
+            assumed_points_per_minute=int(data["assumed_points_per_minute"]),
+            minutes=float(data["minutes"]),
+        )
+
+
+@dataclass(frozen=True)
 class Plan:
     changes: tuple[Change, ...]
     managed: dict[str, AccountInfo] = field(default_factory=dict)
@@ -174,7 +207,7 @@ class Plan:
     manifest_digest: str = ""
     warnings: tuple[str, ...] = ()
     mass_removals: tuple[MassRemoval, ...] = ()
-    estimate: dict[str, Any] | None = None
+    estimate: Estimate | None = None
 
     @property
     def is_empty(self) -> bool:

@@ -13,14 +13,14 @@ import random
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
 
 from reconciler.logs import get_logger
-from reconciler.medplum.accounts import get_resource_accounts
+from reconciler.medplum._types import Params, Result
+from reconciler.medplum.auth import RETRY_STATUSES, ClientCredentialsAuth
 from reconciler.medplum.errors import (
     AuthError,
     HTTPStatusError,
@@ -33,19 +33,6 @@ from reconciler.medplum.ratelimit import Pacer, throttle_wait_s
 from reconciler.medplum.reads import ReadsMixin, _bundle
 
 log = get_logger("reconciler.medplum")
-
-RETRY_STATUSES = {429, 502, 503, 504}
-TOKEN_MARGIN_S = 60.0
-
-
-@dataclass(frozen=True)
-class Result:
-    """One response: status, parsed body, headers, and whether it took retries to get."""
-
-    status: int
-    body: Any
-    headers: httpx.Headers
-    retried: bool = False
 
 
 class MedplumClient(ReadsMixin, OperationsMixin):
@@ -70,7 +57,6 @@ class MedplumClient(ReadsMixin, OperationsMixin):
         self.base_url = base_url.rstrip("/") + "/"
         self.fhir_base = self.base_url + "fhir/R4/"
         self.client_id = client_id
-        self._client_secret = client_secret
         self._own_http = http is None
         self.http = http or httpx.Client(
             timeout=timeout,
@@ -83,9 +69,18 @@ class MedplumClient(ReadsMixin, OperationsMixin):
         self.backoff_cap_s = backoff_cap_s
         self.sleep = sleep
         self.pacer = pacer or Pacer(sleep=sleep)
-        self._token: str | None = None
-        self._token_expires = 0.0
-        self._auth_lock = threading.Lock()
+        self.auth: ClientCredentialsAuth | None = None
+        if client_id:
+            self.auth = ClientCredentialsAuth(
+                self.base_url + "oauth2/token",
+                client_id,
+                client_secret or "",
+                post=self.http.post,
+                sleep=sleep,
+                max_retries=max_retries,
+                backoff_base_s=backoff_base_s,
+                backoff_cap_s=backoff_cap_s,
+            )
         self._stats_lock = threading.Lock()
         self.requests_sent = 0
         self.retries = 0
@@ -115,55 +110,10 @@ class MedplumClient(ReadsMixin, OperationsMixin):
     def __repr__(self) -> str:  # never show the secret
         return f"MedplumClient({self.base_url!r}, client_id={self.client_id!r})"
 
-    # --- auth ------------------------------------------------------------------------------
-
-    def _access_token(self, *, force: bool = False) -> str | None:
-        if not self.client_id:
-            return None
-        with self._auth_lock:
-            if force or self._token is None or time.monotonic() >= self._token_expires:
-                self._token = None
-                self._fetch_token()
-            return self._token
-
-    def _fetch_token(self) -> None:
-        url = self.base_url + "oauth2/token"
-        form = {
-            "grant_type": "client_credentials",
-            "client_id": self.client_id or "",
-            "client_secret": self._client_secret or "",
-        }
-        attempt = 0
-        while True:
-            try:
-                response = self.http.post(url, data=form, headers={"Accept": "application/json"})
-            except httpx.TransportError as exc:
-                if attempt < self.max_retries:
-                    attempt += 1
-                    self.sleep(self._backoff(attempt))
-                    continue
-                raise TransportError(f"could not reach {url}: {_describe(exc)}") from None
-            if response.status_code in RETRY_STATUSES and attempt < self.max_retries:
-                attempt += 1
-                self.sleep(self._backoff(attempt))
-                continue
-            break
-        body = _json_or_none(response)
-        if response.status_code != 200 or not isinstance(body, dict) or "access_token" not in body:
-            reason = ""
-            if isinstance(body, dict):
-                reason = str(body.get("error_description") or body.get("error") or "")
-            reason = reason or outcome_text(body) or response.reason_phrase
-            raise AuthError(
-                response.status_code,
-                "POST",
-                url,
-                f"client credentials for {self.client_id!r} were refused: {reason}",
-            )
-        self._token = str(body["access_token"])
-        expires_in = body.get("expires_in")
-        ttl = 3600.0 if expires_in is None else float(expires_in)
-        self._token_expires = time.monotonic() + max(ttl - TOKEN_MARGIN_S, ttl / 2)
+    @property
+    def secrets(self) -> tuple[str, ...]:
+        """The values no output may hold: the client secret and the current token."""
+        return self.auth.secrets if self.auth is not None else ()
 
     # --- the one request path --------------------------------------------------------------
 
@@ -181,7 +131,7 @@ class MedplumClient(ReadsMixin, OperationsMixin):
         method: str,
         path: str,
         *,
-        params: Mapping[str, str] | Sequence[tuple[str, str]] | None = None,
+        params: Params | None = None,
         json: Any = None,
         data: Mapping[str, str] | None = None,
         headers: Mapping[str, str] | None = None,
@@ -200,18 +150,20 @@ class MedplumClient(ReadsMixin, OperationsMixin):
         send_headers.update(headers or {})
         started = time.monotonic()
         attempt = 0
-        refreshed = False
         retried = False
         while True:
             self.pacer.wait_turn()
-            token = self._access_token()
-            if token:
-                send_headers["Authorization"] = f"Bearer {token}"
             with self._stats_lock:
                 self.requests_sent += 1
             try:
                 response = self.http.request(
-                    method, url, params=query or None, json=json, data=data, headers=send_headers
+                    method,
+                    url,
+                    params=query or None,
+                    json=json,
+                    data=data,
+                    headers=send_headers,
+                    auth=self.auth or httpx.USE_CLIENT_DEFAULT,
                 )
             except httpx.TransportError as exc:
                 wait = self._retry_wait(attempt, started, None)
@@ -232,10 +184,6 @@ class MedplumClient(ReadsMixin, OperationsMixin):
                 continue
             self.pacer.observe(response.headers.get("RateLimit"))
             status = response.status_code
-            if status == 401 and token and not refreshed:
-                refreshed = True
-                self._access_token(force=True)
-                continue
             if status in RETRY_STATUSES:
                 body = _json_or_none(response)
                 server_wait = _server_wait(response, body) if status == 429 else None
@@ -332,12 +280,9 @@ class MedplumClient(ReadsMixin, OperationsMixin):
     def search(
         self,
         resource_type: str,
-        params: Mapping[str, str] | Sequence[tuple[str, str]] | None = None,
+        params: Params | None = None,
     ) -> dict[str, Any]:
         return _bundle(self.request("GET", resource_type, params=params).body)
-
-    def get_resource_accounts(self, resource: Mapping[str, Any]) -> list[str]:
-        return get_resource_accounts(resource)
 
 
 def _describe(exc: Exception) -> str:

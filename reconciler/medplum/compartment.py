@@ -17,3 +17,7 @@ PATIENT_COMPARTMENT_TYPES: tuple[str, ...] = (
     "ResearchSubject", "RiskAssessment", "Schedule", "ServiceRequest", "Specimen",
     "SupplyDelivery", "SupplyRequest", "VisionPrescription",
 )  # fmt: skip
+
+# Fields that link a compartment resource to its patient (Observation.subject,
+# AllergyIntolerance.patient, Coverage.beneficiary, …): what verification reads back.
+PATIENT_LINK_FIELDS: tuple[str, ...] = ("subject", "patient", "beneficiary")

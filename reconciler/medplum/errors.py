@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from reconciler.errors import ReconcilerError
 
-class MedplumError(Exception):
+
+class MedplumError(ReconcilerError):
     """Base class of every error the client raises. Messages never hold secrets or tokens."""
 
 

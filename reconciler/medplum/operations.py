@@ -7,12 +7,9 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from reconciler.medplum._types import Result
 from reconciler.medplum.errors import JobError, JobTimeout, MedplumError, outcome_text
 
-if TYPE_CHECKING:
-    from reconciler.medplum.client import Result
-
-FINAL_JOB_STATES = ("completed", "error", "cancelled")
 FIRST_POLL_S = 0.05
 MAX_POLL_S = 2.0
 

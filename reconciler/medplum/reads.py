@@ -6,11 +6,9 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from reconciler.medplum._types import Result
 from reconciler.medplum.compartment import PATIENT_COMPARTMENT_TYPES
 from reconciler.medplum.errors import TransportError, outcome_text
-
-if TYPE_CHECKING:
-    from reconciler.medplum.client import Result
 
 T = TypeVar("T")
 

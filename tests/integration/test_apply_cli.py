@@ -139,7 +139,7 @@ def test_saved_plan_from_another_server_and_edited_plan_refused(
     assert cli(sandbox, "plan", manifests, "--out", str(plan_file))[0] == 0
     data = json.loads(plan_file.read_text())
     data["server"] = "https://medplum.example:443/"
-    from reconciler.planjson import digest_of
+    from reconciler.plan.jsonform import digest_of
 
     data["plan_digest"] = digest_of(data)
     plan_file.write_text(json.dumps(data))

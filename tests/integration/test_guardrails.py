@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import yaml
 
-from reconciler.lock import LOCK_SYSTEM, LOCK_VALUE, ApplyLock
+from reconciler.apply.lock import LOCK_SYSTEM, LOCK_VALUE, ApplyLock
 from reconciler.medplum.client import MedplumClient
 from tests.integration.helpers import (
     accounts_of,

@@ -63,7 +63,7 @@ def corpus(tmp: Path, org: str, patient: str, sb_url: str) -> dict[str, tuple[Pa
         "manifests": {"digest": "sha256:" + "0" * 64, "files": []}, "changes": [],
         "summary": {"patients": 0, "add": 0, "remove": 0},
     }  # fmt: skip
-    from reconciler.planjson import digest_of
+    from reconciler.plan.jsonform import digest_of
 
     truncated = put("plans/truncated.json", '{"format_version": "1", "changes": [')
     cases["truncated plan"] = (truncated, truncated.as_posix())

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from reconciler.lock import LOCK_SYSTEM, LOCK_VALUE
+from reconciler.apply.lock import LOCK_SYSTEM, LOCK_VALUE
 from tests.reliability.conftest import FIGURES, finish, run_process
 from tests.reliability.helpers import assert_invariants, build
 from tests.sandbox_process import SandboxProcess

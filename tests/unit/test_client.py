@@ -528,11 +528,14 @@ def test_401_without_credentials_says_which_variables_to_set() -> None:
 
 
 def test_half_configured_credentials_are_a_usage_error(monkeypatch: pytest.MonkeyPatch) -> None:
-    from reconciler.connect import connect
+    from reconciler.connect import ServerOptions, connect
     from reconciler.errors import UsageError
 
     monkeypatch.setenv("MEDPLUM_CLIENT_ID", "only-the-id")
     monkeypatch.delenv("MEDPLUM_CLIENT_SECRET", raising=False)
     expected = "set both MEDPLUM_CLIENT_ID and MEDPLUM_CLIENT_SECRET"
-    with pytest.raises(UsageError, match=expected), connect("https://medplum.example"):
+    with (
+        pytest.raises(UsageError, match=expected),
+        connect(ServerOptions(server="https://medplum.example")),
+    ):
         pass

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from reconciler.estimate import estimate_line
-from reconciler.guard import mass_removals, removal_problems
 from reconciler.model import (
     AccountInfo,
     AccountRef,
     Change,
+    Estimate,
     LivePatient,
     LiveState,
     Location,
@@ -17,6 +16,8 @@ from reconciler.model import (
     Step,
     Tenant,
 )
+from reconciler.plan.estimate import estimate_line
+from reconciler.plan.guard import mass_removals, removal_problems
 
 LOC = Location("t.yaml", 1, 1)
 ORG = "Organization/clinic"
@@ -60,16 +61,18 @@ def test_problems_respect_allow_and_max_removals() -> None:
 
 
 def test_estimate_line() -> None:
-    data = {
-        "writes": 1240,
-        "quota_points": 124_000,
-        "assumed_points_per_minute": 50_000,
-        "minutes": 2.48,
-    }
+    data = Estimate(
+        writes=1240,
+        patient_writes=1000,
+        compartment_writes=240,
+        quota_points=124_000,
+        assumed_points_per_minute=50_000,
+        minutes=2.48,
+    )
     assert estimate_line(data) == (
         "Estimated cost: 1,240 writes ≈ 124,000 quota points ≈ 2.5 min at an assumed 50,000 points/min"
     )
-    one = {"writes": 1, "quota_points": 100, "assumed_points_per_minute": 50_000, "minutes": 0.002}
+    one = Estimate(1, 1, 0, 100, 50_000, 0.002)
     assert (
         estimate_line(one)
         == "Estimated cost: 1 write ≈ 100 quota points ≈ 0 s at an assumed 50,000 points/min"

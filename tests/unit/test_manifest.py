@@ -269,12 +269,12 @@ def test_unexpected_errors_become_one_line_and_a_details_file(
     import os
     import stat
 
-    from reconciler import commands
+    from reconciler.commands import validate
 
     def boom(options: object) -> int:
         raise RuntimeError("something nobody expected")
 
-    monkeypatch.setattr(commands, "validate", boom)
+    monkeypatch.setattr(validate, "run", boom)
     assert main(["validate", str(EXAMPLES)]) == 1
     err = capsys.readouterr().err.strip()
     assert err.startswith("Error: unexpected RuntimeError; details written to ")
@@ -287,11 +287,11 @@ def test_unexpected_errors_become_one_line_and_a_details_file(
 def test_ctrl_c_exits_130(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from reconciler import commands
+    from reconciler.commands import validate
 
     def interrupted(options: object) -> int:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(commands, "validate", interrupted)
+    monkeypatch.setattr(validate, "run", interrupted)
     assert main(["validate", str(EXAMPLES)]) == 130
     assert capsys.readouterr().err == "Interrupted.\n"

@@ -16,7 +16,7 @@ from reconciler.model import (
     Step,
     Tenant,
 )
-from reconciler.planner import plan
+from reconciler.plan.planner import plan
 
 LOC = Location("t.yaml", 1, 1)
 N, S, R, LEGACY, DR = (

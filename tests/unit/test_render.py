@@ -13,9 +13,9 @@ import pytest
 from reconciler.errors import PlanFileError
 from reconciler.manifest import load_schema
 from reconciler.model import AccountInfo, Change, Membership, Plan, Step
-from reconciler.planfile import load_plan, looks_like_plan, save_plan
-from reconciler.planjson import digest_of, plan_to_json
-from reconciler.render import redact, render_json, render_markdown, render_text
+from reconciler.plan.jsonform import digest_of, plan_to_json
+from reconciler.plan.planfile import load_plan, looks_like_plan, save_plan
+from reconciler.plan.render import redact, render_json, render_markdown, render_text
 
 N, S, L, R = (
     "Organization/northside",
@@ -152,9 +152,10 @@ def test_save_and_load_round_trip_mode_0600(tmp_path: Path) -> None:
     save_plan(PLAN, str(path))
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
     assert looks_like_plan(str(path))
-    loaded, data = load_plan(str(path))
+    loaded = load_plan(str(path))
     assert loaded.changes == PLAN.changes and loaded.managed == PLAN.managed
-    assert data == plan_to_json(PLAN)
+    assert json.loads(path.read_text()) == plan_to_json(PLAN)
+    assert plan_to_json(loaded) == plan_to_json(PLAN)
 
 
 def test_edited_or_corrupt_plans_are_refused(tmp_path: Path) -> None:
@@ -182,7 +183,7 @@ def test_edited_or_corrupt_plans_are_refused(tmp_path: Path) -> None:
 def test_streamed_json_equals_the_document_and_its_digest() -> None:
     import io
 
-    from reconciler.planjson import plan_digest, write_plan_json
+    from reconciler.plan.jsonform import plan_digest, write_plan_json
 
     for plan in (PLAN, Plan(changes=()), redact(PLAN)):
         buffer = io.StringIO()
@@ -192,7 +193,7 @@ def test_streamed_json_equals_the_document_and_its_digest() -> None:
 
 
 def test_colour_only_on_a_terminal_without_no_color(monkeypatch: pytest.MonkeyPatch) -> None:
-    from reconciler.render import use_color
+    from reconciler.plan.render import use_color
 
     monkeypatch.delenv("NO_COLOR", raising=False)
     assert use_color(True) is True and use_color(False) is False

@@ -5,10 +5,8 @@ an assumption (`--quota-points`, Medplum's default 50,000 points per minute)."""
 
 from __future__ import annotations
 
-from typing import Any
-
 from reconciler.medplum.client import MedplumClient
-from reconciler.model import Plan
+from reconciler.model import Estimate, Plan
 
 WRITE_POINTS = 100
 DEFAULT_QUOTA_POINTS = 50_000
@@ -16,28 +14,26 @@ DEFAULT_QUOTA_POINTS = 50_000
 
 def estimate(
     client: MedplumClient, plan: Plan, *, quota_points: int = DEFAULT_QUOTA_POINTS
-) -> dict[str, Any]:
+) -> Estimate:
     propagating = [c.patient for c in plan.changes if any(s.propagate for s in c.steps)]
     compartment = client.count_compartments(propagating) if propagating else 0
     calls = sum(len(c.steps) for c in plan.changes)
     writes = calls + compartment
     points = writes * WRITE_POINTS
-    return {
-        "writes": writes,
-        "patient_writes": calls,
-        "compartment_writes": compartment,
-        "quota_points": points,
-        "assumed_points_per_minute": quota_points,
-        "minutes": round(points / quota_points, 2),
-    }
+    return Estimate(
+        writes=writes,
+        patient_writes=calls,
+        compartment_writes=compartment,
+        quota_points=points,
+        assumed_points_per_minute=quota_points,
+        minutes=round(points / quota_points, 2),
+    )
 
 
-def estimate_line(data: dict[str, Any]) -> str:
-    minutes = float(data["minutes"])
-    duration = f"{minutes * 60:.0f} s" if minutes < 1 else f"{minutes:,.1f} min"
-    writes = int(data["writes"])
+def estimate_line(data: Estimate) -> str:
+    duration = f"{data.minutes * 60:.0f} s" if data.minutes < 1 else f"{data.minutes:,.1f} min"
     return (
-        f"Estimated cost: {writes:,} write{'' if writes == 1 else 's'} ≈ "
-        f"{int(data['quota_points']):,} quota points ≈ {duration} at an assumed "
-        f"{int(data['assumed_points_per_minute']):,} points/min"
+        f"Estimated cost: {data.writes:,} write{'' if data.writes == 1 else 's'} ≈ "
+        f"{data.quota_points:,} quota points ≈ {duration} at an assumed "
+        f"{data.assumed_points_per_minute:,} points/min"
     )

@@ -8,14 +8,13 @@ import os
 import tempfile
 from functools import cache
 from pathlib import Path
-from typing import Any
 
 import jsonschema
 
 from reconciler.errors import PlanFileError
 from reconciler.manifest import load_schema
 from reconciler.model import Plan
-from reconciler.planjson import FORMAT_VERSION, digest_of, plan_from_json, write_plan_json
+from reconciler.plan.jsonform import FORMAT_VERSION, digest_of, plan_from_json, write_plan_json
 
 MAX_PLAN_BYTES = 512 * 1024 * 1024
 
@@ -57,7 +56,7 @@ def _validator() -> jsonschema.Draft202012Validator:
     return jsonschema.Draft202012Validator(load_schema("plan.schema.json"))
 
 
-def load_plan(path: str) -> tuple[Plan, dict[str, Any]]:
+def load_plan(path: str) -> Plan:
     p = Path(path)
     try:
         if p.stat().st_size > MAX_PLAN_BYTES:
@@ -86,4 +85,4 @@ def load_plan(path: str) -> tuple[Plan, dict[str, Any]]:
             f"{path}: plan_digest does not match its content; the plan was edited or corrupted "
             "(create a new one with `reconciler plan --out`)"
         )
-    return plan_from_json(data), data
+    return plan_from_json(data)

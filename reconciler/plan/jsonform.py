@@ -10,7 +10,7 @@ import hashlib
 import json
 from typing import Any, TextIO
 
-from reconciler.model import AccountInfo, Change, MassRemoval, Membership, Plan, Step
+from reconciler.model import AccountInfo, Change, Estimate, MassRemoval, Membership, Plan, Step
 
 FORMAT_VERSION = "1"
 
@@ -60,7 +60,7 @@ def _header(plan: Plan) -> dict[str, Any]:
     if plan.mass_removals:
         data["guard"] = {"mass_removals": [m.to_json() for m in plan.mass_removals]}
     if plan.estimate is not None:
-        data["estimate"] = plan.estimate
+        data["estimate"] = plan.estimate.to_json()
     return data
 
 
@@ -145,5 +145,5 @@ def plan_from_json(data: dict[str, Any]) -> Plan:
             MassRemoval(str(m["tenant"]), int(m["remove"]), int(m["members"]))
             for m in (data.get("guard") or {}).get("mass_removals") or []
         ),
-        estimate=data.get("estimate"),
+        estimate=Estimate.from_json(data["estimate"]) if data.get("estimate") else None,
     )

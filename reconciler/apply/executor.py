@@ -14,7 +14,8 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any
 
-from reconciler.live import read_patients
+from reconciler.apply.verify import expectations_for_changes, find_stragglers, repair
+from reconciler.errors import ApplyFailed
 from reconciler.logs import get_logger
 from reconciler.medplum.accounts import get_resource_accounts
 from reconciler.medplum.client import MedplumClient
@@ -22,7 +23,7 @@ from reconciler.medplum.errors import JobError, JobTimeout, MedplumError
 from reconciler.medplum.operations import parameter_value
 from reconciler.medplum.reads import chunks
 from reconciler.model import AccountInfo, Change, LivePatient, Plan
-from reconciler.verify import Expectation, find_stragglers, repair
+from reconciler.plan.live import read_patients
 
 log = get_logger("reconciler.apply")
 
@@ -133,11 +134,11 @@ class Executor:
                     unknown |= result.retried
             if unknown and not self._patient_matches(change):
                 if timed_out:
-                    raise MedplumError(
+                    raise ApplyFailed(
                         f"async job not finished after --job-timeout {self.job_timeout:g} s "
                         "(it may still complete: run plan again)"
                     )
-                raise MedplumError("outcome unknown after retries and the accounts differ")
+                raise ApplyFailed("outcome unknown after retries and the accounts differ")
         except JobError as exc:
             # A job can fail after it updated the patient and part of its compartment (Medplum
             # has no rollback). If the patient already carries the new accounts, count it as
@@ -147,7 +148,7 @@ class Executor:
             return self._outcome(
                 change, False, started, job, f"async job {exc.status}: {exc.outcome_text}"
             )
-        except MedplumError as exc:
+        except (MedplumError, ApplyFailed) as exc:
             return self._outcome(change, False, started, job, str(exc))
         return self._outcome(change, True, started, job, "", propagated=propagated)
 
@@ -177,7 +178,9 @@ class Executor:
             round((time.monotonic() - started) * 1000),
             propagated,
         )
-        log.info(
+        # Per patient: debug when it worked (a terminal shows the progress line instead),
+        # a warning when it did not, so -q still shows failures.
+        (log.debug if ok else log.warning)(
             "patient",
             patient=change.patient,
             action="update",
@@ -231,7 +234,7 @@ class Executor:
             replanned = self.replan(now)
             if replanned is None:
                 report.skipped += 1  # _refresh runs on the submitting thread only
-                log.info("patient", patient=change.patient, action="update", result="already done")
+                log.debug("patient", patient=change.patient, action="update", result="already done")
                 continue
             yield replanned
 
@@ -241,7 +244,7 @@ class Executor:
         # its patient and, propagating, its compartment), so the pacer stops before a 429.
         per_change = 500
         if plan.estimate and plan.changes:
-            per_change = max(100, int(plan.estimate.get("quota_points", 0)) // len(plan.changes))
+            per_change = max(100, plan.estimate.quota_points // len(plan.changes))
         self.client.pacer.reserve_points = max(
             self.client.pacer.reserve_points, self.parallelism * per_change
         )
@@ -302,15 +305,9 @@ class Executor:
         return report
 
     def _verify(self, report: Report) -> None:
-        propagating = {a for a, info in self.managed.items() if info.propagate}
-        expectations = {}
-        for outcome in report.succeeded:
-            change = outcome.change
-            assert change is not None
-            expectations[change.patient] = Expectation(
-                must_have=frozenset(a for a in change.add if a in propagating),
-                must_not=frozenset(a for a in change.remove if a in propagating),
-            )
+        expectations = expectations_for_changes(
+            (o.change for o in report.succeeded if o.change is not None), self.managed
+        )
         started = time.monotonic()
         stragglers, read = find_stragglers(self.client, expectations)
         report.verified = True

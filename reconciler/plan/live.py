@@ -20,7 +20,7 @@ from reconciler.medplum.errors import HTTPStatusError
 from reconciler.medplum.reads import PAGE_SIZE, chunks
 from reconciler.model import LivePatient, LiveState, SelectorKind, Tenant
 
-log = get_logger("reconciler.live")
+log = get_logger("reconciler.plan.live")
 
 PATIENT_ELEMENTS = ("meta", "identifier")
 MAX_READS_IN_FLIGHT = 4

@@ -4,10 +4,10 @@ version, and the git commit / CI run from the environment. Counts only: no patie
 from __future__ import annotations
 
 import os
-from datetime import UTC, datetime
 from typing import Any
 
 from reconciler import __version__
+from reconciler.clock import iso_utc
 
 AUDIT_SYSTEM = "https://github.com/medplum-tenancy-reconciler/audit"
 
@@ -52,7 +52,7 @@ def audit_event(
         },
         "subtype": [{"system": AUDIT_SYSTEM, "code": "apply", "display": "reconciler apply"}],
         "action": "U",
-        "recorded": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z",
+        "recorded": iso_utc(),
         "outcome": "0" if success else "4",
         "outcomeDesc": summary,
         "agent": [

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from collections.abc import Callable
 
-from reconciler.errors import UsageError
+from reconciler.commands.views import View
+from reconciler.errors import ExitCode, UsageError
 
-AddCommand = Callable[..., argparse.ArgumentParser]
+MakeParser = Callable[..., argparse.ArgumentParser]
 
 
 def _client(value: str) -> tuple[str, str, str]:
@@ -87,22 +87,21 @@ def seed(options: argparse.Namespace) -> int:
     finally:
         store.close()
     elapsed = time.monotonic() - started
-    print(
+    View().result(
         f"Seeded {options.data}: {result.patients:,} patients, {result.resources:,} resources "
-        f"({result.written:,} new) in {elapsed:.1f} s.",
-        file=sys.stderr,
+        f"({result.written:,} new) in {elapsed:.1f} s."
     )
-    return 0
+    return ExitCode.OK
 
 
-def register(add: AddCommand) -> None:
+def add_group(group: argparse.ArgumentParser, add: MakeParser) -> None:
+    """`sandbox serve` and `sandbox seed`, under the `sandbox` parser `group`."""
     from reconciler.sandbox.server import DEFAULT_DATA
 
-    group = add("sandbox", None, "the local Medplum-compatible server")
     sub = group.add_subparsers(dest="sandbox_command", metavar="SUBCOMMAND")
     sub.required = True
 
-    p = add("serve", serve, "run the local Medplum-compatible server", parent=sub)
+    p = add(sub, "serve", serve, "run the local Medplum-compatible server")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8103, help="0 picks a free port")
     p.add_argument("--data", default=DEFAULT_DATA, help="SQLite file, or :memory:")
@@ -131,7 +130,7 @@ def register(add: AddCommand) -> None:
     p.add_argument("--token-ttl", type=int, default=3600, metavar="S")
     p.add_argument("--random-seed", type=int, default=None, help="seed for fault injection")
 
-    p = add("seed", seed, "fill the sandbox with demo data matching examples/tenants/", parent=sub)
+    p = add(sub, "seed", seed, "fill the sandbox with demo data matching examples/tenants/")
     p.add_argument("--data", default=DEFAULT_DATA)
     p.add_argument("--patients", type=int, default=100, metavar="N")
     p.add_argument("--resources-per-patient", type=int, default=4, metavar="K")

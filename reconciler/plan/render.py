@@ -8,9 +8,9 @@ import os
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 
-from reconciler.estimate import estimate_line
 from reconciler.model import Action, Change, Plan
-from reconciler.planjson import write_plan_json
+from reconciler.plan.estimate import estimate_line
+from reconciler.plan.jsonform import write_plan_json
 
 NO_CHANGES = "No changes. Live accounts match the manifests."
 MARKDOWN_LIMIT = 65_000

@@ -12,11 +12,11 @@ from dataclasses import dataclass
 from reconciler.logs import get_logger
 from reconciler.medplum.accounts import get_resource_accounts
 from reconciler.medplum.client import MedplumClient
+from reconciler.medplum.compartment import PATIENT_LINK_FIELDS
 from reconciler.medplum.errors import MedplumError
+from reconciler.model import AccountInfo, Change, LiveState
 
-log = get_logger("reconciler.verify")
-
-LINK_FIELDS = ("subject", "patient", "beneficiary")
+log = get_logger("reconciler.apply.verify")
 
 
 @dataclass(frozen=True)
@@ -33,9 +33,41 @@ class Straggler:
     want: tuple[str, ...]
 
 
+def _propagating(managed: Mapping[str, AccountInfo]) -> frozenset[str]:
+    return frozenset(a for a, info in managed.items() if info.propagate)
+
+
+def expectations_for_live(
+    live: LiveState, managed: Mapping[str, AccountInfo]
+) -> dict[str, Expectation]:
+    """`verify`: each patient's compartment carries exactly its propagating managed accounts."""
+    propagating = _propagating(managed)
+    return {
+        ref: Expectation(
+            must_have=frozenset(a for a in p.accounts if a in propagating),
+            must_not=frozenset(a for a in propagating if a not in p.accounts),
+        )
+        for ref, p in live.patients.items()
+    }
+
+
+def expectations_for_changes(
+    changes: Iterable[Change], managed: Mapping[str, AccountInfo]
+) -> dict[str, Expectation]:
+    """After apply: what each applied change added or removed with propagation."""
+    propagating = _propagating(managed)
+    return {
+        c.patient: Expectation(
+            must_have=frozenset(a for a in c.add if a in propagating),
+            must_not=frozenset(a for a in c.remove if a in propagating),
+        )
+        for c in changes
+    }
+
+
 def _patient_of(resource: Mapping[str, object], patients: Iterable[str]) -> str | None:
     wanted = set(patients)
-    for field in LINK_FIELDS:
+    for field in PATIENT_LINK_FIELDS:
         ref = resource.get(field)
         if isinstance(ref, Mapping) and ref.get("reference") in wanted:
             return str(ref["reference"])
@@ -51,7 +83,7 @@ def find_stragglers(
     read = 0
     if not relevant:
         return stragglers, read
-    for resource in client.read_compartments(sorted(relevant), elements=["subject", "patient"]):
+    for resource in client.read_compartments(sorted(relevant), elements=list(PATIENT_LINK_FIELDS)):
         read += 1
         patient = _patient_of(resource, relevant)
         if patient is None:

@@ -15,25 +15,18 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from reconciler.clock import iso_utc, parse_iso_utc
 from reconciler.errors import ApplyRefused
 from reconciler.logs import get_logger
 from reconciler.medplum.client import MedplumClient
 from reconciler.medplum.errors import HTTPStatusError
 
-log = get_logger("reconciler.lock")
+log = get_logger("reconciler.apply.lock")
 
 LOCK_SYSTEM = "https://github.com/medplum-tenancy-reconciler/lock"
 LOCK_VALUE = "apply"
 EXT = "https://github.com/medplum-tenancy-reconciler/lock#"
 DEFAULT_TTL_S = 600.0
-
-
-def _iso(moment: datetime) -> str:
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
-
-
-def _parse(value: str) -> datetime:
-    return datetime.strptime(value, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
 
 
 def holder_name() -> str:
@@ -75,7 +68,7 @@ class LockInfo:
 
     def expired(self, now: datetime) -> bool:
         try:
-            return _parse(self.expires) <= now
+            return parse_iso_utc(self.expires) <= now
         except ValueError:
             return True  # unreadable expiry: treat as stale rather than block forever
 
@@ -113,7 +106,7 @@ class ApplyLock:
                 {"url": EXT + "since", "valueDateTime": since},
                 {
                     "url": EXT + "expires",
-                    "valueDateTime": _iso(now + timedelta(seconds=self.ttl_s)),
+                    "valueDateTime": iso_utc(now + timedelta(seconds=self.ttl_s)),
                 },
                 {"url": EXT + "plan", "valueString": self.plan_digest},
             ],
@@ -124,7 +117,7 @@ class ApplyLock:
 
     def _try_once(self) -> LockInfo | None:
         """Take the lock if free or expired; return the current holder's info if not."""
-        since = _iso(datetime.now(UTC))
+        since = iso_utc(datetime.now(UTC))
         created = self.client.create_resource(
             self._body(since), if_none_exist=f"identifier={LOCK_SYSTEM}|{LOCK_VALUE}"
         )

@@ -3,36 +3,32 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import replace
-from datetime import UTC, datetime
 
-from reconciler.connect import Connection
-from reconciler.estimate import estimate
-from reconciler.guard import mass_removals
-from reconciler.live import read_live_state
+from reconciler.clock import iso_utc
 from reconciler.logs import get_logger
+from reconciler.medplum.client import MedplumClient
 from reconciler.model import LiveState, ManifestSet, Plan
-from reconciler.planner import plan as compute_plan
-from reconciler.progress import Progress
+from reconciler.plan.estimate import estimate
+from reconciler.plan.guard import mass_removals
+from reconciler.plan.live import read_live_state
+from reconciler.plan.planner import plan as compute_plan
 
 log = get_logger("reconciler.plan")
 
 
 def build_plan(
-    conn: Connection,
+    client: MedplumClient,
+    server_identity: str,
     manifests: ManifestSet,
     *,
     quota_points: int | None = None,
     parallelism: int = 1,
+    progress: Callable[[int], None] | None = None,
 ) -> tuple[Plan, LiveState]:
     """Read live state and plan; with `quota_points`, also estimate the apply's quota cost."""
-    progress = Progress("reading live state")
-    try:
-        live = read_live_state(
-            conn.client, manifests.tenants, progress=progress.update, parallelism=parallelism
-        )
-    finally:
-        progress.close()
+    live = read_live_state(client, manifests.tenants, progress=progress, parallelism=parallelism)
     started = time.monotonic()
     plan = compute_plan(manifests.tenants, live)
     mass = tuple(mass_removals(plan, manifests.tenants, live))
@@ -42,13 +38,13 @@ def build_plan(
         warnings=tuple(
             f"{m.describe()}; apply will refuse without --allow-mass-removal" for m in mass
         ),
-        server=conn.identity,
-        created_at=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        server=server_identity,
+        created_at=iso_utc(millis=False),
         manifest_files=manifests.files,
         manifest_digest=manifests.digest,
     )
     if quota_points is not None and not plan.is_empty:
-        plan = replace(plan, estimate=estimate(conn.client, plan, quota_points=quota_points))
+        plan = replace(plan, estimate=estimate(client, plan, quota_points=quota_points))
     log.info(
         "plan computed",
         changes=len(plan.changes),

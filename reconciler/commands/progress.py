@@ -8,7 +8,7 @@ from typing import Any
 
 from reconciler.logs import get_logger
 
-log = get_logger("reconciler.progress")
+log = get_logger("reconciler.commands.progress")
 
 
 class Progress:

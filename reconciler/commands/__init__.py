@@ -1,0 +1,55 @@
+"""One module per command: `add_arguments(parser)`, `Options.from_args(namespace)` (typed
+options) and `run(options) -> int`. `cli.build_parser` wires them; nothing here parses argv."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from dataclasses import dataclass
+from types import ModuleType
+
+
+@dataclass(frozen=True)
+class Command:
+    name: str
+    help: str
+    module: ModuleType
+    connects: bool = True  # takes the server options
+    parallel: bool = True  # takes --parallelism
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        self.module.add_arguments(parser)
+
+    def runner(self) -> Callable[[argparse.Namespace], int]:
+        module = self.module
+
+        def run(ns: argparse.Namespace) -> int:
+            # Looked up at call time so tests can replace a command's run().
+            return int(module.run(module.Options.from_args(ns)))
+
+        return run
+
+
+def all_commands() -> list[Command]:
+    from reconciler.commands import (
+        accounts,
+        apply,
+        import_,
+        plan,
+        unlock,
+        validate,
+        verify,
+    )
+
+    return [
+        Command("validate", "check manifests offline (schema and cross-file rules)", validate,
+                connects=False),
+        Command("plan", "read live accounts and show what apply would change", plan),
+        Command("apply", "make the server match the manifests, or apply a saved plan", apply),
+        Command("verify", "check that every compartment carries its patient's accounts", verify),
+        Command("import", "print a Tenant manifest of an account's live members", import_,
+                parallel=False),
+        Command("accounts", "print a resource's accounts, one reference per line", accounts,
+                parallel=False),
+        Command("force-unlock", "remove a stale apply lock", unlock, parallel=False),
+    ]  # fmt: skip

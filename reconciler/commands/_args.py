@@ -1,0 +1,97 @@
+"""Argument helpers shared by the commands: the option groups and value parsers."""
+
+from __future__ import annotations
+
+import argparse
+
+from reconciler.connect import ServerOptions
+
+
+def positive_int(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {value!r}") from None
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, got {value!r}")
+    return number
+
+
+def non_negative_int(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {value!r}") from None
+    if number < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value!r}")
+    return number
+
+
+def positive_seconds(value: str) -> float:
+    try:
+        seconds = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {value!r}") from None
+    if not seconds > 0:
+        raise argparse.ArgumentTypeError(f"must be more than 0 seconds, got {value!r}")
+    return seconds
+
+
+def parse_duration(value: str) -> float:
+    """`60`, `60s`, `2m`, `1h` → seconds."""
+    text = value.strip().lower()
+    scale = {"s": 1, "m": 60, "h": 3600}.get(text[-1:])
+    number = text[:-1] if scale else text
+    try:
+        seconds = float(number) * (scale or 1)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a duration: {value!r} (e.g. 60s, 2m)") from None
+    if seconds < 0:
+        raise argparse.ArgumentTypeError(f"not a duration: {value!r}")
+    return seconds
+
+
+def add_log_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("output options")
+    group.add_argument(
+        "--log-format",
+        choices=("console", "json"),
+        default=None,
+        help="log lines on stderr (default: console on a terminal, json otherwise)",
+    )
+    group.add_argument("-v", "--verbose", action="count", default=0, help="more log lines")
+    group.add_argument("-q", "--quiet", action="count", default=0, help="fewer log lines")
+
+
+def add_server_options(parser: argparse.ArgumentParser, *, parallelism: bool = True) -> None:
+    group = parser.add_argument_group("server options")
+    group.add_argument(
+        "--server",
+        metavar="URL",
+        help="Medplum base URL (default: $MEDPLUM_BASE_URL, else the embedded sandbox)",
+    )
+    group.add_argument(
+        "--timeout",
+        type=positive_seconds,
+        default=30.0,
+        metavar="S",
+        help="per-request timeout in seconds (default: %(default)s)",
+    )
+    group.add_argument(
+        "--sandbox-data",
+        metavar="FILE",
+        default=None,
+        help="data file of the embedded sandbox (default: .reconciler/sandbox.sqlite)",
+    )
+    if parallelism:
+        group.add_argument(
+            "--parallelism",
+            type=positive_int,
+            default=10,
+            metavar="N",
+            help="requests in flight (default: %(default)s; plan reads use at most 4)",
+        )
+
+
+def server_options(ns: argparse.Namespace) -> ServerOptions:
+    return ServerOptions(server=ns.server, timeout=ns.timeout, sandbox_data=ns.sandbox_data)

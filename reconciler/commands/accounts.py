@@ -1,0 +1,41 @@
+"""`reconciler accounts REF`: a resource's accounts, one reference per line."""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+
+from reconciler.commands._args import server_options
+from reconciler.commands.views import View
+from reconciler.connect import ServerOptions, connect
+from reconciler.errors import ExitCode, UsageError
+from reconciler.medplum.accounts import get_resource_accounts
+
+
+def split_reference(ref: str, what: str = "a reference") -> tuple[str, str]:
+    if ref.count("/") != 1 or not all(ref.split("/")):
+        raise UsageError(f"expected {what} Type/id, got {ref!r}")
+    rtype, rid = ref.split("/")
+    return rtype, rid
+
+
+@dataclass(frozen=True)
+class Options:
+    reference: str
+    server: ServerOptions
+
+    @classmethod
+    def from_args(cls, ns: argparse.Namespace) -> Options:
+        return cls(reference=ns.reference, server=server_options(ns))
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("reference", metavar="REF", help="Type/id, e.g. Patient/123")
+
+
+def run(options: Options) -> int:
+    rtype, rid = split_reference(options.reference)
+    with connect(options.server) as conn:
+        resource = conn.client.read_resource(rtype, rid)
+    View().results(get_resource_accounts(resource))
+    return ExitCode.OK

@@ -1,0 +1,393 @@
+"""`reconciler apply`: plan (or load a saved plan), guard, approve, lock, execute, report."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from types import FrameType
+
+from reconciler.apply.audit import audit_event
+from reconciler.apply.executor import Executor, Report
+from reconciler.apply.lock import ApplyLock
+from reconciler.commands._args import parse_duration, positive_seconds, server_options
+from reconciler.commands.progress import Progress
+from reconciler.commands.views import View
+from reconciler.connect import Connection, ServerOptions, connect
+from reconciler.errors import ApplyRefused, ExitCode, PlanFileError, UsageError
+from reconciler.logs import get_logger
+from reconciler.manifest import DEFAULT_PATHS, load_manifests
+from reconciler.medplum.errors import MedplumError
+from reconciler.model import Change, LivePatient, LiveState, ManifestSet, Plan
+from reconciler.plan.build import build_plan
+from reconciler.plan.estimate import DEFAULT_QUOTA_POINTS
+from reconciler.plan.guard import removal_problems
+from reconciler.plan.jsonform import plan_digest
+from reconciler.plan.live import read_patients
+from reconciler.plan.planfile import load_plan, looks_like_plan
+from reconciler.plan.planner import change_for, desired_accounts, managed_accounts
+from reconciler.plan.render import iter_text, plural, use_color
+
+log = get_logger("reconciler.apply")
+
+PROMPT = "Do you want to apply these changes? Only 'yes' will be accepted: "
+MAX_STALE_SHOWN = 10
+
+
+@dataclass(frozen=True)
+class Options:
+    paths: tuple[str, ...]
+    auto_approve: bool
+    verify: bool
+    job_timeout: float
+    json_events: bool
+    allow_mass_removal: bool
+    max_removals: int | None
+    lock: bool
+    lock_timeout: float
+    lock_ttl: float
+    audit: bool
+    parallelism: int
+    server: ServerOptions
+
+    @classmethod
+    def from_args(cls, ns: argparse.Namespace) -> Options:
+        return cls(
+            paths=tuple(ns.paths or DEFAULT_PATHS),
+            auto_approve=ns.auto_approve,
+            verify=not ns.no_verify,
+            job_timeout=ns.job_timeout,
+            json_events=ns.format == "json",
+            allow_mass_removal=ns.allow_mass_removal,
+            max_removals=ns.max_removals,
+            lock=ns.lock == "true",
+            lock_timeout=ns.lock_timeout,
+            lock_ttl=ns.lock_ttl,
+            audit=not ns.no_audit,
+            parallelism=ns.parallelism,
+            server=server_options(ns),
+        )
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from reconciler.commands._args import non_negative_int
+
+    parser.add_argument(
+        "paths", nargs="*", metavar="PATH", help="manifests, or one saved plan file"
+    )
+    parser.add_argument("--auto-approve", action="store_true", help="do not ask for 'yes'")
+    parser.add_argument("--no-verify", action="store_true", help="skip compartment verification")
+    parser.add_argument(
+        "--job-timeout",
+        type=positive_seconds,
+        default=300.0,
+        metavar="S",
+        help="give up waiting for one async job after S seconds (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--format",
+        choices=("text", "json"),
+        default="text",
+        help="json: JSON-lines events on stdout for CI (default: text)",
+    )
+    parser.add_argument(
+        "--allow-mass-removal",
+        action="store_true",
+        help="apply even when a tenant would lose over half of its members",
+    )
+    parser.add_argument(
+        "--max-removals",
+        type=non_negative_int,
+        default=None,
+        metavar="N",
+        help="refuse when the plan removes more than N accounts in all",
+    )
+    parser.add_argument(
+        "--lock",
+        choices=("true", "false"),
+        default="true",
+        help="take the server-side apply lock (default: true; false is for emergencies)",
+    )
+    parser.add_argument(
+        "--lock-timeout",
+        type=parse_duration,
+        default=0.0,
+        metavar="DURATION",
+        help="wait this long for another apply's lock (e.g. 60s; default: fail at once)",
+    )
+    parser.add_argument(
+        "--lock-ttl",
+        type=parse_duration,
+        default=600.0,
+        metavar="DURATION",
+        help="lock expiry, renewed while applying (default: 10m)",
+    )
+    parser.add_argument("--no-audit", action="store_true", help="do not write the AuditEvent")
+
+
+def _approve(options: Options, view: View) -> None:
+    if options.auto_approve:
+        return
+    if sys.stdin is None or not sys.stdin.isatty():  # no stdin at all (closed fd 0) too
+        raise ApplyRefused(
+            "refusing to apply: stdin is not a terminal and --auto-approve was not given; "
+            "nothing was changed"
+        )
+    answer = view.prompt("\n" + PROMPT).strip()
+    if answer != "yes":
+        raise ApplyRefused(
+            f"apply cancelled (answer was {answer!r}, not 'yes'); nothing was changed"
+        )
+
+
+def _replanner(manifests: ManifestSet, live: LiveState) -> Callable[[LivePatient], Change | None]:
+    managed = managed_accounts(manifests.tenants, live)
+
+    def replan(fresh: LivePatient) -> Change | None:
+        after = desired_accounts(fresh.reference, fresh.accounts, manifests.tenants, live)
+        return change_for(
+            fresh.reference, fresh.version_id, fresh.identifier, fresh.accounts, after, managed
+        )
+
+    return replan
+
+
+def _check_saved_plan(conn: Connection, plan: Plan, path: str) -> None:
+    if plan.server != conn.identity:
+        raise PlanFileError(
+            f"{path}: the plan was made for server {plan.server}, but this run talks to "
+            f"{conn.identity}; nothing was changed"
+        )
+    fresh = read_patients(conn.client, [c.patient for c in plan.changes])
+    stale = []
+    for change in plan.changes:
+        now = fresh.get(change.patient)
+        if now is None:
+            stale.append(f"{change.patient} was deleted since the plan")
+        elif now.version_id != change.version_id:
+            stale.append(
+                f"{change.patient} changed since the plan (version {change.version_id}, "
+                f"now {now.version_id})"
+            )
+    if stale:
+        more = len(stale) - MAX_STALE_SHOWN
+        lines = stale[:MAX_STALE_SHOWN] + ([f"... and {more} more"] if more > 0 else [])
+        raise PlanFileError(
+            "saved plan is stale: " + "\n  ".join(lines) + "\nNothing was changed; run plan again."
+        )
+
+
+def _install_interrupt(executor: Executor, view: View) -> Callable[[], None]:
+    previous = signal.getsignal(signal.SIGINT)
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        if executor.stop.is_set():
+            raise KeyboardInterrupt
+        executor.stop.set()
+        view.message(
+            "\nInterrupted: no new changes will start; waiting for those in flight "
+            "(Ctrl-C again to abort)."
+        )
+
+    try:
+        signal.signal(signal.SIGINT, handler)
+    except ValueError:  # not the main thread (tests): keep the default behaviour
+        return lambda: None
+
+    def restore() -> None:
+        signal.signal(signal.SIGINT, previous)
+
+    return restore
+
+
+def _report(report: Report, view: View) -> int:
+    updated = len(report.succeeded)
+    accounts = (
+        f"{plural(report.added, 'account')} added, {plural(report.removed, 'account')} removed"
+    )
+    counts = f"{plural(updated, 'patient')} updated, {accounts}"
+    done = f"{plural(updated, 'patient')}, {accounts}"  # the design's "Updated: M patients, …"
+    failures = [f"{o.patient}: {o.reason}" for o in report.failed] + report.unrepaired
+    view.event(
+        "apply_summary",
+        {
+            "planned": report.planned,
+            "updated": updated,
+            "added": report.added,
+            "removed": report.removed,
+            "failed": len(report.failed),
+            "skipped": report.skipped,
+            "verified": report.verified,
+            "stragglers": report.stragglers,
+            "repaired": report.repaired,
+            "propagated": report.propagated,
+            "interrupted": report.interrupted,
+        },
+    )
+    view.result()
+    if report.interrupted:
+        view.result(
+            f"Apply interrupted: {report.not_updated} of {report.planned} patients not updated."
+        )
+        view.result(f"Updated: {done}.")
+        return ExitCode.INTERRUPTED
+    if failures:
+        view.result(f"Apply failed: {len(report.failed)} of {report.planned} patients not updated.")
+        view.results(f"  {line}" for line in failures)
+        view.result(f"Updated: {done}.")
+        return ExitCode.ERROR
+    view.result(f"Apply complete! {counts}.")
+    if report.propagated:
+        view.result(f"Propagated to {plural(report.propagated, 'compartment resource')}.")
+    if report.verified:
+        view.result(
+            f"Verified {plural(report.compartment_read, 'compartment resource')}: "
+            f"{report.stragglers} stragglers found, {report.repaired} repaired."
+        )
+    if report.skipped:
+        view.result(f"{plural(report.skipped, 'patient')} already matched when re-read; skipped.")
+    return ExitCode.OK
+
+
+def _audit(conn: Connection, plan: Plan, report: Report) -> None:
+    counts = {
+        "patients_planned": report.planned,
+        "patients_updated": len(report.succeeded),
+        "patients_failed": len(report.failed),
+        "patients_skipped": report.skipped,
+        "accounts_added": report.added,
+        "accounts_removed": report.removed,
+        "compartment_repaired": report.repaired,
+    }
+    success = not report.failed and not report.unrepaired and not report.interrupted
+    event = audit_event(
+        plan_digest=plan_digest(plan),
+        manifests_digest=plan.manifest_digest,
+        counts=counts,
+        success=success,
+        summary="apply complete" if success else "apply failed or interrupted",
+    )
+    try:
+        created = conn.client.create_resource(event)
+        log.info("audit record written", audit_event=f"AuditEvent/{created['id']}")
+    except MedplumError as exc:
+        log.warning("could not write the audit record", error=str(exc))
+
+
+def _load(paths: tuple[str, ...]) -> tuple[Plan | None, ManifestSet | None]:
+    saved = len(paths) == 1 and looks_like_plan(paths[0])
+    if not saved and any(looks_like_plan(p) for p in paths):
+        raise UsageError("a saved plan must be the only path given to apply")
+    if saved:
+        return load_plan(paths[0]), None
+    return None, load_manifests(paths)
+
+
+def run(options: Options) -> int:
+    view = View(json_events=options.json_events)
+    saved_plan, manifests = _load(options.paths)
+    with connect(options.server) as conn:
+        replan = None
+        if saved_plan is not None:
+            # Same server, nothing moved since: checked before anything is shown or written.
+            _check_saved_plan(conn, saved_plan, options.paths[0])
+            plan = saved_plan
+        else:
+            assert manifests is not None
+            progress = Progress("reading live state")
+            try:
+                plan, live = build_plan(
+                    conn.client,
+                    conn.identity,
+                    manifests,
+                    quota_points=DEFAULT_QUOTA_POINTS,
+                    parallelism=options.parallelism,
+                    progress=progress.update,
+                )
+            finally:
+                progress.close()
+            replan = _replanner(manifests, live)
+        color = use_color(sys.stdout.isatty()) and not options.json_events
+        if not options.json_events or plan.is_empty:
+            view.results(iter_text(plan, color=color))
+        if plan.is_empty:
+            view.event(
+                "apply_summary", {"planned": 0, "updated": 0, "added": 0, "removed": 0, "failed": 0}
+            )
+            return ExitCode.OK
+        problems = removal_problems(
+            plan,
+            plan.mass_removals,
+            allow_mass_removal=options.allow_mass_removal,
+            max_removals=options.max_removals,
+        )
+        if problems:
+            raise ApplyRefused(
+                "refusing to apply: "
+                + "; ".join(problems)
+                + " (review the plan; --allow-mass-removal to proceed); nothing was changed"
+            )
+        if saved_plan is None:
+            _approve(options, view)
+        report = _execute(conn, plan, replan, options, view)
+    return _report(report, view)
+
+
+def _execute(
+    conn: Connection,
+    plan: Plan,
+    replan: Callable[[LivePatient], Change | None] | None,
+    options: Options,
+    view: View,
+) -> Report:
+    lock: ApplyLock | None = None
+    if options.lock:
+        lock = ApplyLock(
+            conn.client,
+            plan_digest=plan_digest(plan),
+            ttl_s=options.lock_ttl,
+            wait_s=options.lock_timeout,
+        )
+        lock.acquire()
+    else:
+        log.warning("apply lock disabled (--lock=false): another apply may run at the same time")
+    try:
+        view.event(
+            "apply_start",
+            {
+                "patients": len(plan.changes),
+                "add": plan.added,
+                "remove": plan.removed,
+                "server": plan.server,
+            },
+        )
+        executor = Executor(
+            conn.client,
+            plan.managed,
+            parallelism=options.parallelism,
+            job_timeout=options.job_timeout,
+            verify=options.verify,
+            replan=replan,
+            on_event=view.event,
+        )
+        restore = _install_interrupt(executor, view)
+        progress = Progress("applying", total=len(plan.changes))
+        conn.client.pacer.on_wait = lambda delay, _why: progress.update(
+            progress.done, waiting=f"for quota, {delay:.0f}s"
+        )
+        try:
+            report = executor.run(
+                plan, lambda done, failed: progress.update(done, failed=failed, waiting="")
+            )
+        finally:
+            conn.client.pacer.on_wait = None
+            progress.close()
+            restore()
+        if options.audit and (report.outcomes or report.repaired):
+            _audit(conn, plan, report)
+    finally:
+        if lock is not None:
+            lock.release()
+    return report

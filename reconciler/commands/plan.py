@@ -1,0 +1,125 @@
+"""`reconciler plan`: read live state and show what apply would change."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import dataclass
+
+from reconciler.commands._args import non_negative_int, positive_int, server_options
+from reconciler.commands.progress import Progress
+from reconciler.commands.views import View
+from reconciler.connect import ServerOptions, connect
+from reconciler.errors import ExitCode, UsageError
+from reconciler.manifest import DEFAULT_PATHS, load_manifests
+from reconciler.model import Plan
+from reconciler.plan.build import build_plan
+from reconciler.plan.estimate import DEFAULT_QUOTA_POINTS
+from reconciler.plan.jsonform import write_plan_json
+from reconciler.plan.planfile import save_plan
+from reconciler.plan.render import iter_text, redact, render_markdown, use_color
+
+
+@dataclass(frozen=True)
+class Options:
+    paths: tuple[str, ...]
+    out: str | None
+    format: str
+    detailed_exitcode: bool
+    redact: bool
+    max_removals: int | None
+    quota_points: int | None  # None: no estimate
+    parallelism: int
+    server: ServerOptions
+
+    @classmethod
+    def from_args(cls, ns: argparse.Namespace) -> Options:
+        return cls(
+            paths=tuple(ns.paths or DEFAULT_PATHS),
+            out=ns.out,
+            format=ns.format,
+            detailed_exitcode=ns.detailed_exitcode,
+            redact=ns.redact,
+            max_removals=ns.max_removals,
+            quota_points=None if ns.no_estimate else ns.quota_points,
+            parallelism=ns.parallelism,
+            server=server_options(ns),
+        )
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("paths", nargs="*", metavar="PATH", help="manifest files or directories")
+    parser.add_argument("--out", metavar="FILE", help="save the plan (JSON, mode 0600) for apply")
+    parser.add_argument(
+        "--format", choices=("text", "json", "markdown"), default="text", help="(default: text)"
+    )
+    parser.add_argument(
+        "--detailed-exitcode", action="store_true", help="exit 2 when there are changes"
+    )
+    parser.add_argument("--redact", action="store_true", help="hash patient ids and identifiers")
+    parser.add_argument(
+        "--max-removals",
+        type=non_negative_int,
+        default=None,
+        metavar="N",
+        help="warn when the plan removes more than N accounts",
+    )
+    parser.add_argument(
+        "--quota-points",
+        type=positive_int,
+        default=DEFAULT_QUOTA_POINTS,
+        metavar="N",
+        help="FHIR quota points per minute assumed by the cost estimate (default: %(default)s, "
+        "Medplum's default)",
+    )
+    parser.add_argument("--no-estimate", action="store_true", help="skip the quota cost estimate")
+
+
+def render(plan: Plan, fmt: str, view: View) -> None:
+    """Print a plan in one of the three formats; text and JSON are streamed."""
+    if fmt == "text":
+        view.results(iter_text(plan, color=use_color(sys.stdout.isatty())))
+    elif fmt == "json":
+        write_plan_json(plan, sys.stdout)  # streamed: large plans are never one string
+        sys.stdout.flush()
+    else:
+        view.raw(render_markdown(plan))
+
+
+def run(options: Options) -> int:
+    if options.redact and options.out:
+        raise UsageError(
+            "--redact cannot be combined with --out: a redacted plan cannot be applied"
+        )
+    manifests = load_manifests(options.paths)
+    view = View()
+    with connect(options.server) as conn:
+        progress = Progress("reading live state")
+        try:
+            the_plan, _ = build_plan(
+                conn.client,
+                conn.identity,
+                manifests,
+                quota_points=options.quota_points,
+                parallelism=options.parallelism,
+                progress=progress.update,
+            )
+        finally:
+            progress.close()
+    render(redact(the_plan) if options.redact else the_plan, options.format, view)
+    if options.max_removals is not None and the_plan.removed > options.max_removals:
+        # A diagnostic of this run, not part of the plan: a saved plan (and its digest) does
+        # not depend on which flags the person who planned it gave.
+        view.message(
+            f"Warning: the plan removes {the_plan.removed:,} accounts, more than --max-removals "
+            f"{options.max_removals:,}; apply will refuse"
+        )
+    if options.out:
+        save_plan(the_plan, options.out)
+        view.message(
+            f"\nSaved the plan to {options.out}. To apply exactly these changes, run:\n"
+            f"    reconciler apply {options.out}"
+        )
+    if options.detailed_exitcode and not the_plan.is_empty:
+        return ExitCode.CHANGES
+    return ExitCode.OK

@@ -1,0 +1,42 @@
+"""Types shared by the client's modules, so `reads` and `operations` never import `client`."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import httpx
+
+Params = Mapping[str, str] | Sequence[tuple[str, str]]
+
+
+@dataclass(frozen=True)
+class Result:
+    """One response: status, parsed body, headers, and whether it took retries to get."""
+
+    status: int
+    body: Any
+    headers: httpx.Headers
+    retried: bool = False
+
+
+class Requester(Protocol):
+    """What the read and operation helpers need from the client: one request path."""
+
+    fhir_base: str
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Params | None = None,
+        json: Any = None,
+        data: Mapping[str, str] | None = None,
+        headers: Mapping[str, str] | None = None,
+        ok: Iterable[int] = (),
+        expect_json: bool = True,
+    ) -> Result: ...
+
+    def search(self, resource_type: str, params: Params | None = None) -> dict[str, Any]: ...
