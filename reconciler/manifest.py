@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import hashlib
-import json
-import re
 from collections.abc import Iterable, Sequence
 from functools import cache
 from pathlib import Path
 from typing import Any
 
 import jsonschema
-from jsonschema.exceptions import ValidationError
+from jsonschema.exceptions import ValidationError, best_match
 
 from reconciler.errors import ManifestError
 from reconciler.model import (
@@ -23,9 +21,9 @@ from reconciler.model import (
     SelectorKind,
     Tenant,
 )
+from reconciler.schemas import load_schema
 from reconciler.yamlsafe import Document, PathKey, YamlProblem, load_documents, read_text
 
-SCHEMA_DIR = Path(__file__).resolve().parent / "schemas"
 MANIFEST_SUFFIXES = (".yaml", ".yml")
 DEFAULT_PATHS = ["tenants/"]  # what commands read when given no PATH (design section 2)
 RESULT_CONTROL_PARAMS = (
@@ -39,13 +37,6 @@ RESULT_CONTROL_PARAMS = (
     "_offset",
     "_cursor",
 )
-
-
-@cache
-def load_schema(name: str) -> dict[str, Any]:
-    with (SCHEMA_DIR / name).open(encoding="utf-8") as fh:
-        schema: dict[str, Any] = json.load(fh)
-    return schema
 
 
 @cache
@@ -161,27 +152,21 @@ def _python_type(value: Any) -> str:
 _EXPECTED_TYPE = {"object": "mapping", "array": "list"}
 
 
-def _pick_branch(error: ValidationError) -> ValidationError | None:
-    """For a failed oneOf, the branch the author most likely meant (same type, key overlap)."""
-    by_branch: dict[int, list[ValidationError]] = {}
-    for sub in error.context or ():
-        by_branch.setdefault(int(sub.schema_path[0]), []).append(sub)
-    best: tuple[int, int, ValidationError] | None = None
-    for branch, subs in by_branch.items():
-        if any(s.validator == "type" and not s.relative_path for s in subs):
-            continue
-        parent: Any = error.schema
-        schema = parent["oneOf"][branch]
-        if "$ref" in schema:  # only local "#/$defs/<name>" references occur in our schema
-            schema = load_schema("tenant.schema.json")["$defs"][schema["$ref"].rsplit("/", 1)[1]]
-        overlap = 0
-        if isinstance(error.instance, dict):
-            overlap = len(set(error.instance) & set(schema.get("properties", {})))
-        deepest = max(subs, key=lambda s: len(s.relative_path))
-        rank = (-overlap, len(subs))
-        if best is None or rank < (best[0], best[1]):
-            best = (rank[0], rank[1], deepest)
-    return best[2] if best else None
+def _intended(error: ValidationError) -> tuple[int, int, int, int, str]:
+    """best_match key (smaller = likelier what the author meant): the deepest error, in a
+    branch whose type fits the value and whose keys the value uses; then the earlier branch."""
+    wrong_type = error.validator == "type" and not error.relative_path
+    overlap = 0
+    if isinstance(error.instance, dict) and isinstance(error.schema, dict):
+        overlap = len(set(error.instance) & set(error.schema.get("properties", {})))
+    branch = error.relative_schema_path[0] if error.relative_schema_path else 0
+    return (
+        -len(error.relative_path),
+        int(wrong_type),
+        -overlap,
+        branch if isinstance(branch, int) else 0,
+        str(error.validator),
+    )
 
 
 def explain(error: ValidationError) -> tuple[PathKey, str]:
@@ -193,8 +178,9 @@ def explain(error: ValidationError) -> tuple[PathKey, str]:
     expected_value: Any = error.validator_value
     v = error.validator
     if v == "oneOf":
-        branch = _pick_branch(error)
-        if branch is not None:
+        branch = best_match([error], key=_intended)
+        fits_no_branch = branch is not None and _intended(branch)[:2] == (0, 1)
+        if branch is not None and branch is not error and not fits_no_branch:
             return explain(branch)
         if field == "account" or (len(path) >= 2 and path[-2] == "account"):
             return path, (
@@ -212,9 +198,9 @@ def explain(error: ValidationError) -> tuple[PathKey, str]:
         known = ", ".join(sorted(allowed))
         return (*path, key), f"unknown key {key!r} (allowed: {known})"
     if v == "required":
-        missing = re.findall(r"'([^']+)' is a required property", error.message)
-        key = missing[0] if missing else str(error.validator_value)
-        return path, f"missing required key {key!r}"
+        missing = [k for k in expected_value if k not in instance]
+        keys = ", ".join(repr(k) for k in missing)
+        return path, f"missing required key{'s' if len(missing) > 1 else ''} {keys}"
     if v == "const":
         return path, f"expected {error.validator_value!r}, got {instance!r}"
     if v == "enum":

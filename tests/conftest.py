@@ -1,30 +1,73 @@
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 
-from tests.sandbox_process import SandboxProcess
+from tests.sandbox_process import AppSandbox, InProcessSandbox
 
 
 @pytest.fixture(scope="session")
-def sandbox() -> Iterator[SandboxProcess]:
-    """One shared sandbox process (data in memory) for tests that only add their own data."""
-    proc = SandboxProcess().start()
-    yield proc
-    proc.stop()
+def sandbox() -> Iterator[InProcessSandbox]:
+    """One shared sandbox (data in memory) for tests that only add their own data."""
+    sb = InProcessSandbox().start()
+    yield sb
+    sb.stop()
 
 
 @pytest.fixture
-def make_sandbox() -> Iterator[Callable[..., SandboxProcess]]:
-    """A fresh sandbox process with its own flags, stopped after the test."""
-    started: list[SandboxProcess] = []
+def make_sandbox() -> Iterator[Callable[..., InProcessSandbox]]:
+    """A fresh sandbox with its own flags (real HTTP, in this process), stopped after the test."""
+    started: list[InProcessSandbox] = []
 
-    def start(*args: str, data: str = ":memory:") -> SandboxProcess:
-        proc = SandboxProcess(args=list(args), data=data).start()
-        started.append(proc)
-        return proc
+    def start(*args: str, data: str = ":memory:") -> InProcessSandbox:
+        sb = InProcessSandbox(args=list(args), data=data).start()
+        started.append(sb)
+        return sb
 
     yield start
-    for proc in started:
-        proc.stop()
+    for sb in started:
+        sb.stop()
+
+
+@pytest.fixture
+def make_app_sandbox() -> Iterator[Callable[..., AppSandbox]]:
+    """A fresh sandbox application behind an in-process transport, on a manual clock."""
+    started: list[AppSandbox] = []
+
+    def start(*args: str, data: str = ":memory:") -> AppSandbox:
+        sb = AppSandbox(*args, data=data)
+        started.append(sb)
+        return sb
+
+    yield start
+    for sb in started:
+        sb.stop()
+
+
+# --- the reliability suite's figures, summed over pytest-xdist workers ------------------------
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    from tests.reliability.conftest import FIGURES
+
+    workeroutput = getattr(session.config, "workeroutput", None)
+    if workeroutput is not None:  # an xdist worker: hand the figures to the controller
+        workeroutput["reliability_figures"] = dict(FIGURES)
+
+
+def pytest_testnodedown(node: Any, error: Any) -> None:
+    from tests.reliability.conftest import FIGURES
+
+    FIGURES.update(getattr(node, "workeroutput", {}).get("reliability_figures", {}))
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    from tests.reliability.conftest import FIGURES
+
+    if FIGURES:
+        terminalreporter.write_line(
+            "reliability figures: " + json.dumps(dict(sorted(FIGURES.items())))
+        )

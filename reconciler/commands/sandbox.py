@@ -5,9 +5,13 @@ from __future__ import annotations
 import argparse
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from reconciler.commands.views import View
 from reconciler.errors import ExitCode, UsageError
+
+if TYPE_CHECKING:
+    from reconciler.sandbox.app import Config
 
 MakeParser = Callable[..., argparse.ArgumentParser]
 
@@ -30,9 +34,9 @@ def _fault(value: str) -> tuple[int, float]:
     return code, fraction
 
 
-def serve(options: argparse.Namespace) -> int:
+def config_from_args(options: argparse.Namespace) -> Config:
+    """The sandbox's typed configuration from `sandbox serve` options."""
     from reconciler.sandbox.app import DEFAULT_CLIENTS, Config
-    from reconciler.sandbox.server import serve as run_server
 
     faults = list(options.fault or [])
     if options.fault_rate is not None:
@@ -44,7 +48,7 @@ def serve(options: argparse.Namespace) -> int:
         if options.client
         else dict(DEFAULT_CLIENTS)
     )
-    config = Config(
+    return Config(
         clients=clients,
         latency_ms=options.latency_ms,
         spike_ms=options.spike_ms,
@@ -62,7 +66,12 @@ def serve(options: argparse.Namespace) -> int:
         token_ttl_s=options.token_ttl,
         seed=options.random_seed,
     )
-    return run_server(config, options.data, options.host, options.port)
+
+
+def serve(options: argparse.Namespace) -> int:
+    from reconciler.sandbox.server import serve as run_server
+
+    return run_server(config_from_args(options), options.data, options.host, options.port)
 
 
 def seed(options: argparse.Namespace) -> int:

@@ -12,9 +12,9 @@ from pathlib import Path
 import jsonschema
 
 from reconciler.errors import PlanFileError
-from reconciler.manifest import load_schema
 from reconciler.model import Plan
 from reconciler.plan.jsonform import FORMAT_VERSION, digest_of, plan_from_json, write_plan_json
+from reconciler.schemas import load_schema
 
 MAX_PLAN_BYTES = 512 * 1024 * 1024
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 import random
 import threading
-import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from email.utils import formatdate
 from typing import Any
@@ -14,8 +14,10 @@ from urllib.parse import parse_qsl, urlsplit
 
 from reconciler.sandbox import ops, search
 from reconciler.sandbox.auth import TokenIssuer
+from reconciler.sandbox.clock import Clock, SystemClock
 from reconciler.sandbox.fhir import Caller, Repository, parse_set_accounts
 from reconciler.sandbox.jobs import FINAL, JobRunner
+from reconciler.sandbox.messages import Request, Response
 from reconciler.sandbox.outcomes import (
     FhirError,
     accepted,
@@ -25,11 +27,11 @@ from reconciler.sandbox.outcomes import (
     outcome,
     throttled,
 )
-from reconciler.sandbox.quota import READ, SEARCH, WRITE, QuotaMeter
-from reconciler.sandbox.store import Store
+from reconciler.sandbox.quota import READ, SEARCH, WRITE, QuotaMeter, RequestMeter
+from reconciler.sandbox.store import Resource, Store
 
 FHIR_PREFIX = "/fhir/R4"
-FHIR_JSON = "application/fhir+json; charset=utf-8"
+View = Callable[[Resource], Resource]  # renders a stored resource for one request
 DEFAULT_CLIENTS = {
     "sandbox-admin": ("sandbox-secret", "admin"),
     "sandbox-member": ("sandbox-secret", "member"),
@@ -56,53 +58,30 @@ class Config:
     seed: int | None = None
 
 
-@dataclass
-class Request:
-    method: str
-    path: str
-    query: list[tuple[str, str]]
-    headers: dict[str, str]  # lower-case names
-    body: bytes
-    base: str  # scheme://host:port
-
-    def header(self, name: str) -> str | None:
-        return self.headers.get(name.lower())
-
-
-@dataclass
-class Response:
-    status: int
-    body: Any = None
-    headers: dict[str, str] = field(default_factory=dict)
-    content_type: str = FHIR_JSON
-
-    def encode(self) -> bytes:
-        if self.body is None:
-            return b""
-        if isinstance(self.body, bytes):
-            return self.body
-        if isinstance(self.body, str):
-            return self.body.encode("utf-8")
-        return json.dumps(self.body, separators=(",", ":")).encode("utf-8")
-
-
 def _resource_headers(resource: dict[str, Any]) -> dict[str, str]:
     meta = resource.get("meta") or {}
     return {"ETag": f'W/"{meta.get("versionId", "")}"', "Last-Modified": formatdate(usegmt=True)}
 
 
 class App:
-    def __init__(self, config: Config, store: Store) -> None:
+    def __init__(self, config: Config, store: Store, *, clock: Clock | None = None) -> None:
         self.config = config
         self.store = store
+        self.clock = clock or SystemClock()
         self.repo = Repository(store)
         self.rng = random.Random(config.seed)
-        self.quota = QuotaMeter(config.fhir_quota, config.quota_window_s)
+        self.quota = QuotaMeter(
+            config.fhir_quota, config.quota_window_s, clock=self.clock, rng=self.rng
+        )
         self.jobs = JobRunner(
-            store, delay_ms=config.job_delay_ms, fail_rate=config.job_fail_rate, rng=self.rng
+            store,
+            delay_ms=config.job_delay_ms,
+            fail_rate=config.job_fail_rate,
+            rng=self.rng,
+            sleep=self.clock.sleep,
         )
         self.jobs.fail_orphans()
-        self.auth = TokenIssuer(config.clients, config.token_ttl_s)
+        self.auth = TokenIssuer(config.clients, config.token_ttl_s, clock=self.clock.now)
         self._lock = threading.Lock()
         self.stats: Counter[str] = Counter()
 
@@ -121,11 +100,11 @@ class App:
         with self._lock:
             self.stats["requests"] += 1
         if self.config.latency_ms:
-            time.sleep(self.config.latency_ms / 1000)
+            self.clock.sleep(self.config.latency_ms / 1000)
         if self.config.spike_rate and self.rng.random() < self.config.spike_rate:
             with self._lock:
                 self.stats["latency_spikes"] += 1
-            time.sleep(self.config.spike_ms / 1000)
+            self.clock.sleep(self.config.spike_ms / 1000)
         path = req.path.rstrip("/") or "/"
         try:
             if path == "/healthcheck":
@@ -183,12 +162,12 @@ class App:
             fault.headers["RateLimit"] = self.quota.header(caller.client_id, fhir=True)
             return fault
         self.quota.count_request(caller.client_id)
+        meter = self.quota.meter(caller.client_id)
         try:
-            self.quota.admit(caller.client_id)
-            response = self.dispatch(caller, req.method, rest, req.query, req, req.body)
+            response = self.dispatch(caller, req.method, rest, req.query, req, req.body, meter)
         except FhirError as exc:
             response = Response(exc.status, exc.outcome, headers=dict(exc.headers))
-        response.headers["RateLimit"] = self.quota.header(caller.client_id, fhir=True)
+        response.headers["RateLimit"] = meter.header()
         return response
 
     def dispatch(
@@ -199,12 +178,16 @@ class App:
         query: list[tuple[str, str]],
         req: Request,
         body: bytes | Any,
+        meter: RequestMeter,
     ) -> Response:
         parts = [p for p in rest.split("/") if p]
         extended = (req.header("x-medplum") or "").lower() == "extended"
         base = f"{req.base}{FHIR_PREFIX}"
-        view = lambda r: self.repo.render(r, extended=extended)  # noqa: E731
-        charge = lambda points: self.quota.charge(caller.client_id, points)  # noqa: E731
+
+        def view(resource: Resource) -> Resource:
+            return self.repo.render(resource, extended=extended)
+
+        charge = meter.charge
 
         if not parts:
             if method == "GET":
@@ -215,10 +198,11 @@ class App:
                 sreq = search.parse(types, query, system_level=True)
                 return Response(200, self._run_search(sreq, base, base, view))
             if method == "POST":
-                return self._batch(caller, req, _json(body))
+                return self._batch(caller, req, _json(body), meter)
             raise _method_not_allowed()
         rtype = parts[0]
         if rtype == "job" and len(parts) == 3 and parts[2] == "status":
+            charge(READ)
             return self._job_status(caller, method, parts[1], view)
         if not rtype[:1].isupper():
             raise not_found()
@@ -241,7 +225,7 @@ class App:
         if second.startswith("$"):
             charge(READ)
             return ops.type_operation(
-                self, rtype, second[1:], method, query, _json(body, allow_empty=True)
+                self.repo, rtype, second[1:], method, query, _json(body, allow_empty=True)
             )
         rid = second
         if len(parts) == 2:
@@ -266,14 +250,18 @@ class App:
                 return Response(200, all_ok())
             raise _method_not_allowed()
         if len(parts) == 3 and parts[2] == "$set-accounts" and method == "POST":
-            return self._set_accounts(caller, req, rtype, rid, _json(body, allow_empty=True))
+            return self._set_accounts(
+                caller, req, rtype, rid, _json(body, allow_empty=True), charge
+            )
         if len(parts) == 3 and parts[2].startswith("$"):
             charge(SEARCH)
-            return ops.instance_operation(self, rtype, rid, parts[2][1:], method, query, view, base)
+            return ops.instance_operation(
+                self.repo, rtype, rid, parts[2][1:], method, query, view, base
+            )
         raise not_found()
 
     def _run_search(
-        self, sreq: search.SearchRequest, base: str, link_base: str, view: Any
+        self, sreq: search.SearchRequest, base: str, link_base: str, view: View
     ) -> dict[str, Any]:
         return search.run(
             self.store,
@@ -291,7 +279,7 @@ class App:
         body: Any,
         req: Request,
         extended: bool,
-        view: Any,
+        view: View,
         base: str,
     ) -> Response:
         condition = req.header("if-none-exist")
@@ -316,7 +304,13 @@ class App:
         return Response(201, view(resource), headers=headers)
 
     def _set_accounts(
-        self, caller: Caller, req: Request, rtype: str, rid: str, body: Any
+        self,
+        caller: Caller,
+        req: Request,
+        rtype: str,
+        rid: str,
+        body: Any,
+        charge_request: Callable[[int], None],
     ) -> Response:
         accounts, propagate = parse_set_accounts(body)
         prefer_async = "respond-async" in (req.header("prefer") or "")
@@ -329,13 +323,14 @@ class App:
             def work() -> dict[str, Any]:
                 writes = 0
                 limit = self.config.job_fail_after_writes
+                job_meter = self.quota.meter(client)  # a job meters itself, apart from the 202
 
                 def charge(points: int) -> None:
                     nonlocal writes
                     if limit is not None and writes >= limit:
                         raise FhirError(500, outcome("exception", "Job died mid-propagation"))
                     writes += 1
-                    self.quota.charge_waiting(client, points)
+                    job_meter.charge_waiting(points)
 
                 n = self.repo.set_accounts(
                     rtype, rid, accounts, caller, propagate=True, cap=cap, charge=charge
@@ -355,7 +350,7 @@ class App:
             caller,
             propagate=propagate,
             cap=cap,
-            charge=lambda p: self.quota.charge(caller.client_id, p),
+            charge=charge_request,
         )
         return Response(
             200,
@@ -365,8 +360,7 @@ class App:
             },
         )
 
-    def _job_status(self, caller: Caller, method: str, job_id: str, view: Any) -> Response:
-        self.quota.charge(caller.client_id, READ)
+    def _job_status(self, caller: Caller, method: str, job_id: str, view: View) -> Response:
         if method == "DELETE":
             if self.store.get("AsyncJob", job_id) is None:
                 raise not_found()
@@ -381,7 +375,7 @@ class App:
         status = 200 if job["status"] in FINAL else 202
         return Response(status, view(job), headers=_resource_headers(job))
 
-    def _batch(self, caller: Caller, req: Request, bundle: Any) -> Response:
+    def _batch(self, caller: Caller, req: Request, bundle: Any, meter: RequestMeter) -> Response:
         if not isinstance(bundle, dict) or bundle.get("resourceType") != "Bundle":
             raise bad_request("Expected a Bundle")
         kind = bundle.get("type")
@@ -396,7 +390,13 @@ class App:
             payload: Any = resource if resource is not None else b""
             try:
                 result = self.dispatch(
-                    caller, method, split.path.strip("/"), parse_qsl(split.query), req, payload
+                    caller,
+                    method,
+                    split.path.strip("/"),
+                    parse_qsl(split.query),
+                    req,
+                    payload,
+                    meter,
                 )
             except FhirError as exc:
                 result = Response(exc.status, exc.outcome)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import secrets
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -17,9 +18,16 @@ def _oauth_error(status: int, error: str, description: str) -> tuple[int, dict[s
 
 
 class TokenIssuer:
-    def __init__(self, clients: dict[str, tuple[str, str]], ttl_s: int) -> None:
+    def __init__(
+        self,
+        clients: dict[str, tuple[str, str]],
+        ttl_s: int,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.clients = clients  # id -> (secret, role)
         self.ttl_s = ttl_s
+        self.clock = clock
         self._tokens: dict[str, tuple[str, float]] = {}
         self._lock = threading.Lock()
 
@@ -37,7 +45,7 @@ class TokenIssuer:
         # A recognisable prefix lets the secret-leak tests look for tokens in any output.
         token = "sbx_" + secrets.token_urlsafe(32)
         with self._lock:
-            self._tokens[token] = (client_id, time.monotonic() + self.ttl_s)
+            self._tokens[token] = (client_id, self.clock() + self.ttl_s)
         return 200, {
             "token_type": "Bearer",
             "expires_in": self.ttl_s,
@@ -55,7 +63,7 @@ class TokenIssuer:
         token = auth[7:].strip()
         with self._lock:
             entry = self._tokens.get(token)
-            if entry is None or entry[1] < time.monotonic():
+            if entry is None or entry[1] < self.clock():
                 self._tokens.pop(token, None)
                 raise unauthorized()
         role = self.clients.get(entry[0], ("", "member"))[1]

@@ -28,8 +28,10 @@ class JobRunner:
         fail_rate: float = 0.0,
         rng: random.Random | None = None,
         workers: int = 16,
+        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.store = store
+        self.sleep = sleep
         self.delay_ms = delay_ms
         self.fail_rate = fail_rate
         self.rng = rng or random.Random()
@@ -98,7 +100,7 @@ class JobRunner:
 
     def _run(self, job_id: str, work: Callable[[], Any]) -> None:
         if self.delay_ms:
-            time.sleep(self.delay_ms / 1000)
+            self.sleep(self.delay_ms / 1000)
         with self._lock:
             if job_id in self._cancelled:
                 return

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from xml.sax.saxutils import escape
 
+from reconciler.sandbox.fhir import Repository
+from reconciler.sandbox.messages import FHIR_JSON, Response
 from reconciler.sandbox.outcomes import bad_request, not_found
-
-if TYPE_CHECKING:
-    from reconciler.sandbox.app import App, Response
 
 OBS_STATUS_SYSTEM = "http://hl7.org/fhir/observation-status"
 OBS_STATUS_VALUESET = "http://hl7.org/fhir/ValueSet/observation-status"
@@ -39,17 +38,15 @@ def _params(query: list[tuple[str, str]], body: Any) -> dict[str, Any]:
 
 
 def _response(status: int, body: Any, content_type: str | None = None) -> Response:
-    from reconciler.sandbox.app import FHIR_JSON, Response
-
     return Response(status, body, content_type=content_type or FHIR_JSON)
 
 
 def type_operation(
-    app: App, rtype: str, op: str, method: str, query: list[tuple[str, str]], body: Any
+    repo: Repository, rtype: str, op: str, method: str, query: list[tuple[str, str]], body: Any
 ) -> Response:
     args = _params(query, body)
     if rtype == "Patient" and op == "match":
-        return _match(app, args)
+        return _match(repo, args)
     if op == "validate-code" and rtype in ("ValueSet", "CodeSystem"):
         coding = args.get("coding") or {}
         system = coding.get("system") or args.get("system")
@@ -121,7 +118,7 @@ def type_operation(
     raise bad_request(f"Unsupported operation: {rtype}/${op}")
 
 
-def _match(app: App, args: dict[str, Any]) -> Response:
+def _match(repo: Repository, args: dict[str, Any]) -> Response:
     patient = args.get("resource")
     if not isinstance(patient, dict):
         raise bad_request("$match needs a Patient resource parameter")
@@ -136,7 +133,7 @@ def _match(app: App, args: dict[str, Any]) -> Response:
         values.append(birth)
     if not where:
         raise bad_request("$match needs a name or birthDate")
-    rows = app.store.query(
+    rows = repo.store.query(
         ["Patient"],
         [" OR ".join(f"({w})" for w in where)],
         values,
@@ -158,7 +155,7 @@ def _match(app: App, args: dict[str, Any]) -> Response:
 
 
 def instance_operation(
-    app: App,
+    repo: Repository,
     rtype: str,
     rid: str,
     op: str,
@@ -169,8 +166,8 @@ def instance_operation(
 ) -> Response:
     if rtype != "Patient" or op not in ("everything", "ccda-export"):
         raise bad_request(f"Unsupported operation: {rtype}/{rid}/${op}")
-    patient = app.repo.read("Patient", rid)
-    members = app.store.compartment_members(f"Patient/{rid}")
+    patient = repo.read("Patient", rid)
+    members = repo.store.compartment_members(f"Patient/{rid}")
     if op == "everything":
         entries = [
             {"fullUrl": f"{base}/{r['resourceType']}/{r['id']}", "resource": view(r)}

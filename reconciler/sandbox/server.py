@@ -11,7 +11,8 @@ from pathlib import Path
 from types import FrameType
 from urllib.parse import parse_qsl, urlsplit
 
-from reconciler.sandbox.app import App, Config, Request
+from reconciler.sandbox.app import App, Config
+from reconciler.sandbox.messages import Request
 from reconciler.sandbox.store import Store
 
 DEFAULT_DATA = ".reconciler/sandbox.sqlite"

@@ -5,7 +5,7 @@ from collections.abc import Callable
 import pytest
 
 from tests.integration.helpers import run_cli
-from tests.sandbox_process import SandboxProcess
+from tests.sandbox_process import InProcessSandbox
 
 Cli = Callable[..., tuple[int, str, str]]
 
@@ -14,7 +14,7 @@ Cli = Callable[..., tuple[int, str, str]]
 def cli(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> Cli:
     """Run the CLI in-process against a sandbox process: (exit code, stdout, stderr)."""
 
-    def run(sb: SandboxProcess, *args: str) -> tuple[int, str, str]:
+    def run(sb: InProcessSandbox, *args: str) -> tuple[int, str, str]:
         return run_cli(sb, monkeypatch, capsys, *args)
 
     return run

@@ -11,7 +11,7 @@ import pytest
 from reconciler.cli import main
 from reconciler.medplum.accounts import get_resource_accounts
 from reconciler.medplum.client import MedplumClient
-from tests.sandbox_process import ADMIN, SandboxProcess
+from tests.sandbox_process import ADMIN, AppSandbox
 
 
 def create_org(client: MedplumClient, name: str = "Org", identifier: str | None = None) -> str:
@@ -119,6 +119,14 @@ def mrn(client: MedplumClient, ref: str) -> str:
     return f"{ident['system']}|{ident['value']}"
 
 
+def accounts_by_ref(client: MedplumClient, refs: list[str]) -> dict[str, list[str]]:
+    """Every patient's accounts in one batched read (not one request per patient)."""
+    found = client.read_many("Patient", [r.split("/", 1)[1] for r in refs])
+    accounts = {f"Patient/{p['id']}": get_resource_accounts(p) for p in found}
+    assert set(accounts) == set(refs), "patients missing on the server"
+    return accounts
+
+
 def accounts_of(client: MedplumClient, ref: str) -> list[str]:
     return get_resource_accounts(client.read_resource(*ref.split("/")))
 
@@ -153,7 +161,7 @@ def write(tmp_path: Path, name: str, text: str) -> str:
 
 
 def run_cli(
-    sandbox: SandboxProcess,
+    sandbox: Any,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
     *args: str,
@@ -165,3 +173,19 @@ def run_cli(
     code = main([*args, "--log-format", "json"])
     out, err = capsys.readouterr()
     return code, out, err
+
+
+def run_cli_app(
+    sandbox: AppSandbox,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    *args: str,
+) -> tuple[int, str, str]:
+    """Run the CLI in-process with its client routed onto an AppSandbox (transport + clock)."""
+    import reconciler.connect
+
+    def build_client(url: str, client_id: Any, client_secret: Any, **_: Any) -> MedplumClient:
+        return sandbox.client((client_id, client_secret))
+
+    monkeypatch.setattr(reconciler.connect, "build_client", build_client)
+    return run_cli(sandbox, monkeypatch, capsys, *args)

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -11,13 +14,15 @@ import pytest
 from reconciler.medplum.accounts import get_resource_accounts
 from reconciler.medplum.client import MedplumClient
 from tests.integration.helpers import (
+    accounts_by_ref,
     accounts_of,
     create_org,
     create_patients,
+    seed_store,
     tenant_yaml,
     write,
 )
-from tests.sandbox_process import SandboxProcess
+from tests.sandbox_process import ADMIN, InProcessSandbox
 
 Cli = Any
 
@@ -38,7 +43,7 @@ def versions(client: MedplumClient) -> dict[str, str]:
 
 
 def test_apply_fresh_assignment_mixed_propagation_two_tenants(
-    sandbox: SandboxProcess, tmp_path: Path, cli: Cli
+    sandbox: InProcessSandbox, tmp_path: Path, cli: Cli
 ) -> None:
     client = sandbox.client()
     north, south, research, legacy = (create_org(client) for _ in range(4))
@@ -75,7 +80,7 @@ def test_apply_fresh_assignment_mixed_propagation_two_tenants(
 
 
 def test_additive_never_removes_and_deleting_a_manifest_removes_nothing(
-    sandbox: SandboxProcess, tmp_path: Path, cli: Cli
+    sandbox: InProcessSandbox, tmp_path: Path, cli: Cli
 ) -> None:
     client = sandbox.client()
     auth, add = create_org(client), create_org(client)
@@ -100,7 +105,7 @@ def test_additive_never_removes_and_deleting_a_manifest_removes_nothing(
 
 
 def test_saved_plan_applied_exactly_and_stale_plan_refused(
-    sandbox: SandboxProcess, tmp_path: Path, cli: Cli
+    sandbox: InProcessSandbox, tmp_path: Path, cli: Cli
 ) -> None:
     client = sandbox.client()
     org = create_org(client)
@@ -125,11 +130,11 @@ def test_saved_plan_applied_exactly_and_stale_plan_refused(
     code, out, err = cli(sandbox, "apply", plan_file)
     assert code == 0, err
     assert "Apply complete! 3 patients updated, 3 accounts added, 0 accounts removed." in out
-    assert all(accounts_of(client, r) == [org] for r in refs)
+    assert all(a == [org] for a in accounts_by_ref(client, refs).values())
 
 
 def test_saved_plan_from_another_server_and_edited_plan_refused(
-    sandbox: SandboxProcess, tmp_path: Path, cli: Cli, monkeypatch: pytest.MonkeyPatch
+    sandbox: InProcessSandbox, tmp_path: Path, cli: Cli, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     client = sandbox.client()
     org = create_org(client)
@@ -156,7 +161,7 @@ def test_saved_plan_from_another_server_and_edited_plan_refused(
 
 
 def test_non_tty_without_auto_approve_is_refused(
-    sandbox: SandboxProcess, tmp_path: Path, cli: Cli
+    sandbox: InProcessSandbox, tmp_path: Path, cli: Cli
 ) -> None:
     client = sandbox.client()
     org = create_org(client)
@@ -248,12 +253,12 @@ def test_429_faults_on_30_percent_converge(make_sandbox: Any, tmp_path: Path, cl
     manifests = write(tmp_path, "t.yaml", tenant_yaml("faulty", org, refs))
     code, out, err = cli(sb, "apply", manifests, "--auto-approve")
     assert code == 0, out + err
-    assert all(accounts_of(client, r) == [legacy, org] for r in refs)
+    assert all(a == [legacy, org] for a in accounts_by_ref(client, refs).values())
     assert sb.stats()["fault_429"] > 10
     assert cli(sb, "plan", manifests, "--detailed-exitcode")[0] == 0
 
 
-def test_apply_json_events(sandbox: SandboxProcess, tmp_path: Path, cli: Cli) -> None:
+def test_apply_json_events(sandbox: InProcessSandbox, tmp_path: Path, cli: Cli) -> None:
     client = sandbox.client()
     org = create_org(client)
     refs = create_patients(client, 2)
@@ -276,3 +281,36 @@ def test_apply_json_events(sandbox: SandboxProcess, tmp_path: Path, cli: Cli) ->
     assert events[0]["patients"] == 2 and events[-1]["updated"] == 2 and events[-1]["failed"] == 0
     assert sorted(e["patient"] for e in events[1:3]) == sorted(refs)
     assert "Apply complete! 2 patients updated" in err
+
+
+def test_apply_json_events_parse_line_by_line_at_parallelism_16(
+    make_sandbox: Any, tmp_path: Path
+) -> None:
+    # Regression: worker threads once printed events with no lock, and lines interleaved on a
+    # real pipe (16 of 1,713 stdout lines did not parse at the default parallelism, 136 at 32).
+    data = str(tmp_path / "many.sqlite")
+    org, refs = seed_store(data, patients=1_200, compartment=0)
+    sb = make_sandbox(data=data)
+    manifests = write(tmp_path, "t.yaml", tenant_yaml("many", org, refs, propagate=False))
+    env = {
+        **os.environ,
+        "MEDPLUM_BASE_URL": sb.url,
+        "MEDPLUM_CLIENT_ID": ADMIN[0],
+        "MEDPLUM_CLIENT_SECRET": ADMIN[1],
+    }
+    args = ["apply", manifests, "--auto-approve", "--format", "json", "--parallelism", "16"]
+    proc = subprocess.run(
+        [sys.executable, "-m", "reconciler", *args, "--no-verify", "--log-format", "json"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    lines = proc.stdout.splitlines()
+    events = [json.loads(line) for line in lines]  # every line is one JSON document
+    assert len(lines) == 1_200 + 2
+    assert [e["event"] for e in events].count("change_complete") == 1_200
+    assert sorted(e["patient"] for e in events if e["event"] == "change_complete") == sorted(refs)
+    assert events[0]["event"] == "apply_start" and events[-1]["event"] == "apply_summary"
+    assert events[-1]["updated"] == 1_200

@@ -9,11 +9,11 @@ import pytest
 from reconciler.medplum.accounts import get_resource_accounts, resource_has_account
 from reconciler.medplum.client import MedplumClient
 from reconciler.medplum.errors import AuthError, HTTPStatusError, JobError
-from tests.sandbox_process import MEMBER, SandboxProcess
+from tests.sandbox_process import MEMBER, InProcessSandbox
 
 
 @pytest.fixture
-def client(sandbox: SandboxProcess) -> MedplumClient:
+def client(sandbox: InProcessSandbox) -> MedplumClient:
     return sandbox.client()
 
 
@@ -126,7 +126,7 @@ def test_set_accounts_sync_async_and_wait(client: MedplumClient) -> None:
     assert get_resource_accounts(client.read_resource("Observation", obs["id"])) == [o2]
 
 
-def test_member_client_forbidden(sandbox: SandboxProcess, client: MedplumClient) -> None:
+def test_member_client_forbidden(sandbox: InProcessSandbox, client: MedplumClient) -> None:
     member = sandbox.client(MEMBER)
     p = client.create_resource({"resourceType": "Patient"})
     with pytest.raises(HTTPStatusError) as info:
@@ -140,7 +140,7 @@ def test_member_client_forbidden(sandbox: SandboxProcess, client: MedplumClient)
     assert job_info.value.status == "error" and job_info.value.outcome_text == "Forbidden"
 
 
-def test_bad_credentials(sandbox: SandboxProcess) -> None:
+def test_bad_credentials(sandbox: InProcessSandbox) -> None:
     bad = sandbox.client(("sandbox-admin", "wrong-secret-xyz"))
     with pytest.raises(AuthError) as info:
         bad.search("Patient")
@@ -222,7 +222,7 @@ def test_retries_against_sandbox_faults(make_sandbox: Any) -> None:
 
 
 def test_accounts_command_prints_one_reference_per_line(
-    sandbox: SandboxProcess, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    sandbox: InProcessSandbox, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     from reconciler.cli import main
 

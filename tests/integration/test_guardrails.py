@@ -17,6 +17,7 @@ import yaml
 from reconciler.apply.lock import LOCK_SYSTEM, LOCK_VALUE, ApplyLock
 from reconciler.medplum.client import MedplumClient
 from tests.integration.helpers import (
+    accounts_by_ref,
     accounts_of,
     create_org,
     create_patients,
@@ -97,7 +98,7 @@ def test_lock_held_fails_fast_then_waits(make_sandbox: Any, tmp_path: Path, cli:
     threading.Timer(0.6, other.release).start()
     code, _out, err = cli(sb, "apply", manifests, "--auto-approve", "--lock-timeout", "10s")
     assert code == 0, err
-    assert all(accounts_of(client, r) == [org] for r in refs)
+    assert all(a == [org] for a in accounts_by_ref(client, refs).values())
     assert locks(client) == []  # released after success
 
 
@@ -193,11 +194,11 @@ def test_two_concurrent_applies_never_both_write(make_sandbox: Any, tmp_path: Pa
         or (other[0] == 0 and "No changes. Live accounts match the manifests." in other[1])
         or (other[0] == 0 and "Apply complete! 0 patients updated" in other[1])
     ), other
-    assert all(accounts_of(client, r) == [org] for r in refs) and locks(client) == []
+    assert all(a == [org] for a in accounts_by_ref(client, refs).values()) and locks(client) == []
 
 
 def test_ctrl_c_waits_for_in_flight_releases_lock_exits_130(
-    make_sandbox: Any, tmp_path: Path
+    make_sandbox: Any, tmp_path: Path, cli: Any
 ) -> None:
     sb = make_sandbox("--latency-ms", "40", "--job-delay-ms", "100")
     client = sb.client()
@@ -215,23 +216,12 @@ def test_ctrl_c_waits_for_in_flight_releases_lock_exits_130(
     assert code == 130, out
     assert "Apply interrupted:" in out
     assert locks(client) == []
-    done = sum(1 for r in refs if accounts_of(client, r) == [org])
+    done = sum(1 for a in accounts_by_ref(client, refs).values() if a == [org])
     assert 0 < done < 60
     # Convergent: the next plan shows exactly the remainder.
-    env = {
-        **os.environ,
-        "MEDPLUM_BASE_URL": sb.url,
-        "MEDPLUM_CLIENT_ID": ADMIN[0],
-        "MEDPLUM_CLIENT_SECRET": ADMIN[1],
-    }
-    plan = subprocess.run(
-        [sys.executable, "-m", "reconciler", "plan", manifests, "-q"],
-        capture_output=True,
-        text=True,
-        env=env,
-    )
+    _, plan_out, _ = cli(sb, "plan", manifests, "-q")
     assert (
-        plan.stdout.splitlines()[-2]
+        plan_out.splitlines()[-2]
         == f"Plan: {60 - done} patients to update, {60 - done} accounts to add, 0 accounts to remove."
     )
 

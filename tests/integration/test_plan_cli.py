@@ -11,14 +11,14 @@ import jsonschema
 import pytest
 
 from reconciler.cli import main
-from reconciler.manifest import load_schema
+from reconciler.schemas import load_schema
 from tests.integration.conftest import Cli
 from tests.integration.helpers import create_org, create_patients, mrn, tenant_yaml, write
-from tests.sandbox_process import SandboxProcess
+from tests.sandbox_process import InProcessSandbox
 
 
 def test_plan_text_json_markdown_and_exit_codes(
-    sandbox: SandboxProcess, tmp_path: Path, cli: Cli
+    sandbox: InProcessSandbox, tmp_path: Path, cli: Cli
 ) -> None:
     client = sandbox.client()
     north, south, legacy = create_org(client), create_org(client), create_org(client)
@@ -74,7 +74,7 @@ def test_plan_text_json_markdown_and_exit_codes(
 
 
 def test_plan_out_file_is_0600_and_says_how_to_apply(
-    sandbox: SandboxProcess, tmp_path: Path, cli: Cli
+    sandbox: InProcessSandbox, tmp_path: Path, cli: Cli
 ) -> None:
     client = sandbox.client()
     org = create_org(client)
@@ -90,7 +90,7 @@ def test_plan_out_file_is_0600_and_says_how_to_apply(
 
 
 def test_unresolvable_selectors_all_listed_nothing_else(
-    sandbox: SandboxProcess, tmp_path: Path, cli: Cli
+    sandbox: InProcessSandbox, tmp_path: Path, cli: Cli
 ) -> None:
     client = sandbox.client()
     org = create_org(client)
@@ -140,7 +140,7 @@ def test_unresolvable_selectors_all_listed_nothing_else(
 
 
 def test_request_count_for_3000_selectors(
-    sandbox: SandboxProcess, tmp_path: Path, cli: Cli
+    sandbox: InProcessSandbox, tmp_path: Path, cli: Cli
 ) -> None:
     client = sandbox.client()
     org = create_org(client)

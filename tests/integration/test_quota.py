@@ -1,9 +1,12 @@
-"""Medplum's FHIR quota in the sandbox, and an apply that paces itself under it."""
+"""Medplum's FHIR quota in the sandbox, and an apply that paces itself under it.
+
+These run the sandbox's application on a manual clock (tests/sandbox_process.py, AppSandbox):
+a minute-long window passes when a client or a job sleeps, never in real time.
+"""
 
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 from typing import Any
 
@@ -16,56 +19,90 @@ from reconciler.medplum.ratelimit import parse_ratelimit
 from tests.integration.helpers import (
     create_org,
     create_patients,
-    run_cli,
+    run_cli_app,
     seed_store,
     tenant_yaml,
     write,
 )
+from tests.sandbox_process import AppSandbox
+
+WINDOW = 60.0
 
 
 def fhir_remaining(response: httpx.Response) -> int:
     return parse_ratelimit(response.headers["RateLimit"])["fhirInteractions"].remaining
 
 
-def test_quota_costs_headers_and_429(make_sandbox: Any) -> None:
-    sb = make_sandbox("--fhir-quota", "300", "--quota-window-s", "4")
-    token = sb.token()
-    http = httpx.Client(
+def authed(sb: AppSandbox) -> httpx.Client:
+    return httpx.Client(
         base_url=f"{sb.url}/fhir/R4/",
-        headers={"Authorization": f"Bearer {token}", "X-Medplum": "extended"},
+        transport=sb.transport,
+        headers={"Authorization": f"Bearer {sb.token()}", "X-Medplum": "extended"},
     )
+
+
+def test_quota_costs_headers_and_429(make_app_sandbox: Any) -> None:
+    sb = make_app_sandbox("--fhir-quota", "300")
+    http = authed(sb)
     r = http.post("Patient", json={"resourceType": "Patient"})
     assert fhir_remaining(r) == 200  # a write costs 100
     pid = r.json()["id"]
     assert fhir_remaining(http.get(f"Patient/{pid}")) == 199  # a read 1
     assert fhir_remaining(http.get("Patient")) == 179  # a search 20
-    http.post("Patient", json={"resourceType": "Patient"})
-    http.post("Patient", json={"resourceType": "Patient"})
+    assert http.post("Patient", json={"resourceType": "Patient"}).status_code == 201  # 79 left
+    r = http.post("Patient", json={"resourceType": "Patient"})  # 100 > 79: refused, and spent
+    assert r.status_code == 429 and fhir_remaining(r) == 0
     r = http.get(f"Patient/{pid}")  # past the quota even reads answer 429
     assert r.status_code == 429 and "Retry-After" not in r.headers
     body = r.json()
     assert body["id"] == "too-many-requests" and body["issue"][0]["code"] == "throttled"
     wait_ms = json.loads(body["issue"][0]["diagnostics"])["_msBeforeNext"]
-    assert 0 < wait_ms <= 4000
-    assert fhir_remaining(r) == 0
-    time.sleep(wait_ms / 1000 + 0.05)
+    assert 0 < wait_ms <= WINDOW * 1000
+    assert parse_ratelimit(r.headers["RateLimit"])["fhirInteractions"].reset_s == -(
+        -wait_ms // 1000
+    )
+    sb.clock.advance(wait_ms / 1000)  # the window resets: everything answers again
     assert http.get(f"Patient/{pid}").status_code == 200
     assert parse_ratelimit(r.headers["RateLimit"])["requests"].remaining > 0
 
 
+def test_the_project_limiter_is_ten_times_the_membership_and_shared(make_app_sandbox: Any) -> None:
+    sb = make_app_sandbox(
+        "--fhir-quota", "1000",
+        *[f"--client=c{i}:s:admin" for i in range(11)],
+    )  # fmt: skip
+    for i in range(10):  # ten clients spend their whole membership window: 10,000 points
+        http = httpx.Client(
+            base_url=f"{sb.url}/fhir/R4/",
+            transport=sb.transport,
+            headers={"Authorization": f"Bearer {sb.token((f'c{i}', 's'))}"},
+        )
+        for _ in range(10):
+            assert http.post("Basic", json={"resourceType": "Basic"}).status_code == 201
+    fresh = httpx.Client(
+        base_url=f"{sb.url}/fhir/R4/",
+        transport=sb.transport,
+        headers={"Authorization": f"Bearer {sb.token(('c10', 's'))}"},
+    )
+    r = fresh.get("Basic")  # its own window is untouched, the project's is spent
+    assert r.status_code == 429
+    assert fhir_remaining(r) == 0
+
+
 def test_sync_set_accounts_cut_by_quota_commits_part_and_verify_repairs(
-    make_sandbox: Any,
+    make_app_sandbox: Any,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    sb = make_sandbox("--fhir-quota", "1000", "--quota-window-s", "2")
+    sb = make_app_sandbox("--fhir-quota", "1000")
     client = sb.client(max_retries=0)
     org = create_org(client)
-    time.sleep(2.05)
+    sb.clock.advance(WINDOW)
     (ref,) = create_patients(client, 1, compartment=6)
-    time.sleep(2.05)
-    # 1000 points: 624 spent; the patient + 3 of its 6 resources fit before the cut.
+    sb.clock.advance(WINDOW)
+    # 1000 points: 624 spent. The patient (724) and 2 of its 6 resources (824, 924) fit; the
+    # third write takes the window to 1024 and is refused, like Medplum's consume().
     client.search("Patient", {"_count": "1"})  # 20
     for _ in range(4):
         client.read_resource(*ref.split("/"))  # 4
@@ -74,10 +111,10 @@ def test_sync_set_accounts_cut_by_quota_commits_part_and_verify_repairs(
     with pytest.raises(HTTPStatusError) as info:
         client.set_accounts(ref, [org], propagate=True)
     assert info.value.status == 429
-    time.sleep(2.05)
+    sb.clock.advance(WINDOW)
     assert get_resource_accounts(client.read_resource(*ref.split("/"))) == [org]  # committed
     members = [get_resource_accounts(r) for r in client.read_compartments([ref])]
-    assert sorted(members) == [[], [], [], [org], [org], [org]]  # and only part of the compartment
+    assert sorted(members) == [[], [], [], [], [org], [org]]  # and only part of the compartment
     # Re-running the same $set-accounts does not repair it (only the difference propagates) ...
     client.set_accounts(ref, [org], propagate=True)
     assert sorted(get_resource_accounts(r) for r in client.read_compartments([ref])) == sorted(
@@ -85,46 +122,48 @@ def test_sync_set_accounts_cut_by_quota_commits_part_and_verify_repairs(
     )
     # ... verification finds the stragglers and repairs them.
     manifests = write(tmp_path, "t.yaml", tenant_yaml("quota", org, [ref]))
-    time.sleep(2.05)
-    code, out, err = run_cli(sb, monkeypatch, capsys, "verify", manifests, "--repair")
+    sb.clock.advance(WINDOW)
+    code, out, err = run_cli_app(sb, monkeypatch, capsys, "verify", manifests, "--repair")
     assert code == 0, err
     assert (
         out.splitlines()[0]
-        == "Checked 6 compartment resources of 1 patient: 3 resources of 1 patient out of step."
+        == "Checked 6 compartment resources of 1 patient: 4 resources of 1 patient out of step."
     )
     assert all(get_resource_accounts(r) == [org] for r in client.read_compartments([ref]))
 
 
-def test_async_job_sleeps_until_the_window_resets(make_sandbox: Any) -> None:
-    sb = make_sandbox("--fhir-quota", "700", "--quota-window-s", "1")
+def test_async_job_sleeps_until_the_window_resets(make_app_sandbox: Any) -> None:
+    sb = make_app_sandbox("--fhir-quota", "700")
     client = sb.client(max_retries=20)
     org = create_org(client)
-    time.sleep(1.05)
+    sb.clock.advance(WINDOW)
     (ref,) = create_patients(client, 1, compartment=5)
-    time.sleep(1.05)
-    started = time.monotonic()  # before the window's first request
+    sb.clock.advance(WINDOW)
+    started = sb.clock.now()  # before the window's first request
     for _ in range(3):
         client.create_resource({"resourceType": "Basic", "code": {"text": "burn"}})  # 300
     result = client.set_accounts(ref, [org], propagate=True, prefer_async=True)
-    job = client.wait_for_async_job(result, timeout=20)
+    job = client.wait_for_async_job(result, timeout=WINDOW * 5)
     assert job["status"] == "completed" and job["output"]["parameter"][0]["valueInteger"] == 6
-    assert time.monotonic() - started >= 1.0  # 600 points of writes, 400 left: a second window
+    # 600 points of writes with 400 left: the job slept into a second window.
+    assert sb.clock.now() - started >= WINDOW
     assert all(get_resource_accounts(r) == [org] for r in client.read_compartments([ref]))
 
 
 def test_apply_bigger_than_a_window_converges_at_the_quota_pace(
-    make_sandbox: Any,
+    make_app_sandbox: Any,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    # 60 patients x (1 + 4 compartment resources) = 300 writes = 30,000 points; ~1/3 a window.
+    # 60 patients x (1 + 4 compartment resources) = 300 writes = 30,000 points: 3 windows.
     data = str(tmp_path / "quota.sqlite")
     org, refs = seed_store(data, patients=60, compartment=4)
-    sb = make_sandbox("--fhir-quota", "11000", "--quota-window-s", "1.5", data=data)
+    sb = make_app_sandbox("--fhir-quota", "11000", data=data)
     client = sb.client(max_retries=20)
     manifests = write(tmp_path, "t.yaml", tenant_yaml("paced", org, refs))
-    code, out, err = run_cli(sb, monkeypatch, capsys, "apply", manifests, "--auto-approve")
+    started = sb.clock.now()
+    code, out, err = run_cli_app(sb, monkeypatch, capsys, "apply", manifests, "--auto-approve")
     assert code == 0, out + err
     assert "Apply complete! 60 patients updated, 60 accounts added, 0 accounts removed." in out
     assert (
@@ -132,5 +171,6 @@ def test_apply_bigger_than_a_window_converges_at_the_quota_pace(
         == "Verified 240 compartment resources: 0 stragglers found, 0 repaired."
     )
     assert any(json.loads(line).get("event") == "waiting for quota" for line in err.splitlines())
-    time.sleep(1.6)
+    assert sb.clock.now() - started >= 2 * WINDOW  # 30,000 points need at least 3 windows
+    sb.clock.advance(WINDOW)
     assert all(get_resource_accounts(client.read_resource(*r.split("/"))) == [org] for r in refs)

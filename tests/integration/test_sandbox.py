@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.sandbox_process import MEMBER, SandboxProcess
+from tests.sandbox_process import MEMBER, InProcessSandbox, SandboxProcess
 
 # The recorded real Medplum 5.0.10 exchanges live in ../shared beside the checkout.
 EXCHANGES_FILE = Path(__file__).resolve().parents[3] / "shared" / "medplum-5.0.10-exchanges.json"
@@ -21,7 +21,7 @@ class Api:
     """Raw HTTP against the sandbox with a bearer token (shapes are what we test here)."""
 
     def __init__(
-        self, sb: SandboxProcess, creds: tuple[str, str] | None = None, extended: bool = True
+        self, sb: InProcessSandbox, creds: tuple[str, str] | None = None, extended: bool = True
     ):
         self.sb = sb
         self.http = httpx.Client(base_url=f"{sb.url}/fhir/R4/", timeout=10)
@@ -77,7 +77,7 @@ def wait_job(api: Api, url: str, timeout: float = 10) -> httpx.Response:
 
 
 @pytest.fixture
-def api(sandbox: SandboxProcess) -> Api:
+def api(sandbox: InProcessSandbox) -> Api:
     return Api(sandbox)
 
 
@@ -88,7 +88,7 @@ def org(api: Api, name: str = "Org") -> str:
 # --- basics and auth --------------------------------------------------------------------------
 
 
-def test_healthcheck_and_ratelimit_headers(sandbox: SandboxProcess, api: Api) -> None:
+def test_healthcheck_and_ratelimit_headers(sandbox: InProcessSandbox, api: Api) -> None:
     health = httpx.get(f"{sandbox.url}/healthcheck")
     assert health.status_code == 200
     assert (
@@ -102,7 +102,7 @@ def test_healthcheck_and_ratelimit_headers(sandbox: SandboxProcess, api: Api) ->
     assert parts[0].startswith('"requests";r=') and parts[1].startswith('"fhirInteractions";r=')
 
 
-def test_token_errors(sandbox: SandboxProcess) -> None:
+def test_token_errors(sandbox: InProcessSandbox) -> None:
     url = f"{sandbox.url}/oauth2/token"
     r = httpx.post(url, data={"grant_type": "password"})
     assert r.status_code == 400 and r.json()["error"] == "unsupported_grant_type"
@@ -123,12 +123,15 @@ def test_token_errors(sandbox: SandboxProcess) -> None:
     assert r.status_code == 401
 
 
-def test_token_expiry(make_sandbox: Any) -> None:
-    sb = make_sandbox("--token-ttl", "1")
-    api = Api(sb)
-    assert api.req("GET", "Patient").status_code == 200
-    time.sleep(1.2)
-    assert api.req("GET", "Patient").status_code == 401
+def test_token_expiry(make_app_sandbox: Any) -> None:
+    sb = make_app_sandbox("--token-ttl", "60")
+    http = httpx.Client(base_url=f"{sb.url}/fhir/R4/", transport=sb.transport)
+    headers = {"Authorization": f"Bearer {sb.token()}"}
+    assert http.get("Patient", headers=headers).status_code == 200
+    sb.clock.advance(59)
+    assert http.get("Patient", headers=headers).status_code == 200
+    sb.clock.advance(2)
+    assert http.get("Patient", headers=headers).status_code == 401
 
 
 # --- CRUD, versions, conditional requests -----------------------------------------------------
@@ -198,7 +201,7 @@ def test_conditional_create(api: Api) -> None:
 # --- accounts rules ---------------------------------------------------------------------------
 
 
-def test_extended_header_shows_account_and_compartment(sandbox: SandboxProcess, api: Api) -> None:
+def test_extended_header_shows_account_and_compartment(sandbox: InProcessSandbox, api: Api) -> None:
     o = org(api)
     p = api.create({"resourceType": "Patient", "meta": {"accounts": [{"reference": o}]}})
     assert p["meta"]["account"] == {"reference": o}
@@ -212,7 +215,9 @@ def test_extended_header_shows_account_and_compartment(sandbox: SandboxProcess, 
     )
 
 
-def test_linked_resources_inherit_and_rederive_accounts(sandbox: SandboxProcess, api: Api) -> None:
+def test_linked_resources_inherit_and_rederive_accounts(
+    sandbox: InProcessSandbox, api: Api
+) -> None:
     o1, o2 = org(api), org(api)
     p = api.create({"resourceType": "Patient", "meta": {"accounts": [{"reference": o1}]}})
     obs = api.create(
@@ -457,7 +462,7 @@ def test_set_accounts_propagate_cap(make_sandbox: Any) -> None:
     assert [accounts(api.read(m)) for m in members] == [[o]] * 5 + [[]] * 7
 
 
-def test_set_accounts_member_forbidden_sync_and_async(sandbox: SandboxProcess, api: Api) -> None:
+def test_set_accounts_member_forbidden_sync_and_async(sandbox: InProcessSandbox, api: Api) -> None:
     o = org(api)
     patient, _ = _patient_with_compartment(api, [], 0)
     member = Api(sandbox, MEMBER)
@@ -475,7 +480,7 @@ def test_set_accounts_member_forbidden_sync_and_async(sandbox: SandboxProcess, a
     assert r.status_code == 404
 
 
-def test_async_set_accounts_job_lifecycle(sandbox: SandboxProcess, api: Api) -> None:
+def test_async_set_accounts_job_lifecycle(sandbox: InProcessSandbox, api: Api) -> None:
     o = org(api)
     patient, members = _patient_with_compartment(api, [], 2)
     r = api.set_accounts(patient, [o], propagate=True, headers={"Prefer": "respond-async"})

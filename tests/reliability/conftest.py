@@ -3,7 +3,6 @@ records every byte the tool prints (for the secret-leak checks), and the figures
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -16,19 +15,18 @@ import pytest
 
 from reconciler.cli import main
 from reconciler.medplum.client import MedplumClient
-from tests.sandbox_process import SandboxProcess
+from tests.sandbox_process import InProcessSandbox, SandboxProcess
 
 SECRET = "S3CR3T-reliability-must-never-leak-7f3a"
 CLIENT_ID = "rel-admin"
 CREDS = (CLIENT_ID, SECRET)
 TOKEN_PREFIX = "sbx_"  # every sandbox access token starts with it
 FIGURES: Counter[str] = Counter()
-OUTPUTS: list[str] = []
 
 
 @dataclass
 class Sandbox:
-    proc: SandboxProcess
+    proc: InProcessSandbox | SandboxProcess
     clients: list[MedplumClient] = field(default_factory=list)
 
     @property
@@ -62,18 +60,23 @@ class Sandbox:
 
 @pytest.fixture
 def sandbox_factory() -> Iterator[Callable[..., Sandbox]]:
-    started: list[SandboxProcess] = []
+    started: list[InProcessSandbox | SandboxProcess] = []
 
-    def start(*args: str, data: str = ":memory:") -> Sandbox:
-        proc = SandboxProcess(
-            args=["--client", f"{CLIENT_ID}:{SECRET}:admin", *args], data=data
-        ).start()
+    def start(*args: str, data: str = ":memory:", process: bool = False) -> Sandbox:
+        """In this process by default; `process=True` for a server the test stops or kills."""
+        kind = SandboxProcess if process else InProcessSandbox
+        proc = kind(args=["--client", f"{CLIENT_ID}:{SECRET}:admin", *args], data=data).start()
         started.append(proc)
         return Sandbox(proc)
 
     yield start
     for proc in started:
-        stats = proc.stats() if proc.proc and proc.proc.poll() is None else {}
+        alive = (
+            proc.server is not None
+            if isinstance(proc, InProcessSandbox)
+            else (proc.proc is not None and proc.proc.poll() is None)
+        )
+        stats = proc.stats() if alive else {}
         for key, value in stats.items():
             if key.startswith("fault_") or key in ("latency_spikes", "throttled", "jobs_failed"):
                 FIGURES[f"injected {key}"] += int(value)
@@ -82,7 +85,12 @@ def sandbox_factory() -> Iterator[Callable[..., Sandbox]]:
 
 
 def record(*texts: str) -> None:
-    OUTPUTS.extend(texts)
+    """Keep what the tool printed and check it at once: a leak fails the test that caused it
+    (whichever xdist worker runs it), not a sweep at the end of one worker's share."""
+    for text in texts:
+        FIGURES["outputs scanned for secrets"] += 1
+        assert SECRET not in text, "the client secret appeared in the tool's output"
+        assert TOKEN_PREFIX not in text, "a bearer token appeared in the tool's output"
 
 
 @pytest.fixture
@@ -117,10 +125,3 @@ def finish(proc: subprocess.Popen[str], timeout: float = 120) -> tuple[int, str,
     record(out, err)
     FIGURES["CLI runs"] += 1
     return proc.returncode, out, err
-
-
-def pytest_terminal_summary(terminalreporter: Any) -> None:
-    if FIGURES:
-        terminalreporter.write_line(
-            "reliability figures: " + json.dumps(dict(sorted(FIGURES.items())))
-        )

@@ -85,7 +85,9 @@ class Handler(BaseHTTPRequestHandler):
 @pytest.fixture
 def bad_server() -> Iterator[BadServer]:
     server = BadServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(
+        target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+    )
     thread.start()
     yield server
     server.shutdown()
@@ -112,16 +114,21 @@ def test_bad_server_answers(mode: str, bad_server: BadServer, tmp_path: Path, mo
     monkeypatch.setenv("MEDPLUM_CLIENT_SECRET", SECRET)
     path = tmp_path / "t.yaml"
     path.write_text(tenant_yaml("t", ORG, [PATIENT]))
-    import reconciler.medplum.client as client_module
+    import httpx
 
-    original = client_module.MedplumClient.__init__
+    import reconciler.connect
+    from reconciler.medplum.client import MedplumClient
 
-    def fast(self: object, *args: object, **kwargs: object) -> None:
-        kwargs.setdefault("max_retries", 2)
-        kwargs.setdefault("backoff_base_s", 0.01)
-        original(self, *args, **kwargs)  # type: ignore[arg-type]
+    def fast(
+        url: str, client_id: str, secret: str, *, timeout: float, **_: object
+    ) -> MedplumClient:
+        # Fewer, quicker retries than a real run, through the CLI's own client factory.
+        return MedplumClient(
+            url, client_id, secret, http=httpx.Client(timeout=timeout), timeout=timeout,
+            max_retries=2, backoff_base_s=0.01,
+        )  # fmt: skip
 
-    monkeypatch.setattr(client_module.MedplumClient, "__init__", fast)
+    monkeypatch.setattr(reconciler.connect, "build_client", fast)
     capsys.readouterr()
     started = time.monotonic()
     code = main(["plan", str(path), "--timeout", "0.3", "--log-format", "json"])

@@ -89,7 +89,7 @@ def test_expired_lock_of_a_killed_apply_is_taken_over(
 
 def test_sandbox_restart_mid_apply(sandbox_factory: Any, run: Run, tmp_path: Path) -> None:
     data = str(tmp_path / "restart.sqlite")
-    sb = sandbox_factory("--latency-ms", "10", "--job-delay-ms", "30", data=data)
+    sb = sandbox_factory("--latency-ms", "10", "--job-delay-ms", "30", data=data, process=True)
     client = sb.client()
     scenario = build(client, tmp_path, n=60, compartment=2)
     port = sb.url.rsplit(":", 1)[1]

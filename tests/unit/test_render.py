@@ -11,11 +11,11 @@ import jsonschema
 import pytest
 
 from reconciler.errors import PlanFileError
-from reconciler.manifest import load_schema
 from reconciler.model import AccountInfo, Change, Membership, Plan, Step
 from reconciler.plan.jsonform import digest_of, plan_to_json
 from reconciler.plan.planfile import load_plan, looks_like_plan, save_plan
 from reconciler.plan.render import redact, render_json, render_markdown, render_text
+from reconciler.schemas import load_schema
 
 N, S, L, R = (
     "Organization/northside",
