@@ -83,7 +83,6 @@ class MedplumClient(ReadsMixin, OperationsMixin):
             )
         self._stats_lock = threading.Lock()
         self.requests_sent = 0
-        self.retries = 0
 
     @classmethod
     def from_env(cls, **kwargs: Any) -> MedplumClient:
@@ -196,8 +195,6 @@ class MedplumClient(ReadsMixin, OperationsMixin):
                     )
                     attempt += 1
                     retried = True
-                    with self._stats_lock:
-                        self.retries += 1
                     self.sleep(wait)
                     continue
             return self._finish(method, shown, response, ok, expect_json, retried)

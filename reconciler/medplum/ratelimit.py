@@ -86,7 +86,6 @@ class Pacer:
         self.last: dict[str, Limit] = {}
         self._observed_at = 0.0
         self.waited_s = 0.0
-        self.waits = 0
         self.max_seen = 0  # the largest remainder seen: a lower bound of the window's limit
         self.on_wait: Callable[[float, str], None] | None = None
 
@@ -144,5 +143,4 @@ class Pacer:
         if waited:
             with self._lock:
                 self.waited_s += waited
-                self.waits += 1
         return waited

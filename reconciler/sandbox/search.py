@@ -19,7 +19,6 @@ TYPE_PARAMS = {
     "Patient": {"name", "birthdate", "general-practitioner"},
 }
 LINK_PARAMS = {"subject", "patient"}
-CONTROL_PARAMS = {"_count", "_offset", "_sort", "_cursor", "_elements", "_summary", "_total"}
 SUBSETTED = {"system": "http://hl7.org/fhir/v3/ObservationValue", "code": "SUBSETTED"}
 
 

@@ -1,0 +1,105 @@
+"""apply/executor.py against the sandbox app: exact server state, the report, the events, and
+what happens to a patient that moves between plan and write."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any
+
+from reconciler.apply.executor import Executor
+from reconciler.manifest import load_manifests
+from reconciler.medplum.client import MedplumClient
+from reconciler.plan.build import build_plan
+from tests.integration.helpers import (
+    accounts_by_ref,
+    accounts_of,
+    create_org,
+    create_patients,
+    tenant_yaml,
+    write,
+)
+
+
+def _plan(client: MedplumClient, tmp_path: Path, org: str, refs: list[str]) -> Any:
+    manifests = load_manifests([write(tmp_path, "t.yaml", tenant_yaml("t", org, refs))])
+    plan, _ = build_plan(client, "sandbox:test", manifests)
+    return plan
+
+
+def test_applies_every_change_propagates_verifies_and_reports(
+    client: MedplumClient, tmp_path: Path
+) -> None:
+    org = create_org(client)
+    refs = create_patients(client, 7, compartment=2)
+    plan = _plan(client, tmp_path, org, refs)
+    events: list[tuple[str, dict[str, Any]]] = []
+    lock = threading.Lock()
+
+    def sink(name: str, data: dict[str, Any]) -> None:
+        with lock:
+            events.append((name, data))
+
+    report = Executor(client, plan.managed, parallelism=3, on_event=sink, batch_size=3).run(plan)
+    assert (len(report.succeeded), len(report.failed), report.skipped) == (7, 0, 0)
+    assert (report.added, report.removed, report.propagated) == (7, 0, 14)
+    assert (report.verified, report.compartment_read, report.stragglers) == (True, 14, 0)
+    assert all(a == [org] for a in accounts_by_ref(client, refs).values())
+    for resource in client.read_compartments(refs):
+        assert resource["meta"]["accounts"] == [{"reference": org}]
+    assert sorted(d["patient"] for n, d in events if n == "change_complete") == sorted(refs)
+
+
+def test_saved_plan_fails_a_patient_that_moved_and_a_deleted_one(
+    client: MedplumClient, tmp_path: Path
+) -> None:
+    org, other = create_org(client), create_org(client)
+    moved, deleted, fine = create_patients(client, 3)
+    plan = _plan(client, tmp_path, org, [moved, deleted, fine])
+    client.set_accounts(moved, [other])  # someone else wrote it after the plan
+    client.delete_resource(*deleted.split("/"))
+    report = Executor(client, plan.managed, verify=False).run(plan)
+    reasons = {o.patient: o.reason for o in report.failed}
+    assert set(reasons) == {moved, deleted}
+    assert reasons[deleted] == "deleted during apply"
+    assert reasons[moved].startswith("changed during apply (version ")
+    assert accounts_of(client, moved) == [other]  # untouched
+    assert accounts_of(client, fine) == [org]
+
+
+def test_with_manifests_a_moved_patient_is_replanned_from_its_fresh_accounts(
+    client: MedplumClient, tmp_path: Path
+) -> None:
+    org, legacy = create_org(client), create_org(client)
+    moved, done_elsewhere = create_patients(client, 2)
+    plan = _plan(client, tmp_path, org, [moved, done_elsewhere])
+    client.set_accounts(moved, [legacy])  # an unmanaged account appeared: keep it
+    client.set_accounts(done_elsewhere, [org])  # someone already made this change
+
+    def replan(fresh: Any) -> Any:
+        from reconciler.plan.planner import change_for
+
+        after = [*fresh.accounts, *([org] if org not in fresh.accounts else [])]
+        return change_for(
+            fresh.reference,
+            fresh.version_id,
+            fresh.identifier,
+            fresh.accounts,
+            after,
+            plan.managed,
+        )
+
+    report = Executor(client, plan.managed, verify=False, replan=replan).run(plan)
+    assert (len(report.succeeded), report.skipped, len(report.failed)) == (1, 1, 0)
+    assert accounts_of(client, moved) == [legacy, org]
+
+
+def test_a_stop_request_starts_no_new_change(client: MedplumClient, tmp_path: Path) -> None:
+    org = create_org(client)
+    refs = create_patients(client, 5)
+    plan = _plan(client, tmp_path, org, refs)
+    executor = Executor(client, plan.managed, verify=False)
+    executor.stop.set()
+    report = executor.run(plan)
+    assert report.interrupted and report.outcomes == []
+    assert all(a == [] for a in accounts_by_ref(client, refs).values())
