@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -22,9 +22,11 @@ class Result:
 
 
 class Requester(Protocol):
-    """What the read and operation helpers need from the client: one request path."""
+    """What the read and operation helpers (the client's mixins) need from the client: one
+    request path. The mixins subclass it, so they type-check without importing the client."""
 
     fhir_base: str
+    sleep: Callable[[float], None]
 
     def request(
         self,

@@ -4,10 +4,10 @@ C-CDA export and terminology."""
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Mapping, Sequence
+from typing import Any
 
-from reconciler.medplum._types import Result
+from reconciler.medplum._types import Requester, Result
 from reconciler.medplum.errors import JobError, JobTimeout, MedplumError, outcome_text
 
 FIRST_POLL_S = 0.05
@@ -59,14 +59,8 @@ def job_url(result_or_url: Any) -> str:
     raise MedplumError("no async job URL in that result (was the call made with prefer_async?)")
 
 
-class OperationsMixin:
+class OperationsMixin(Requester):
     """Relies on MedplumClient.request/read_resource; kept apart to keep each module small."""
-
-    if TYPE_CHECKING:
-        sleep: Any
-        fhir_base: str
-
-        request: Callable[..., Result]
 
     def execute_operation(
         self,

@@ -3,10 +3,10 @@ compartments of many patients at once — never one request per resource (design
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, TypeVar
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from typing import Any, TypeVar
 
-from reconciler.medplum._types import Result
+from reconciler.medplum._types import Requester
 from reconciler.medplum.compartment import PATIENT_COMPARTMENT_TYPES
 from reconciler.medplum.errors import TransportError, outcome_text
 
@@ -17,13 +17,8 @@ COMPARTMENT_BATCH = 100  # patients per system-level compartment search (URL sta
 COUNT_BATCH = 250  # patients per counting request: ~13 KiB of URL, under Node's 16 KiB limit
 
 
-class ReadsMixin:
+class ReadsMixin(Requester):
     """Relies on MedplumClient.request/search; kept apart to keep each module small."""
-
-    if TYPE_CHECKING:
-        fhir_base: str
-        request: Callable[..., Result]
-        search: Callable[..., dict[str, Any]]
 
     def search_all(
         self,

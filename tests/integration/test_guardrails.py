@@ -65,6 +65,18 @@ def test_mass_removal_warns_in_plan_and_refuses_apply(
     cli(sb, "plan", manifests, "--out", plan_file)
     assert cli(sb, "apply", plan_file)[0] == 1
     assert patient_versions(client, refs) == before
+    # --max-removals on plan is a diagnostic of that run, on stderr, never part of the saved
+    # plan: the plan's changes and warnings are the same with or without the flag.
+    capped = str(tmp_path / "capped.json")
+    code, out, err = cli(sb, "plan", manifests, "--out", capped, "--max-removals", "5")
+    assert code == 0 and "--max-removals" not in out
+    assert (
+        "Warning: the plan removes 13 accounts, more than --max-removals 5; apply will refuse"
+        in err
+    )
+    saved, with_cap = (json.loads(Path(f).read_text()) for f in (plan_file, capped))
+    assert "max-removals" not in json.dumps(with_cap)
+    assert with_cap["changes"] == saved["changes"] and with_cap["warnings"] == saved["warnings"]
     code, _, err = cli(
         sb, "apply", manifests, "--auto-approve", "--allow-mass-removal", "--max-removals", "5"
     )
