@@ -13,6 +13,14 @@ from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 from reconciler.sandbox import ops, search
+from reconciler.sandbox.access import (
+    ADMIN_TYPES,
+    PROJECT_ID,
+    PROJECT_NAME,
+    member_of,
+    membership_id_for,
+    policy_resource,
+)
 from reconciler.sandbox.auth import TokenIssuer
 from reconciler.sandbox.clock import Clock, SystemClock
 from reconciler.sandbox.fhir import Caller, Repository, parse_set_accounts
@@ -23,6 +31,7 @@ from reconciler.sandbox.outcomes import (
     accepted,
     all_ok,
     bad_request,
+    forbidden,
     not_found,
     outcome,
     throttled,
@@ -81,12 +90,101 @@ class App:
             sleep=self.clock.sleep,
         )
         self.jobs.fail_orphans()
-        self.auth = TokenIssuer(config.clients, config.token_ttl_s, clock=self.clock.now)
+        self.auth = TokenIssuer(
+            config.clients,
+            config.token_ttl_s,
+            clock=self.clock.now,
+            stored_secret=self._stored_secret,
+        )
+        self._ensure_client_memberships()
         self._lock = threading.Lock()
         self.stats: Counter[str] = Counter()
 
     def close(self) -> None:
         self.jobs.shutdown()
+
+    # --- who is calling --------------------------------------------------------------------
+
+    def _stored_secret(self, client_id: str) -> str | None:
+        client = self.store.get("ClientApplication", client_id)
+        secret = client.get("secret") if client else None
+        return secret if isinstance(secret, str) and secret else None
+
+    def _ensure_client_memberships(self) -> None:
+        """Every configured client is a ClientApplication with a ProjectMembership (`admin`
+        for the admin role, no `admin` field otherwise), created once and then left alone."""
+        with self.store.transaction() as conn:
+            for client_id, (secret, role) in self.config.clients.items():
+                ref = {"reference": f"ClientApplication/{client_id}", "display": client_id}
+                if self.store.get("ClientApplication", client_id) is None:
+                    self.store.put(
+                        conn,
+                        {"resourceType": "ClientApplication", "id": client_id,
+                         "name": client_id, "secret": secret, "meta": {}},
+                    )  # fmt: skip
+                if self._membership_where("user", ref["reference"]) is None:
+                    membership: Resource = {
+                        "resourceType": "ProjectMembership",
+                        "id": membership_id_for(client_id),
+                        "project": {"reference": f"Project/{PROJECT_ID}", "display": "Sandbox"},
+                        "user": ref,
+                        "profile": dict(ref),
+                        "meta": {},
+                    }
+                    if role == "admin":
+                        membership["admin"] = True
+                    self.store.put(conn, membership)
+
+    def _membership_where(self, param: str, value: str) -> Resource | None:
+        rows = self.store.query(
+            ["ProjectMembership"],
+            ["r.seq IN (SELECT seq FROM search_index WHERE param=? AND value=?)"],
+            [param, value],
+            order="r.seq",
+            limit=1,
+            offset=0,
+        )
+        return rows[0][2] if rows else None
+
+    def _caller(self, req: Request) -> Caller:
+        client_id = self.auth.client_of(req.header("authorization"))
+        membership = self._membership_where("user", f"ClientApplication/{client_id}")
+        if membership is None:
+            raise forbidden()
+        caller = Caller(client_id, member_of(self.store, membership))
+        on_behalf = req.header("x-medplum-on-behalf-of")
+        if not on_behalf:
+            return caller
+        # Only project admins may act as another member; the request then has that member's
+        # access (medplum-api.md, "Acting on behalf of a member").
+        if not caller.admin:
+            raise forbidden()
+        rtype, _, rid = on_behalf.strip().partition("/")
+        target = (
+            self.store.get("ProjectMembership", rid)
+            if rtype == "ProjectMembership"
+            else self._membership_where("profile", on_behalf.strip())
+        )
+        if target is None:
+            raise bad_request("Invalid X-Medplum-On-Behalf-Of header")
+        return Caller(client_id, member_of(self.store, target))
+
+    def _auth_me(self, req: Request) -> Response:
+        caller = self._caller(req)
+        membership = caller.member.membership
+        profile_ref = str((membership.get("profile") or {}).get("reference") or "")
+        ptype, _, pid = profile_ref.partition("/")
+        # Like Medplum: for a ClientApplication the profile is the client itself, secret and
+        # all — a caller must never log this body.
+        profile = self.store.get(ptype, pid) if ptype and pid else None
+        body: dict[str, Any] = {
+            "project": {"resourceType": "Project", "id": PROJECT_ID, "name": PROJECT_NAME},
+            "membership": self.repo.render(membership, extended=False),
+            "profile": profile,
+            "config": {"resourceType": "UserConfiguration", "menu": []},
+            "accessPolicy": policy_resource(caller.member.policy),
+        }
+        return Response(200, body, content_type="application/json; charset=utf-8")
 
     # --- entry point -----------------------------------------------------------------------
 
@@ -116,6 +214,8 @@ class App:
                 return Response(status, body, content_type="application/json")
             if path.startswith("/sandbox/stats"):
                 return self._stats(req)
+            if path == "/auth/me" and req.method == "GET":
+                return self._auth_me(req)
             if path == FHIR_PREFIX or path.startswith(FHIR_PREFIX + "/"):
                 return self._fhir(req, path[len(FHIR_PREFIX) :].strip("/"))
             raise not_found()
@@ -156,7 +256,7 @@ class App:
         return None
 
     def _fhir(self, req: Request, rest: str) -> Response:
-        caller = self.auth.caller(req.header("authorization"))
+        caller = self._caller(req)
         fault = self._fault(rest)
         if fault is not None:
             fault.headers["RateLimit"] = self.quota.header(caller.client_id, fhir=True)
@@ -196,6 +296,7 @@ class App:
                     raise bad_request("No types specified")
                 charge(SEARCH)
                 sreq = search.parse(types, query, system_level=True)
+                sreq.access = self._access(caller, types)
                 return Response(200, self._run_search(sreq, base, base, view))
             if method == "POST":
                 return self._batch(caller, req, _json(body), meter)
@@ -210,9 +311,11 @@ class App:
             if method == "GET":
                 charge(SEARCH)
                 sreq = search.parse([rtype], query, system_level=False)
+                sreq.access = self._access(caller, [rtype], required=True)
                 return Response(200, self._run_search(sreq, base, f"{base}/{rtype}", view))
             if method == "POST":
                 charge(WRITE)
+                self._check_type(caller, rtype, write=True)
                 return self._create(caller, rtype, _json(body), req, extended, view, base)
             raise _method_not_allowed()
         second = parts[1]
@@ -221,9 +324,11 @@ class App:
             raw = body if isinstance(body, bytes) else b""
             form = parse_qsl(raw.decode("utf-8", "replace"), keep_blank_values=True)
             sreq = search.parse([rtype], [*form, *query], system_level=False)
+            sreq.access = self._access(caller, [rtype], required=True)
             return Response(200, self._run_search(sreq, base, f"{base}/{rtype}", view))
         if second.startswith("$"):
             charge(READ)
+            self._check_type(caller, rtype, write=False)
             return ops.type_operation(
                 self.repo, rtype, second[1:], method, query, _json(body, allow_empty=True)
             )
@@ -231,10 +336,12 @@ class App:
         if len(parts) == 2:
             if method == "GET":
                 charge(READ)
+                self._check_visible(caller, rtype, rid, write=False)
                 resource = self.repo.read(rtype, rid)
                 return Response(200, view(resource), headers=_resource_headers(resource))
             if method == "PUT":
                 charge(WRITE)
+                self._check_visible(caller, rtype, rid, write=True)
                 resource = self.repo.update(
                     rtype,
                     rid,
@@ -246,19 +353,64 @@ class App:
                 return Response(200, view(resource), headers=_resource_headers(resource))
             if method == "DELETE":
                 charge(WRITE)
+                self._check_visible(caller, rtype, rid, write=True)
                 self.repo.delete(rtype, rid)
                 return Response(200, all_ok())
             raise _method_not_allowed()
         if len(parts) == 3 and parts[2] == "$set-accounts" and method == "POST":
+            if caller.admin:  # anyone else: 403 (sync) or a failing job, in _set_accounts
+                self._check_visible(caller, rtype, rid, write=True)
             return self._set_accounts(
                 caller, req, rtype, rid, _json(body, allow_empty=True), charge
             )
         if len(parts) == 3 and parts[2].startswith("$"):
             charge(SEARCH)
+            self._check_visible(caller, rtype, rid, write=False)
             return ops.instance_operation(
                 self.repo, rtype, rid, parts[2][1:], method, query, view, base
             )
         raise not_found()
+
+    # --- access policy enforcement (sandbox/access.py) -------------------------------------
+
+    def _access(
+        self, caller: Caller, types: list[str], *, required: bool = False
+    ) -> dict[str, list[list[tuple[str, str]]] | None] | None:
+        """The search restriction for `types` (None: the caller may see all of them)."""
+        policy = caller.member.policy
+        if policy.unrestricted and not any(t in ADMIN_TYPES for t in types):
+            return None
+        if required and not policy.can_read_type(types[0]):
+            raise forbidden()
+        return {t: policy.filters_for(t) for t in types if policy.can_read_type(t)}
+
+    def _check_type(self, caller: Caller, rtype: str, *, write: bool) -> None:
+        policy = caller.member.policy
+        allowed = policy.can_write_type(rtype) if write else policy.can_read_type(rtype)
+        if not allowed:
+            raise forbidden()
+
+    def _matches(self, rtype: str, rid: str, bounds: list[list[tuple[str, str]]] | None) -> bool:
+        if bounds is None:
+            return True
+        sreq = search.SearchRequest(types=[rtype], filters=[("_id", rid)])
+        sreq.access = {rtype: bounds}
+        where, args = search.where_clause(sreq)
+        return self.store.count([rtype], where, args) > 0
+
+    def _check_visible(self, caller: Caller, rtype: str, rid: str, *, write: bool) -> None:
+        """A resource outside the caller's policy answers 404, as if it did not exist; one it
+        may read but not write answers 403."""
+        policy = caller.member.policy
+        if policy.unrestricted and rtype not in ADMIN_TYPES:
+            return
+        self._check_type(caller, rtype, write=False)
+        if not self._matches(rtype, rid, policy.filters_for(rtype)):
+            raise not_found()
+        if write:
+            self._check_type(caller, rtype, write=True)
+            if not self._matches(rtype, rid, policy.filters_for(rtype, write=True)):
+                raise forbidden()
 
     def _run_search(
         self, sreq: search.SearchRequest, base: str, link_base: str, view: View
@@ -286,6 +438,7 @@ class App:
         with self.store.exclusive():  # search + create as one step, so two creates cannot race
             if condition:
                 sreq = search.parse([rtype], parse_qsl(condition), system_level=False)
+                sreq.access = self._access(caller, [rtype], required=True)
                 sreq.count = 2
                 found = search.run(
                     self.store, sreq, base_url=base, link_base=base, max_offset=None, render=view
@@ -299,6 +452,15 @@ class App:
                     resource = entries[0]["resource"]
                     return Response(200, resource, headers=_resource_headers(resource))
             resource = self.repo.create(rtype, body, caller, extended=extended)
+            policy = caller.member.policy
+            if not policy.unrestricted and not self._matches(
+                rtype, resource["id"], policy.filters_for(rtype, write=True)
+            ):
+                # Outside what the policy may write (another tenant's compartment, say):
+                # refused, and nothing kept.
+                with self.store.transaction() as conn:
+                    self.store.delete(conn, rtype, resource["id"])
+                raise forbidden()
         headers = _resource_headers(resource)
         headers["Location"] = f"{base}/{rtype}/{resource['id']}"
         return Response(201, view(resource), headers=headers)

@@ -11,10 +11,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from reconciler.sandbox.access import PROJECT_ID, Member
 from reconciler.sandbox.outcomes import FhirError, bad_request, forbidden, not_found, outcome
 from reconciler.sandbox.store import Resource, Store, accounts_of, linked_patient, new_id
 
-PROJECT_ID = "5a4d0b0e-7c1f-4e55-9d1a-000000000001"
 SYSTEM_AUTHOR = {"reference": "system"}
 
 Charge = Callable[[int], None]
@@ -22,16 +22,20 @@ Charge = Callable[[int], None]
 
 @dataclass(frozen=True)
 class Caller:
+    """Who sends a request: the client (its quota) and the member it runs as (its access)."""
+
     client_id: str
-    role: str  # "admin" or "member"
+    member: Member
 
     @property
     def admin(self) -> bool:
-        return self.role == "admin"
+        return self.member.admin
 
     @property
     def author(self) -> dict[str, str]:
-        return {"reference": f"ClientApplication/{self.client_id}", "display": self.client_id}
+        profile = self.member.membership.get("profile") or {}
+        ref = str(profile.get("reference") or f"ClientApplication/{self.client_id}")
+        return {"reference": ref, "display": str(profile.get("display") or self.client_id)}
 
 
 def _no_charge(points: int) -> None:
@@ -109,9 +113,15 @@ class Repository:
     def create(self, rtype: str, body: Any, caller: Caller, *, extended: bool) -> Resource:
         resource = copy.deepcopy(self._check_body(rtype, body))
         explicit = _explicit_accounts(resource)
-        # An admin's (extended) or any Patient create keeps the given accounts; otherwise a
-        # resource linked to a Patient inherits the Patient's accounts (medplum-api.md).
-        if explicit is not None and ((caller.admin and extended) or rtype == "Patient"):
+        compartment = caller.member.policy.compartment
+        # An admin's (extended) or any Patient create keeps the given accounts; a member whose
+        # policy has a compartment creates into it; otherwise a resource linked to a Patient
+        # inherits the Patient's accounts (medplum-api.md, "Who sets accounts").
+        if explicit is not None and caller.admin and extended:
+            accounts = explicit
+        elif compartment is not None and not caller.admin:
+            accounts = [compartment]
+        elif explicit is not None and rtype == "Patient":
             accounts = explicit
         else:
             accounts = self._derived_accounts(resource)
@@ -144,8 +154,16 @@ class Repository:
                 wanted = if_match.strip().removeprefix("W/").strip('"')
                 if wanted != existing["meta"]["versionId"]:
                     raise FhirError(
-                        412, outcome("conflict", "Precondition failed", oid="precondition-failed")
+                        412,
+                        outcome("processing", "Precondition Failed", oid="precondition-failed"),
                     )
+            if rtype == "ProjectMembership":
+                # `project` and `user` are read-only, even for admins (accesspolicy.ts).
+                for field in ("project", "user"):
+                    if field in existing:
+                        resource[field] = existing[field]
+                    else:
+                        resource.pop(field, None)
             if explicit is not None and caller.admin and extended:
                 accounts = explicit
             elif rtype != "Patient" and linked_patient(resource):

@@ -17,7 +17,13 @@ DEFAULT_COUNT = 20
 COMMON_PARAMS = {"_id", "_compartment", "identifier"}
 TYPE_PARAMS = {
     "Patient": {"name", "birthdate", "general-practitioner"},
-}
+    "Practitioner": {"name"},
+    "Organization": {"name"},
+    "AccessPolicy": {"name"},
+    "ProjectMembership": {
+        "profile", "user", "profile-type", "access-policy", "user-name", "project", "external-id",
+    },
+}  # fmt: skip
 LINK_PARAMS = {"subject", "patient"}
 SUBSETTED = {"system": "http://hl7.org/fhir/v3/ObservationValue", "code": "SUBSETTED"}
 
@@ -34,6 +40,9 @@ class SearchRequest:
     summary_count: bool = False
     total: bool = False
     echo: list[tuple[str, str]] = field(default_factory=list)  # params for the links
+    # What the caller's access policy lets it see, per type: None = all of the type, a list of
+    # criteria (each a list of filters, OR-ed) = only what matches one. None here = no policy.
+    access: dict[str, list[list[tuple[str, str]]] | None] | None = None
 
 
 def parse(
@@ -96,10 +105,40 @@ def _decode_cursor(token: str) -> tuple[str, int]:
         raise bad_request("Invalid cursor") from None
 
 
-def _where(req: SearchRequest) -> tuple[list[str], list[Any]]:
+def where_clause(req: SearchRequest) -> tuple[list[str], list[Any]]:
+    where, args = _filters_sql(req.filters)
+    if req.access is not None:
+        clause, clause_args = _access_sql(req.types, req.access)
+        where.append(clause)
+        args.extend(clause_args)
+    return where, args
+
+
+def _access_sql(
+    types: Sequence[str], access: dict[str, list[list[tuple[str, str]]] | None]
+) -> tuple[str, list[Any]]:
+    """`(type = T AND criteria) OR …` for the types the caller may see; nothing else."""
+    parts: list[str] = []
+    args: list[Any] = []
+    for rtype in types:
+        if rtype not in access:
+            continue
+        bounds = access[rtype]
+        if bounds is None:
+            parts.append("r.type = ?")
+            args.append(rtype)
+            continue
+        for criteria in bounds:
+            sub_where, sub_args = _filters_sql(criteria)
+            parts.append("(" + " AND ".join(["r.type = ?", *sub_where]) + ")")
+            args += [rtype, *sub_args]
+    return ("(" + " OR ".join(parts) + ")" if parts else "0"), args
+
+
+def _filters_sql(filters: Sequence[tuple[str, str]]) -> tuple[list[str], list[Any]]:
     where: list[str] = []
     args: list[Any] = []
-    for name, value in req.filters:
+    for name, value in filters:
         values = [v for v in value.split(",") if v]
         if not values:
             raise bad_request(f"Empty value for search parameter: {name}")
@@ -122,15 +161,15 @@ def _where(req: SearchRequest) -> tuple[list[str], list[Any]]:
                 args.extend(bare)
             where.append(f"r.seq IN (SELECT seq FROM search_index WHERE {' OR '.join(parts)})")
             continue
-        if name == "name":
+        if name in ("name", "user-name"):  # string search: case-insensitive prefix
             parts = []
             for v in values:
                 parts.append("(value >= ? AND value < ?)")
                 args.extend([v.lower(), v.lower() + "\U0010ffff"])
             where.append(
-                "r.seq IN (SELECT seq FROM search_index WHERE param='name' AND "
-                f"({' OR '.join(parts)}))"
+                f"r.seq IN (SELECT seq FROM search_index WHERE param=? AND ({' OR '.join(parts)}))"
             )
+            args.insert(len(args) - 2 * len(values), name)
             continue
         base = name.split(":", 1)[0]
         where.append(
@@ -165,7 +204,7 @@ def run(
             f"Search offset exceeds maximum (got {req.offset}, max {max_offset}); "
             "use _sort=_lastUpdated to page by cursor"
         )
-    where, args = _where(req)
+    where, args = where_clause(req)
     bundle: Resource = {"resourceType": "Bundle", "type": "searchset"}
     if req.summary_count or req.total:
         bundle["total"] = store.count(req.types, where, args)

@@ -99,15 +99,42 @@ def index_rows(resource: Resource) -> Iterator[tuple[str, str]]:
         for gp in resource.get("generalPractitioner") or []:
             if isinstance(gp, dict) and gp.get("reference"):
                 yield "general-practitioner", str(gp["reference"])
-        for name in resource.get("name") or []:
-            if not isinstance(name, dict):
-                continue
-            parts = [name.get("family"), *(name.get("given") or []), name.get("text")]
-            for part in parts:
-                if isinstance(part, str) and part:
-                    yield "name", part.lower()
         if resource.get("birthDate"):
             yield "birthdate", str(resource["birthDate"])
+    names = resource.get("name")
+    if isinstance(names, str):  # AccessPolicy.name, Organization.name
+        yield "name", names.lower()
+    for name in names if isinstance(names, list) else []:
+        if not isinstance(name, dict):
+            continue
+        parts = [name.get("family"), *(name.get("given") or []), name.get("text")]
+        for part in parts:
+            if isinstance(part, str) and part:
+                yield "name", part.lower()
+    if rtype == "ProjectMembership":
+        yield from _membership_rows(resource)
+
+
+def _membership_rows(membership: Resource) -> Iterator[tuple[str, str]]:
+    """ProjectMembership's search parameters (medplum-api.md, "Tenant access")."""
+    for param in ("profile", "user", "project"):
+        ref = (membership.get(param) or {}).get("reference")
+        if isinstance(ref, str) and ref:
+            yield param, ref
+            if param == "profile":
+                yield "profile-type", ref.split("/", 1)[0]
+            if param == "user":
+                display = (membership.get("user") or {}).get("display")
+                if isinstance(display, str) and display:
+                    yield "user-name", display.lower()
+    policies = [membership.get("accessPolicy")]
+    policies += [a.get("policy") for a in membership.get("access") or [] if isinstance(a, dict)]
+    for policy in policies:
+        ref = policy.get("reference") if isinstance(policy, dict) else None
+        if isinstance(ref, str) and ref:
+            yield "access-policy", ref
+    if isinstance(membership.get("externalId"), str):
+        yield "external-id", membership["externalId"]
 
 
 class Store:
