@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from reconciler.sandbox.access import PROJECT_ID, PROJECT_NAME
 from reconciler.sandbox.store import Resource, Store
 
 MRN = "http://hospital.example/mrn"
@@ -20,6 +21,30 @@ ORG_RESEARCH = "0f1e0001-0000-4000-8000-000000000003"
 ORG_LEGACY = "0f1e0001-0000-4000-8000-000000000009"  # unmanaged: no manifest mentions it
 DR_NORTH = "0f1e0002-0000-4000-8000-000000000001"
 DR_SOUTH = "0f1e0002-0000-4000-8000-000000000002"
+
+CLINIC_STAFF_POLICY = "0f1e0004-0000-4000-8000-000000000001"
+STAFF_SYSTEM = "https://example.org/staff"
+# The types a clinic's staff see through "clinic-staff": Patient and the Patient-compartment
+# types the demo data holds or clinics commonly use.
+CLINIC_TYPES = (
+    "Patient", "Observation", "Encounter", "Condition", "DiagnosticReport", "MedicationRequest",
+    "AllergyIntolerance", "Procedure", "Immunization", "DocumentReference",
+)  # fmt: skip
+# (client id = secret prefix, Practitioner id, membership id, display, staff identifier)
+STAFF = [
+    ("north-nurse", "0f1e0002-0000-4000-8000-000000000011", "0f1e0006-0000-4000-8000-000000000001",
+     "Nurse North", "n-0001"),
+    ("north-desk", "0f1e0002-0000-4000-8000-000000000012", "0f1e0006-0000-4000-8000-000000000002",
+     "Front Desk North", "n-0002"),
+    ("south-nurse", "0f1e0002-0000-4000-8000-000000000021", "0f1e0006-0000-4000-8000-000000000003",
+     "Nurse South", "s-0001"),
+    ("south-desk", "0f1e0002-0000-4000-8000-000000000022", "0f1e0006-0000-4000-8000-000000000004",
+     "Front Desk South", "s-0002"),
+    ("research-analyst", "0f1e0002-0000-4000-8000-000000000031",
+     "0f1e0006-0000-4000-8000-000000000005", "Research Analyst", "r-0001"),
+]  # fmt: skip
+STAFF_SECRET_SUFFIX = "-secret"
+PROJECT_REF = {"reference": f"Project/{PROJECT_ID}", "display": PROJECT_NAME}
 
 # (id suffix, MRN, given, family, birthDate, accounts before any apply)
 NAMED_PATIENTS = [
@@ -93,6 +118,46 @@ def _compartment(pid: str, accounts: list[str], k: int, key: str) -> Iterator[Re
             }
 
 
+def staff_resources() -> Iterator[Resource]:
+    """The parameterized "clinic-staff" AccessPolicy and demo staff: a Practitioner, a
+    ClientApplication to log in with (secret `<id>-secret`) and a ProjectMembership each, with
+    no access yet — so each sees everything (Medplum's fail-open) until a manifest grants it."""
+    yield {
+        "resourceType": "AccessPolicy",
+        "id": CLINIC_STAFF_POLICY,
+        "meta": {},
+        "name": "clinic-staff",
+        "compartment": {"reference": "%organization"},
+        "resource": [
+            {"resourceType": t, "criteria": f"{t}?_compartment=%organization"} for t in CLINIC_TYPES
+        ],
+    }
+    for client_id, prac, membership, display, ident in STAFF:
+        family = display.rsplit(" ", 1)[1]
+        yield {
+            "resourceType": "Practitioner",
+            "id": prac,
+            "meta": {},
+            "name": [{"family": family, "given": display.rsplit(" ", 1)[:1], "text": display}],
+        }
+        yield {
+            "resourceType": "ClientApplication",
+            "id": client_id,
+            "meta": {},
+            "name": client_id,
+            "secret": client_id + STAFF_SECRET_SUFFIX,
+        }
+        yield {
+            "resourceType": "ProjectMembership",
+            "id": membership,
+            "meta": {},
+            "project": dict(PROJECT_REF),
+            "user": {"reference": f"ClientApplication/{client_id}", "display": client_id},
+            "profile": {"reference": f"Practitioner/{prac}", "display": display},
+            "identifier": [{"system": STAFF_SYSTEM, "value": ident}],
+        }
+
+
 def generated_accounts(i: int) -> tuple[list[str], str | None]:
     """Accounts and general practitioner of generated patient i (see README, "Demo data")."""
     gp = (DR_NORTH, DR_SOUTH, None)[i % 3]
@@ -129,6 +194,7 @@ def demo_resources(patients: int, per_patient: int, seed: int) -> Iterator[Resou
             "meta": {},
             "name": [{"family": name, "prefix": ["Dr."]}],
         }
+    yield from staff_resources()
     for n, mrn, given, family, birth, accounts in NAMED_PATIENTS:
         pid = named_patient_id(n)
         yield _patient(pid, mrn, given, family, birth, accounts, None)
