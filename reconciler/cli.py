@@ -12,7 +12,14 @@ from collections.abc import Callable, Sequence
 from typing import NoReturn
 
 from reconciler import __version__
-from reconciler.errors import ExitCode, ManifestError, ReconcilerError, ResolveError, UsageError
+from reconciler.errors import (
+    ExitCode,
+    ManifestError,
+    PlanError,
+    ReconcilerError,
+    ResolveError,
+    UsageError,
+)
 from reconciler.plan.render import plural
 
 Run = Callable[[argparse.Namespace], int]
@@ -82,6 +89,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             _print_error(problem)
         what = "selector or account" if len(exc.problems) == 1 else "selectors or accounts"
         _print_error(f"Error: {len(exc.problems)} {what} did not resolve; nothing was changed.")
+        return ExitCode.ERROR
+    except PlanError as exc:
+        for problem in exc.problems:
+            _print_error(problem)
+        _print_error(f"Error: the plan was refused ({plural(len(exc.problems), 'problem')}); "
+                     "nothing was changed.")  # fmt: skip
         return ExitCode.ERROR
     except ReconcilerError as exc:  # client errors included: one tree (reconciler.errors)
         _print_error(f"Error: {exc}")

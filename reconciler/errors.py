@@ -4,6 +4,7 @@ ReconcilerError
 ├── UsageError              bad command line
 ├── ManifestError           manifests that fail to load or validate (carries every problem)
 ├── ResolveError            selectors/accounts that do not resolve against the live server
+├── PlanError               a plan that would write something unsafe (e.g. fail-open access)
 ├── PlanFileError           a saved plan that is unreadable, edited, or stale
 ├── ApplyRefused            apply declined: not approved, guard tripped, lock held
 ├── ApplyFailed             apply logic: a change that could not be confirmed on the server
@@ -48,6 +49,14 @@ class ResolveError(ReconcilerError):
     def __init__(self, problems: Sequence[str]) -> None:
         self.problems = list(problems)
         super().__init__(self.problems[0] if self.problems else "selectors did not resolve")
+
+
+class PlanError(ReconcilerError):
+    """The plan would do something the tool never writes; carries every such problem."""
+
+    def __init__(self, problems: Sequence[str]) -> None:
+        self.problems = list(problems)
+        super().__init__(self.problems[0] if self.problems else "the plan was refused")
 
 
 class PlanFileError(ReconcilerError):

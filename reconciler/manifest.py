@@ -14,8 +14,11 @@ from jsonschema.exceptions import ValidationError, best_match
 from reconciler.errors import ManifestError
 from reconciler.model import (
     AccountRef,
+    Grant,
     Location,
     ManifestSet,
+    MemberKind,
+    MemberSelector,
     Membership,
     Selector,
     SelectorKind,
@@ -187,6 +190,12 @@ def explain(error: ValidationError) -> tuple[PathKey, str]:
                 "expected a reference 'Type/id' or a mapping {identifier: 'system|value', "
                 f"type: Type}}, got {_python_type(instance)}"
             )
+        if "members" in path:
+            return path, (
+                "expected 'ProjectMembership/<id>', {profile: 'Type/id'}, "
+                "{identifier: 'system|value'} or {search: '<query>'}, "
+                f"got {_python_type(instance)}"
+            )
         return path, (
             "expected 'Patient/<id>', {identifier: 'system|value'} or {search: '<query>'}, "
             f"got {_python_type(instance)}"
@@ -197,6 +206,8 @@ def explain(error: ValidationError) -> tuple[PathKey, str]:
         key = unknown[0] if unknown else "?"
         known = ", ".join(sorted(allowed))
         return (*path, key), f"unknown key {key!r} (allowed: {known})"
+    if v == "anyOf" and field == "spec":
+        return path, "a tenant needs at least one of 'patients' or 'access'"
     if v == "required":
         missing = [k for k in expected_value if k not in instance]
         keys = ", ".join(repr(k) for k in missing)
@@ -232,7 +243,20 @@ def _pattern_message(path: PathKey, value: str) -> str:
             key = part.split("=", 1)[0].split(":", 1)[0]
             if key in RESULT_CONTROL_PARAMS:
                 return f"result-control parameter {key!r} is not allowed in a search selector"
+        if "members" in path:
+            return (
+                f"{value!r} is not a ProjectMembership search query like "
+                "'profile-type=Practitioner'"
+            )
         return f"{value!r} is not a Patient search query like 'name=Smith&birthdate=1980-01-01'"
+    if field == "policy":
+        return f"{value!r} is not a reference of the form 'AccessPolicy/<id>'"
+    if field == "parameter":
+        return f"{value!r} is not a policy parameter name like 'organization'"
+    if field == "profile":
+        return f"{value!r} is not a reference of the form 'Type/id'"
+    if "members" in path:
+        return f"{value!r} is not a reference of the form 'ProjectMembership/<id>'"
     if field in ("identifier",):
         return f"{value!r} is not an identifier of the form 'system|value'"
     if field == "type":
@@ -261,7 +285,7 @@ def _to_tenant(file: str, doc: Document) -> Tenant:
             type=account_raw["type"],
         )
     selectors: list[Selector] = []
-    for i, entry in enumerate(spec["patients"]):
+    for i, entry in enumerate(spec.get("patients") or []):
         loc = _loc(file, doc, ("spec", "patients", i))
         if isinstance(entry, str):
             selectors.append(Selector(SelectorKind.ID, entry, loc))
@@ -277,6 +301,24 @@ def _to_tenant(file: str, doc: Document) -> Tenant:
         propagate=bool(spec.get("propagate", True)),
         patients=tuple(selectors),
         location=_loc(file, doc, ("metadata", "name")),
+        access=tuple(_grant(file, doc, i, g) for i, g in enumerate(spec.get("access") or [])),
+    )
+
+
+def _grant(file: str, doc: Document, index: int, raw: dict[str, Any]) -> Grant:
+    members: list[MemberSelector] = []
+    for j, entry in enumerate(raw["members"]):
+        loc = _loc(file, doc, ("spec", "access", index, "members", j))
+        if isinstance(entry, str):
+            members.append(MemberSelector(MemberKind.ID, entry, loc))
+        else:
+            (key, value), *_ = entry.items()
+            members.append(MemberSelector(MemberKind(key), value.lstrip("?"), loc))
+    return Grant(
+        policy=raw["policy"],
+        parameter=raw.get("parameter", "organization"),
+        members=tuple(members),
+        location=_loc(file, doc, ("spec", "access", index)),
     )
 
 
@@ -284,6 +326,23 @@ def _account_key(account: AccountRef) -> str:
     if account.reference is not None:
         return account.reference
     return f"{account.type}?identifier={account.identifier}"
+
+
+def _duplicate_members(tenant: Tenant) -> list[str]:
+    """A member listed twice under one policy of one tenant is a mistake (design section 8)."""
+    problems: list[str] = []
+    seen: dict[tuple[str, str, MemberKind, str], MemberSelector] = {}
+    for i, grant in enumerate(tenant.access):
+        for j, member in enumerate(grant.members):
+            key = (grant.policy, grant.parameter, member.kind, member.value)
+            earlier = seen.setdefault(key, member)
+            if earlier is not member:
+                problems.append(
+                    f"{member.location}: error: spec.access[{i}].members[{j}]: member "
+                    f"{member.describe()!r} is listed twice under {grant.policy} in tenant "
+                    f"{tenant.name!r} (first at line {earlier.location.line})"
+                )
+    return problems
 
 
 def cross_file_problems(tenants: Sequence[Tenant]) -> list[str]:
@@ -304,6 +363,7 @@ def cross_file_problems(tenants: Sequence[Tenant]) -> list[str]:
                 f"{tenant.account.location}: error: spec.account: account {key} is already "
                 f"declared by tenant {owner.name!r} ({owner.account.location.short})"
             )
+        problems += _duplicate_members(tenant)
         seen: dict[tuple[SelectorKind, str], Selector] = {}
         for i, selector in enumerate(tenant.patients):
             earlier = seen.setdefault((selector.kind, selector.value), selector)

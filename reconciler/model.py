@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -54,6 +55,37 @@ class AccountRef:
         return f"{self.type}?identifier={self.identifier}"
 
 
+class MemberKind(StrEnum):
+    ID = "id"  # ProjectMembership/<id>
+    PROFILE = "profile"
+    IDENTIFIER = "identifier"
+    SEARCH = "search"
+
+
+@dataclass(frozen=True)
+class MemberSelector:
+    """Which ProjectMemberships a grant names (design section 8)."""
+
+    kind: MemberKind
+    value: str
+    location: Location
+
+    def describe(self) -> str:
+        if self.kind is MemberKind.ID:
+            return self.value
+        return f"{self.kind.value} {self.value}"
+
+
+@dataclass(frozen=True)
+class Grant:
+    """`spec.access[]`: these members get the tenant's account through `policy`'s `%parameter`."""
+
+    policy: str  # AccessPolicy/<id>
+    parameter: str
+    members: tuple[MemberSelector, ...]
+    location: Location
+
+
 class Membership(StrEnum):
     AUTHORITATIVE = "authoritative"
     ADDITIVE = "additive"
@@ -68,6 +100,7 @@ class Tenant:
     membership: Membership = Membership.AUTHORITATIVE
     propagate: bool = True
     description: str | None = None
+    access: tuple[Grant, ...] = ()
 
     @property
     def authoritative(self) -> bool:
@@ -92,11 +125,53 @@ class LivePatient:
     identifier: str | None = None  # first identifier as system|value
 
 
+def entry_json(entry: dict[str, Any]) -> str:
+    """A `ProjectMembership.access` entry as canonical JSON: hashable, and written back as is."""
+    return json.dumps(entry, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class AccessKey:
+    """A managed access entry: `policy` with `parameter` = the tenant's `account`."""
+
+    policy: str
+    parameter: str
+    account: str
+
+    def entry(self) -> dict[str, Any]:
+        return {
+            "policy": {"reference": self.policy},
+            "parameter": [{"name": self.parameter, "valueReference": {"reference": self.account}}],
+        }
+
+    def describe(self) -> str:
+        return f"{self.policy}  {self.parameter}={self.account}"
+
+
+@dataclass(frozen=True, slots=True)
+class LiveMembership:
+    reference: str  # "ProjectMembership/<id>"
+    version_id: str
+    entries: tuple[str, ...]  # live `access` entries, canonical JSON, in order
+    has_access_policy: bool = False  # the legacy single `accessPolicy` field is set
+    admin: bool = False
+    profile: str | None = None
+    display: str | None = None
+
+    @property
+    def unrestricted(self) -> bool:
+        """Neither `access` nor `accessPolicy`: Medplum lets it see everything."""
+        return not self.entries and not self.has_access_policy
+
+
 @dataclass(frozen=True)
 class LiveState:
     accounts: dict[str, str]  # tenant name -> resolved account reference
     members: dict[str, frozenset[str]]  # tenant name -> patient references its selectors hit
     patients: dict[str, LivePatient]  # every patient in scope
+    memberships: dict[str, LiveMembership] = field(default_factory=dict)  # in access scope
+    # (tenant name, index of the grant in spec.access) -> memberships its members resolve to
+    grant_members: dict[tuple[str, int], frozenset[str]] = field(default_factory=dict)
 
 
 # --- the plan (Terraform's plans model: changes are data, reasons only explain) ---------------
@@ -136,6 +211,57 @@ class Change:
         first_before = self.before[0] if self.before else None
         first_after = self.after[0] if self.after else None
         return first_before != first_after
+
+
+@dataclass(frozen=True, slots=True)
+class AccessItem:
+    """One grant or revocation, as the plan lists it."""
+
+    policy: str
+    parameter: str
+    account: str
+    tenant: str
+
+    @property
+    def key(self) -> AccessKey:
+        return AccessKey(self.policy, self.parameter, self.account)
+
+    def to_json(self) -> dict[str, str]:
+        return {
+            "policy": self.policy,
+            "parameter": self.parameter,
+            "account": self.account,
+            "tenant": self.tenant,
+        }
+
+
+class Phase(StrEnum):
+    """When a membership write runs: revocations before any account change, grants after."""
+
+    REVOKE = "revoke"
+    GRANT = "grant"
+
+
+@dataclass(frozen=True, slots=True)
+class AccessStep:
+    access: tuple[str, ...]  # the whole `access` list to write, canonical JSON entries
+    phase: Phase
+
+    def to_json(self) -> dict[str, Any]:
+        return {"access": [json.loads(e) for e in self.access], "phase": self.phase.value}
+
+
+@dataclass(frozen=True, slots=True)
+class AccessChange:
+    membership: str
+    version_id: str
+    profile: str | None
+    display: str | None
+    before: tuple[str, ...]
+    after: tuple[str, ...]
+    grant: tuple[AccessItem, ...]
+    revoke: tuple[AccessItem, ...]
+    steps: tuple[AccessStep, ...]
 
 
 @dataclass(frozen=True)
@@ -208,10 +334,20 @@ class Plan:
     warnings: tuple[str, ...] = ()
     mass_removals: tuple[MassRemoval, ...] = ()
     estimate: Estimate | None = None
+    access_changes: tuple[AccessChange, ...] = ()
+    managed_access: tuple[AccessKey, ...] = ()  # every (policy, parameter, account) managed
 
     @property
     def is_empty(self) -> bool:
-        return not self.changes
+        return not self.changes and not self.access_changes
+
+    @property
+    def grants(self) -> int:
+        return sum(len(c.grant) for c in self.access_changes)
+
+    @property
+    def revocations(self) -> int:
+        return sum(len(c.revoke) for c in self.access_changes)
 
     @property
     def added(self) -> int:

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from types import FrameType
 
+from reconciler.apply.access import AccessReport, AccessWriter
 from reconciler.apply.audit import audit_event
 from reconciler.apply.executor import Executor, Report
 from reconciler.apply.lock import ApplyLock
@@ -20,12 +21,24 @@ from reconciler.errors import ApplyRefused, ExitCode, PlanFileError, UsageError
 from reconciler.logs import get_logger
 from reconciler.manifest import DEFAULT_PATHS, load_manifests
 from reconciler.medplum.errors import MedplumError
-from reconciler.model import Change, LivePatient, LiveState, ManifestSet, Plan
+from reconciler.model import (
+    AccessChange,
+    Change,
+    LiveMembership,
+    LivePatient,
+    LiveState,
+    ManifestSet,
+    Phase,
+    Plan,
+)
+from reconciler.plan.access import access_rules, desired_entries
+from reconciler.plan.access import change_for as access_change_for
 from reconciler.plan.build import build_plan
 from reconciler.plan.estimate import DEFAULT_QUOTA_POINTS
-from reconciler.plan.guard import removal_problems
+from reconciler.plan.guard import grant_problems, removal_problems
 from reconciler.plan.jsonform import plan_digest
 from reconciler.plan.live import read_patients
+from reconciler.plan.live_access import read_memberships
 from reconciler.plan.planfile import load_plan, looks_like_plan
 from reconciler.plan.planner import change_for, desired_accounts, managed_accounts
 from reconciler.plan.render import iter_text, plural, use_color
@@ -45,6 +58,8 @@ class Options:
     json_events: bool
     allow_mass_removal: bool
     max_removals: int | None
+    allow_mass_grant: bool
+    max_grants: int | None
     lock: bool
     lock_timeout: float
     lock_ttl: float
@@ -62,6 +77,8 @@ class Options:
             json_events=ns.format == "json",
             allow_mass_removal=ns.allow_mass_removal,
             max_removals=ns.max_removals,
+            allow_mass_grant=ns.allow_mass_grant,
+            max_grants=ns.max_grants,
             lock=ns.lock == "true",
             lock_timeout=ns.lock_timeout,
             lock_ttl=ns.lock_ttl,
@@ -103,6 +120,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         metavar="N",
         help="refuse when the plan removes more than N accounts in all",
+    )
+    parser.add_argument(
+        "--allow-mass-grant",
+        action="store_true",
+        help="apply even when the plan grants access to more than 10 memberships",
+    )
+    parser.add_argument(
+        "--max-grants",
+        type=non_negative_int,
+        default=None,
+        metavar="N",
+        help="refuse when the plan adds more than N access grants in all",
     )
     parser.add_argument(
         "--lock",
@@ -154,6 +183,17 @@ def _replanner(manifests: ManifestSet, live: LiveState) -> Callable[[LivePatient
     return replan
 
 
+def _access_replanner(
+    manifests: ManifestSet, live: LiveState
+) -> Callable[[LiveMembership], AccessChange | None]:
+    rules = access_rules(manifests.tenants, live)
+
+    def replan(fresh: LiveMembership) -> AccessChange | None:
+        return access_change_for(fresh, desired_entries(fresh, rules), rules)
+
+    return replan
+
+
 def _check_saved_plan(conn: Connection, plan: Plan, path: str) -> None:
     if plan.server != conn.identity:
         raise PlanFileError(
@@ -161,7 +201,17 @@ def _check_saved_plan(conn: Connection, plan: Plan, path: str) -> None:
             f"{conn.identity}; nothing was changed"
         )
     fresh = read_patients(conn.client, [c.patient for c in plan.changes])
+    memberships = read_memberships(conn.client, [c.membership for c in plan.access_changes])
     stale = []
+    for access in plan.access_changes:
+        moved = memberships.get(access.membership)
+        if moved is None:
+            stale.append(f"{access.membership} was deleted since the plan")
+        elif moved.version_id != access.version_id:
+            stale.append(
+                f"{access.membership} changed since the plan (version {access.version_id}, "
+                f"now {moved.version_id})"
+            )
     for change in plan.changes:
         now = fresh.get(change.patient)
         if now is None:
@@ -202,7 +252,7 @@ def _install_interrupt(executor: Executor, view: View) -> Callable[[], None]:
     return restore
 
 
-def _report(report: Report, view: View) -> int:
+def _report(report: Report, access: AccessReport, view: View) -> int:
     updated = len(report.succeeded)
     accounts = (
         f"{plural(report.added, 'account')} added, {plural(report.removed, 'account')} removed"
@@ -210,6 +260,12 @@ def _report(report: Report, view: View) -> int:
     counts = f"{plural(updated, 'patient')} updated, {accounts}"
     done = f"{plural(updated, 'patient')}, {accounts}"  # the design's "Updated: M patients, …"
     failures = [f"{o.patient}: {o.reason}" for o in report.failed] + report.unrepaired
+    failures += [f"{o.membership}: {o.reason}" for o in access.failed]
+    access_line = (
+        f"Access updated: {plural(access.granted, 'grant')} added, "
+        f"{plural(access.revoked, 'grant')} revoked, on "
+        f"{plural(len(access.updated), 'membership')}."
+    )
     view.event(
         "apply_summary",
         {
@@ -224,6 +280,11 @@ def _report(report: Report, view: View) -> int:
             "repaired": report.repaired,
             "propagated": report.propagated,
             "interrupted": report.interrupted,
+            "memberships_planned": access.planned,
+            "memberships_updated": len(access.updated),
+            "memberships_failed": len(access.failed),
+            "grants": access.granted,
+            "revocations": access.revoked,
         },
     )
     view.result()
@@ -232,13 +293,24 @@ def _report(report: Report, view: View) -> int:
             f"Apply interrupted: {report.not_updated} of {report.planned} patients not updated."
         )
         view.result(f"Updated: {done}.")
+        if access.planned:
+            view.result(access_line)
         return ExitCode.INTERRUPTED
     if failures:
-        view.result(f"Apply failed: {len(report.failed)} of {report.planned} patients not updated.")
+        parts = []
+        if report.failed or not access.failed:
+            parts.append(f"{len(report.failed)} of {report.planned} patients")
+        if access.failed:
+            parts.append(f"{len(access.failed)} of {access.planned} memberships")
+        view.result(f"Apply failed: {' and '.join(parts)} not updated.")
         view.results(f"  {line}" for line in failures)
         view.result(f"Updated: {done}.")
+        if access.planned:
+            view.result(access_line)
         return ExitCode.ERROR
     view.result(f"Apply complete! {counts}.")
+    if access.planned:
+        view.result(access_line)
     if report.propagated:
         view.result(f"Propagated to {plural(report.propagated, 'compartment resource')}.")
     if report.verified:
@@ -251,8 +323,12 @@ def _report(report: Report, view: View) -> int:
     return ExitCode.OK
 
 
-def _audit(conn: Connection, plan: Plan, report: Report) -> None:
+def _audit(conn: Connection, plan: Plan, report: Report, access: AccessReport) -> None:
     counts = {
+        "memberships_updated": len(access.updated),
+        "memberships_failed": len(access.failed),
+        "grants_added": access.granted,
+        "grants_revoked": access.revoked,
         "patients_planned": report.planned,
         "patients_updated": len(report.succeeded),
         "patients_failed": len(report.failed),
@@ -261,7 +337,9 @@ def _audit(conn: Connection, plan: Plan, report: Report) -> None:
         "accounts_removed": report.removed,
         "compartment_repaired": report.repaired,
     }
-    success = not report.failed and not report.unrepaired and not report.interrupted
+    success = (
+        not report.failed and not report.unrepaired and not report.interrupted and not access.failed
+    )
     event = audit_event(
         plan_digest=plan_digest(plan),
         manifests_digest=plan.manifest_digest,
@@ -290,6 +368,7 @@ def run(options: Options) -> int:
     saved_plan, manifests = _load(options.paths)
     with connect(options.server) as conn:
         replan = None
+        access_replan = None
         if saved_plan is not None:
             # Same server, nothing moved since: checked before anything is shown or written.
             _check_saved_plan(conn, saved_plan, options.paths[0])
@@ -309,6 +388,7 @@ def run(options: Options) -> int:
             finally:
                 progress.close()
             replan = _replanner(manifests, live)
+            access_replan = _access_replanner(manifests, live)
         color = use_color(sys.stdout.isatty()) and not options.json_events
         if not options.json_events or plan.is_empty:
             view.results(iter_text(plan, color=color))
@@ -329,19 +409,29 @@ def run(options: Options) -> int:
                 + "; ".join(problems)
                 + " (review the plan; --allow-mass-removal to proceed); nothing was changed"
             )
+        problems = grant_problems(
+            plan, allow_mass_grant=options.allow_mass_grant, max_grants=options.max_grants
+        )
+        if problems:
+            raise ApplyRefused(
+                "refusing to apply: "
+                + "; ".join(problems)
+                + " (review the plan; --allow-mass-grant to proceed); nothing was changed"
+            )
         if saved_plan is None:
             _approve(options, view)
-        report = _execute(conn, plan, replan, options, view)
-    return _report(report, view)
+        report, access = _execute(conn, plan, replan, access_replan, options, view)
+    return _report(report, access, view)
 
 
 def _execute(
     conn: Connection,
     plan: Plan,
     replan: Callable[[LivePatient], Change | None] | None,
+    access_replan: Callable[[LiveMembership], AccessChange | None] | None,
     options: Options,
     view: View,
-) -> Report:
+) -> tuple[Report, AccessReport]:
     lock: ApplyLock | None = None
     if options.lock:
         lock = ApplyLock(
@@ -360,8 +450,18 @@ def _execute(
                 "patients": len(plan.changes),
                 "add": plan.added,
                 "remove": plan.removed,
+                "memberships": len(plan.access_changes),
+                "grants": plan.grants,
+                "revocations": plan.revocations,
                 "server": plan.server,
             },
+        )
+        access = AccessWriter(
+            conn.client,
+            plan.access_changes,
+            replan=access_replan,
+            on_event=view.event,
+            parallelism=options.parallelism,
         )
         executor = Executor(
             conn.client,
@@ -378,16 +478,22 @@ def _execute(
             progress.done, waiting=f"for quota, {delay:.0f}s"
         )
         try:
+            # Revocations first, then the account changes, then grants: no member ever sees
+            # more than its current plus its desired grants (design section 8).
+            access.run(Phase.REVOKE)
             report = executor.run(
                 plan, lambda done, failed: progress.update(done, failed=failed, waiting="")
             )
+            if not executor.stop.is_set():
+                access.run(Phase.GRANT)
+            access.finish_unstarted("not written: apply was interrupted")
         finally:
             conn.client.pacer.on_wait = None
             progress.close()
             restore()
-        if options.audit and (report.outcomes or report.repaired):
-            _audit(conn, plan, report)
+        if options.audit and (report.outcomes or report.repaired or access.report.outcomes):
+            _audit(conn, plan, report, access.report)
     finally:
         if lock is not None:
             lock.release()
-    return report
+    return report, access.report

@@ -7,9 +7,11 @@ from collections.abc import Callable
 from dataclasses import replace
 
 from reconciler.clock import iso_utc
+from reconciler.errors import PlanError
 from reconciler.logs import get_logger
 from reconciler.medplum.client import MedplumClient
 from reconciler.model import LiveState, ManifestSet, Plan
+from reconciler.plan.access import plan_access
 from reconciler.plan.estimate import estimate
 from reconciler.plan.guard import mass_removals
 from reconciler.plan.live import read_live_state
@@ -31,13 +33,19 @@ def build_plan(
     live = read_live_state(client, manifests.tenants, progress=progress, parallelism=parallelism)
     started = time.monotonic()
     plan = compute_plan(manifests.tenants, live)
+    access = plan_access(manifests.tenants, live)
+    if access.problems:
+        raise PlanError(access.problems)
     mass = tuple(mass_removals(plan, manifests.tenants, live))
     plan = replace(
         plan,
         mass_removals=mass,
-        warnings=tuple(
-            f"{m.describe()}; apply will refuse without --allow-mass-removal" for m in mass
+        warnings=(
+            *(f"{m.describe()}; apply will refuse without --allow-mass-removal" for m in mass),
+            *access.warnings,
         ),
+        access_changes=tuple(access.changes),
+        managed_access=access.managed,
         server=server_identity,
         created_at=iso_utc(millis=False),
         manifest_files=manifests.files,
@@ -48,6 +56,7 @@ def build_plan(
     log.info(
         "plan computed",
         changes=len(plan.changes),
+        access_changes=len(plan.access_changes),
         add=plan.added,
         remove=plan.removed,
         duration_ms=round((time.monotonic() - started) * 1000),

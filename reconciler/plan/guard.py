@@ -8,6 +8,7 @@ from collections import Counter
 from collections.abc import Sequence
 
 from reconciler.model import LiveState, MassRemoval, Plan, Tenant
+from reconciler.plan.access import MASS_GRANT_MEMBERSHIPS
 
 SHARE = 0.5
 MIN_PATIENTS = 10
@@ -43,5 +44,21 @@ def removal_problems(
     if max_removals is not None and plan.removed > max_removals:
         problems.append(
             f"the plan removes {plan.removed:,} accounts, more than --max-removals {max_removals:,}"
+        )
+    return problems
+
+
+def grant_problems(plan: Plan, *, allow_mass_grant: bool, max_grants: int | None) -> list[str]:
+    """The grant guard (design section 8): granting is the direction of a breach."""
+    problems = []
+    granted = sum(1 for c in plan.access_changes if c.grant)
+    if granted > MASS_GRANT_MEMBERSHIPS and not allow_mass_grant:
+        problems.append(
+            f"the plan grants access to {granted:,} memberships (more than "
+            f"{MASS_GRANT_MEMBERSHIPS})"
+        )
+    if max_grants is not None and plan.grants > max_grants:
+        problems.append(
+            f"the plan adds {plan.grants:,} grants, more than --max-grants {max_grants:,}"
         )
     return problems

@@ -10,7 +10,21 @@ import hashlib
 import json
 from typing import Any, TextIO
 
-from reconciler.model import AccountInfo, Change, Estimate, MassRemoval, Membership, Plan, Step
+from reconciler.model import (
+    AccessChange,
+    AccessItem,
+    AccessKey,
+    AccessStep,
+    AccountInfo,
+    Change,
+    Estimate,
+    MassRemoval,
+    Membership,
+    Phase,
+    Plan,
+    Step,
+    entry_json,
+)
 
 FORMAT_VERSION = "1"
 
@@ -38,6 +52,42 @@ def change_to_json(change: Change) -> dict[str, Any]:
     }
 
 
+def access_change_to_json(change: AccessChange) -> dict[str, Any]:
+    return {
+        "membership": change.membership,
+        "version_id": change.version_id,
+        "profile": change.profile,
+        "display": change.display,
+        "before": [json.loads(e) for e in change.before],
+        "after": [json.loads(e) for e in change.after],
+        "grant": [i.to_json() for i in change.grant],
+        "revoke": [i.to_json() for i in change.revoke],
+        "steps": [s.to_json() for s in change.steps],
+    }
+
+
+def access_change_from_json(c: dict[str, Any]) -> AccessChange:
+    def items(rows: list[dict[str, Any]]) -> tuple[AccessItem, ...]:
+        return tuple(
+            AccessItem(r["policy"], r["parameter"], r["account"], r["tenant"]) for r in rows
+        )
+
+    return AccessChange(
+        membership=c["membership"],
+        version_id=c["version_id"],
+        profile=c.get("profile"),
+        display=c.get("display"),
+        before=tuple(entry_json(e) for e in c["before"]),
+        after=tuple(entry_json(e) for e in c["after"]),
+        grant=items(c["grant"]),
+        revoke=items(c["revoke"]),
+        steps=tuple(
+            AccessStep(tuple(entry_json(e) for e in s["access"]), Phase(s["phase"]))
+            for s in c["steps"]
+        ),
+    )
+
+
 def _header(plan: Plan) -> dict[str, Any]:
     """Everything but `changes` and `plan_digest`, in output order."""
     data: dict[str, Any] = {
@@ -61,6 +111,22 @@ def _header(plan: Plan) -> dict[str, Any]:
         data["guard"] = {"mass_removals": [m.to_json() for m in plan.mass_removals]}
     if plan.estimate is not None:
         data["estimate"] = plan.estimate.to_json()
+    if plan.access_changes:
+        data["summary"].update(
+            memberships=len(plan.access_changes),
+            grants=plan.grants,
+            revocations=plan.revocations,
+        )
+    if plan.managed_access:
+        data["managed_access"] = [
+            {"policy": k.policy, "parameter": k.parameter, "account": k.account}
+            for k in plan.managed_access
+        ]
+    if plan.access_changes:
+        data["access_changes"] = [
+            access_change_to_json(c)
+            for c in sorted(plan.access_changes, key=lambda c: c.membership)
+        ]
     return data
 
 
@@ -146,4 +212,9 @@ def plan_from_json(data: dict[str, Any]) -> Plan:
             for m in (data.get("guard") or {}).get("mass_removals") or []
         ),
         estimate=Estimate.from_json(data["estimate"]) if data.get("estimate") else None,
+        access_changes=tuple(access_change_from_json(c) for c in data.get("access_changes") or []),
+        managed_access=tuple(
+            AccessKey(k["policy"], k["parameter"], k["account"])
+            for k in data.get("managed_access") or []
+        ),
     )

@@ -19,6 +19,7 @@ from reconciler.medplum.client import MedplumClient
 from reconciler.medplum.errors import HTTPStatusError
 from reconciler.medplum.reads import PAGE_SIZE, chunks
 from reconciler.model import LivePatient, LiveState, SelectorKind, Tenant
+from reconciler.plan.live_access import read_access
 
 log = get_logger("reconciler.plan.live")
 
@@ -215,6 +216,8 @@ def read_live_state(
                 )
             for patient in hits_:
                 members[tenant.name].add(reader.keep(patient))
+        memberships, grant_members, access_problems = read_access(client, tenants, accounts)
+        reader.problems += access_problems
         if reader.problems:
             for member_job in member_jobs:
                 member_job.cancel()
@@ -234,4 +237,6 @@ def read_live_state(
         accounts=accounts,
         members={name: frozenset(refs) for name, refs in members.items()},
         patients=reader.patients,
+        memberships=memberships,
+        grant_members=grant_members,
     )

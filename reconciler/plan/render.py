@@ -11,6 +11,12 @@ from dataclasses import replace
 from reconciler.model import Action, Change, Plan
 from reconciler.plan.estimate import estimate_line
 from reconciler.plan.jsonform import write_plan_json
+from reconciler.plan.render_access import (
+    access_line,
+    access_lines,
+    access_markdown,
+    redact_access,
+)
 
 NO_CHANGES = "No changes. Live accounts match the manifests."
 MARKDOWN_LIMIT = 65_000
@@ -86,7 +92,12 @@ def iter_text(plan: Plan, *, color: bool = False) -> Iterator[str]:
     for change in plan.changes:
         yield from change_lines(plan, change, color)
         yield ""
+    for access_change in plan.access_changes:
+        yield from access_lines(plan, access_change, color)
+        yield ""
     yield summary_line(plan)
+    if plan.access_changes:
+        yield access_line(plan)
     if plan.estimate is not None:
         yield estimate_line(plan.estimate)
 
@@ -110,6 +121,8 @@ def render_markdown(plan: Plan, *, limit: int = MARKDOWN_LIMIT) -> str:
     if plan.is_empty:
         return "\n".join([*head, NO_CHANGES, ""])
     head += [f"**{summary_line(plan)}**", ""]
+    if plan.access_changes:
+        head += [f"**{access_line(plan)}**", ""]
     for warning in plan.warnings:
         head += [f"> :warning: {warning}", ""]
     if plan.estimate is not None:
@@ -144,7 +157,8 @@ def render_markdown(plan: Plan, *, limit: int = MARKDOWN_LIMIT) -> str:
             f"\n_… {plural(left, 'more change')} not shown (limit {limit:,} characters); "
             "see the JSON plan._\n"
         )
-    return text + "\n".join(close)
+    text += "\n".join(close)
+    return text + "\n".join(access_markdown(plan))
 
 
 def _hash(value: str) -> str:
@@ -163,7 +177,7 @@ def redact(plan: Plan) -> Plan:
         return replace(change, patient=f"{rtype}/{_hash(rid)}", identifier=identifier)
 
     changes = sorted((one(c) for c in plan.changes), key=lambda c: c.patient)
-    return replace(plan, changes=tuple(changes))
+    return redact_access(replace(plan, changes=tuple(changes)), _hash)
 
 
 RENDERERS: dict[str, Callable[[Plan], str]] = {

@@ -24,7 +24,7 @@ BAD_CASES = {
     ),
     "03_unknown_spec_key.yaml": (
         "8:3",
-        "spec.propogate: unknown key 'propogate' (allowed: account, membership, patients, propagate)",
+        "spec.propogate: unknown key 'propogate' (allowed: access, account, membership, patients, propagate)",
     ),
     "04_wrong_api_version.yaml": (
         "1:1",
@@ -53,7 +53,7 @@ BAD_CASES = {
         "spec.membership: expected one of: authoritative, additive; got 'exclusive'",
     ),
     "15_propagate_string.yaml": ("7:3", "spec.propagate: expected a boolean, got string"),
-    "16_patients_empty.yaml": ("7:3", "spec.patients: must have at least one entry"),
+    "16_no_patients_no_access.yaml": ("5:1", "spec: a tenant needs at least one of 'patients' or 'access'"),
     "17_patients_not_list.yaml": ("7:3", "spec.patients: expected a list, got string"),
     "18_selector_wrong_type.yaml": (
         "8:7",
@@ -211,7 +211,7 @@ def test_every_problem_in_every_file_is_reported(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     _write(tmp_path, "a.yaml", _tenant("A", "Organization/o1"))
-    _write(tmp_path, "b.yaml", _tenant("b", "bad", "[]"))
+    _write(tmp_path, "b.yaml", _tenant("b", "bad", "oops"))
     assert main(["validate", str(tmp_path)]) == 1
     err = capsys.readouterr().err.splitlines()
     assert len(err) == 4

@@ -1,0 +1,196 @@
+"""The access planner: pure, like planner.py, for `ProjectMembership.access` (design section 8).
+
+- Managed entries: an entry whose policy some tenant grants through, with that grant's
+  parameter referencing a managed account. Everything else on a membership is kept in place.
+- Desired entries: the live entries in order, minus each managed entry an authoritative tenant
+  does not declare for the member (additive tenants never remove), then each declared entry the
+  member lacks, in tenant load order. Order alone is no change.
+- Never write fail-open: a membership left with no entry and no `accessPolicy` would see
+  everything (Medplum's legacy default), so such a plan is refused.
+- Order: revocations are written before any account changes and grants after them. A member
+  that loses one tenant and gains another is written twice — unless the revocation alone would
+  leave it with no entry (fail-open for a moment): then its final list is written once, in the
+  revocation phase, which never exposes more than its current plus desired grants.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from reconciler.model import (
+    AccessChange,
+    AccessItem,
+    AccessKey,
+    AccessStep,
+    LiveMembership,
+    LiveState,
+    Phase,
+    Tenant,
+    entry_json,
+)
+
+MASS_GRANT_MEMBERSHIPS = 10
+
+
+@dataclass
+class AccessPlan:
+    changes: list[AccessChange] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)  # non-empty: the plan is refused
+    managed: tuple[AccessKey, ...] = ()
+
+
+@dataclass(frozen=True)
+class AccessRules:
+    """What the manifests say about access, with accounts resolved: the input of the planner."""
+
+    owners: dict[str, Tenant]  # managed account -> its tenant
+    names: frozenset[tuple[str, str]]  # (policy, parameter) pairs some tenant grants through
+    declared: dict[str, list[AccessKey]]  # membership -> declared keys, in tenant load order
+
+    def key_of(self, entry_text: str) -> AccessKey | None:
+        """The managed key of a live entry, or None when the entry is not managed."""
+        try:
+            entry = json.loads(entry_text)
+        except ValueError:
+            return None
+        policy = (entry.get("policy") or {}).get("reference") if isinstance(entry, dict) else None
+        if not isinstance(policy, str):
+            return None
+        for param in entry.get("parameter") or []:
+            if not isinstance(param, dict):
+                continue
+            name = param.get("name")
+            ref = (param.get("valueReference") or {}).get("reference")
+            if (policy, name) in self.names and ref in self.owners:
+                return AccessKey(policy, str(name), str(ref))
+        return None
+
+    def item(self, key: AccessKey) -> AccessItem:
+        return AccessItem(key.policy, key.parameter, key.account, self.owners[key.account].name)
+
+
+def access_rules(tenants: Sequence[Tenant], live: LiveState) -> AccessRules:
+    owners = {live.accounts[t.name]: t for t in tenants}
+    names = frozenset((g.policy, g.parameter) for t in tenants for g in t.access)
+    declared: dict[str, list[AccessKey]] = {}
+    for tenant in tenants:
+        account = live.accounts[tenant.name]
+        for index, grant in enumerate(tenant.access):
+            key = AccessKey(grant.policy, grant.parameter, account)
+            for ref in sorted(live.grant_members.get((tenant.name, index), frozenset())):
+                keys = declared.setdefault(ref, [])
+                if key not in keys:
+                    keys.append(key)
+    return AccessRules(owners, names, declared)
+
+
+def desired_entries(membership: LiveMembership, rules: AccessRules) -> tuple[str, ...]:
+    declared = rules.declared.get(membership.reference, [])
+    kept: list[str] = []
+    for entry in membership.entries:
+        key = rules.key_of(entry)
+        if key is not None and rules.owners[key.account].authoritative and key not in declared:
+            continue  # an authoritative tenant does not declare it for this member: revoke
+        kept.append(entry)
+    present = {rules.key_of(e) for e in kept}
+    for key in declared:
+        if key not in present:
+            kept.append(entry_json(key.entry()))
+            present.add(key)
+    return tuple(kept)
+
+
+def change_for(
+    membership: LiveMembership, after: Sequence[str], rules: AccessRules
+) -> AccessChange | None:
+    before = membership.entries
+    if set(before) == set(after):
+        return None
+    revoked = [e for e in before if e not in after]
+    granted = [e for e in after if e not in before]
+
+    def items(entries: list[str]) -> tuple[AccessItem, ...]:
+        keys = [rules.key_of(e) for e in entries]
+        return tuple(rules.item(k) for k in keys if k is not None)
+
+    steps: tuple[AccessStep, ...]
+    if revoked and granted:
+        first = tuple(e for e in before if e not in revoked)
+        if not first and not membership.has_access_policy:
+            steps = (AccessStep(tuple(after), Phase.REVOKE),)  # never empty, even for a moment
+        else:
+            steps = (AccessStep(first, Phase.REVOKE), AccessStep(tuple(after), Phase.GRANT))
+    else:
+        steps = (AccessStep(tuple(after), Phase.REVOKE if revoked else Phase.GRANT),)
+    return AccessChange(
+        membership=membership.reference,
+        version_id=membership.version_id,
+        profile=membership.profile,
+        display=membership.display,
+        before=tuple(before),
+        after=tuple(after),
+        grant=items(granted),
+        revoke=items(revoked),
+        steps=steps,
+    )
+
+
+def plan_access(tenants: Sequence[Tenant], live: LiveState) -> AccessPlan:
+    rules = access_rules(tenants, live)
+    result = AccessPlan(
+        managed=tuple(sorted(AccessKey(p, n, a) for (p, n) in rules.names for a in rules.owners))
+    )
+    for ref in sorted(live.memberships):
+        membership = live.memberships[ref]
+        after = desired_entries(membership, rules)
+        change = change_for(membership, after, rules)
+        if change is None:
+            continue
+        if not after and not membership.has_access_policy:
+            result.problems.append(
+                f"Error: {ref} would be left with no access policy, which Medplum treats as "
+                "unrestricted access"
+            )
+            continue
+        if membership.unrestricted:
+            result.warnings.append(
+                f"{ref} has no access policy today, so it sees everything; this plan narrows it "
+                f"to {_tenants(change.grant)}"
+            )
+        if membership.admin:
+            result.warnings.append(
+                f"{ref} is a project admin: besides its tenants, it can read and change every "
+                "membership and access policy"
+            )
+        result.changes.append(change)
+    granted = [c for c in result.changes if c.grant]
+    if len(granted) > MASS_GRANT_MEMBERSHIPS:
+        result.warnings.append(
+            f"the plan grants access to {len(granted):,} memberships (more than "
+            f"{MASS_GRANT_MEMBERSHIPS}); apply will refuse without --allow-mass-grant"
+        )
+    return result
+
+
+def _tenants(items: Sequence[AccessItem]) -> str:
+    names = sorted({i.tenant for i in items})
+    return ", ".join(f"tenant {n}" for n in names) if names else "its remaining entries"
+
+
+def entry_summary(entry_text: str) -> str:
+    """`AccessPolicy/x  name=Ref` for display; unmanaged entries show what they hold."""
+    try:
+        entry: Any = json.loads(entry_text)
+    except ValueError:
+        return entry_text
+    policy = str((entry.get("policy") or {}).get("reference") or "?")
+    params = []
+    for p in entry.get("parameter") or []:
+        if isinstance(p, dict):
+            value = (p.get("valueReference") or {}).get("reference") or p.get("valueString")
+            params.append(f"{p.get('name')}={value}")
+    return "  ".join([policy, *params])

@@ -1,0 +1,90 @@
+"""The access part of a plan in text and markdown (design section 8), and its redaction."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import replace
+
+from reconciler.model import AccessChange, Action, Plan
+from reconciler.plan.access import entry_summary
+
+_COLORS = {Action.ADD: "\033[32m", Action.REMOVE: "\033[31m", Action.UPDATE: "\033[33m"}
+_RESET = "\033[0m"
+
+
+def _plural(n: int, noun: str) -> str:
+    return f"{n:,} {noun}" if n == 1 else f"{n:,} {noun}s"
+
+
+def access_line(plan: Plan) -> str:
+    return (
+        f"Access: {_plural(plan.grants, 'grant')} to add, {_plural(plan.revocations, 'grant')} "
+        f"to revoke, on {_plural(len(plan.access_changes), 'membership')}."
+    )
+
+
+def _header(change: AccessChange) -> str:
+    who = change.profile or ""
+    if change.display:
+        who += f' "{change.display}"'
+    return f"{change.membership}  ({who.strip()})" if who.strip() else change.membership
+
+
+def access_lines(plan: Plan, change: AccessChange, color: bool = False) -> Iterator[str]:
+    def paint(action: Action, text: str) -> str:
+        return f"{_COLORS[action]}{text}{_RESET}" if color and action in _COLORS else text
+
+    managed = {k: k for k in plan.managed_access}
+    owners = {i.account: i.tenant for c in plan.access_changes for i in (*c.grant, *c.revoke)}
+    rows: list[tuple[Action, str, str]] = []
+    for item in change.grant:
+        rows.append((Action.ADD, item.key.describe(), f"tenant {item.tenant}"))
+    for item in change.revoke:
+        rows.append((Action.REMOVE, item.key.describe(), f"tenant {item.tenant}, authoritative"))
+    granted = {entry for entry in change.after if entry not in change.before}
+    for entry in change.after:
+        if entry in granted:
+            continue
+        summary = entry_summary(entry)
+        key = next((k for k in managed if k.describe() == summary), None)
+        reason = "unmanaged, kept"
+        if key is not None:
+            reason = f"tenant {owners.get(key.account, key.account)}, kept"
+        rows.append((Action.KEEP, summary, reason))
+    width = max((len(text) for _, text, _ in rows), default=0)
+    yield f"  {paint(Action.UPDATE, Action.UPDATE.value)} {_header(change)}"
+    for action, text, reason in rows:
+        yield f"      {paint(action, action.value)} {text.ljust(width)}   ({reason})"
+    if len(change.steps) == 2:
+        yield "      written twice: the revocation before any account change, the grant after"
+
+
+def access_markdown(plan: Plan) -> list[str]:
+    if not plan.access_changes:
+        return []
+    lines = [
+        f"<details><summary>Access ({_plural(len(plan.access_changes), 'membership')})</summary>",
+        "",
+        "| Membership | Grant | Revoke |",
+        "|---|---|---|",
+    ]
+    for change in plan.access_changes:
+        grant = "<br>".join(f"`{i.key.describe()}` ({i.tenant})" for i in change.grant)
+        revoke = "<br>".join(f"`{i.key.describe()}` ({i.tenant})" for i in change.revoke)
+        lines.append(f"| `{change.membership}` | {grant} | {revoke} |")
+    return [*lines, "", "</details>", ""]
+
+
+def redact_access(plan: Plan, hide: Callable[[str], str]) -> Plan:
+    """Membership and profile references hashed like patient ids (they name people)."""
+
+    def one(change: AccessChange) -> AccessChange:
+        rtype, rid = change.membership.split("/", 1)
+        profile = None
+        if change.profile:
+            ptype, _, pid = change.profile.partition("/")
+            profile = f"{ptype}/{hide(pid)}"
+        return replace(change, membership=f"{rtype}/{hide(rid)}", profile=profile, display=None)
+
+    changes = sorted((one(c) for c in plan.access_changes), key=lambda c: c.membership)
+    return replace(plan, access_changes=tuple(changes))
