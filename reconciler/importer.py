@@ -53,6 +53,7 @@ def write_manifest(
     name: str | None = None,
     identifier_system: str | None = None,
     membership: str = "authoritative",
+    access: bool = False,
 ) -> tuple[int, str]:
     """Write the manifest; return (members, "identifier" or "id" — how patients are listed)."""
     rtype, rid = account.split("/", 1)
@@ -60,9 +61,13 @@ def write_manifest(
         resource = client.read_resource(rtype, rid)
         name = slug(str(resource.get("name") or rid))
     listed = list(members(client, account))
-    if not listed:
-        # A Tenant lists at least one patient (schema), so there is no valid manifest to print.
-        raise ReconcilerError(f"{account} has no member patients; there is nothing to import")
+    grants = current_grants(client, account) if access else {}
+    if not listed and not grants:
+        raise ReconcilerError(
+            f"{account} has no member patients"
+            + (" and no access grants" if access else "")
+            + "; there is nothing to import"
+        )
     by: str = "id"
     chosen: list[str] = []
     if identifier_system is not None:
@@ -76,10 +81,33 @@ def write_manifest(
     out.write(f"# Imported from {account}: {len(listed):,} members listed by {by}.\n")
     out.write("apiVersion: reconciler/v1\nkind: Tenant\nmetadata:\n")
     out.write(f"  name: {name}\nspec:\n  account: {account}\n  membership: {membership}\n")
-    out.write("  propagate: true\n  patients:\n")
+    out.write("  propagate: true\n  patients:" + ("\n" if listed else " []\n"))
     for (pid, _), token in zip(listed, chosen or [""] * len(listed), strict=True):
         if by == "identifier":
             out.write(f"    - identifier: {_quote(token)}\n")
         else:
             out.write(f"    - Patient/{pid}\n")
+    if grants:
+        out.write("  access:\n")
+        for (policy, parameter), refs in sorted(grants.items()):
+            out.write(f"    - policy: {policy}\n      parameter: {parameter}\n      members:\n")
+            out.writelines(f"        - {ref}\n" for ref in refs)
     return len(listed), by
+
+
+def current_grants(client: MedplumClient, account: str) -> dict[tuple[str, str], list[str]]:
+    """(policy, parameter) -> memberships whose `access` entries reference `account`."""
+    grants: dict[tuple[str, str], list[str]] = {}
+    for membership in client.search_all("ProjectMembership", []):
+        ref = f"ProjectMembership/{membership['id']}"
+        for entry in membership.get("access") or []:
+            policy = (
+                (entry.get("policy") or {}).get("reference") if isinstance(entry, dict) else None
+            )
+            for param in (entry.get("parameter") or []) if policy else []:
+                target = (param.get("valueReference") or {}).get("reference")
+                if target == account and isinstance(param.get("name"), str):
+                    members = grants.setdefault((str(policy), param["name"]), [])
+                    if ref not in members:
+                        members.append(ref)
+    return grants

@@ -20,6 +20,7 @@ class Options:
     name: str | None
     identifier_system: str | None
     membership: str
+    access: bool
     server: ServerOptions
 
     @classmethod
@@ -29,6 +30,7 @@ class Options:
             name=ns.name,
             identifier_system=ns.identifier_system,
             membership=ns.membership,
+            access=ns.access,
             server=server_options(ns),
         )
 
@@ -47,6 +49,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default="authoritative",
         help="(default: %(default)s)",
     )
+    parser.add_argument(
+        "--access",
+        action="store_true",
+        help="also list the memberships that see the account (spec.access)",
+    )
 
 
 def run(options: Options) -> int:
@@ -62,6 +69,7 @@ def run(options: Options) -> int:
             name=name,
             identifier_system=options.identifier_system,
             membership=options.membership,
+            access=options.access,
         )
     sys.stdout.flush()
     view.message(f"Imported {count:,} members of {options.account} (listed by {by}).")

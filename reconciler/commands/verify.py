@@ -5,12 +5,17 @@ from __future__ import annotations
 import argparse
 from dataclasses import dataclass
 
+from reconciler.apply.access import AccessWriter
 from reconciler.apply.verify import expectations_for_live, find_stragglers, repair
+from reconciler.apply.verify_access import check_access
 from reconciler.commands._args import server_options
 from reconciler.commands.views import View
 from reconciler.connect import ServerOptions, connect
-from reconciler.errors import ExitCode
+from reconciler.errors import ExitCode, PlanError
 from reconciler.manifest import DEFAULT_PATHS, load_manifests
+from reconciler.medplum.client import MedplumClient
+from reconciler.model import LiveState, Phase, Tenant
+from reconciler.plan.access import plan_access
 from reconciler.plan.live import read_live_state
 from reconciler.plan.planner import managed_accounts
 from reconciler.plan.render import plural
@@ -22,6 +27,7 @@ MAX_SHOWN = 50
 class Options:
     paths: tuple[str, ...]
     repair: bool
+    access: bool
     detailed_exitcode: bool
     parallelism: int
     server: ServerOptions
@@ -31,6 +37,7 @@ class Options:
         return cls(
             paths=tuple(ns.paths or DEFAULT_PATHS),
             repair=ns.repair,
+            access=ns.access,
             detailed_exitcode=ns.detailed_exitcode,
             parallelism=ns.parallelism,
             server=server_options(ns),
@@ -39,7 +46,12 @@ class Options:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("paths", nargs="*", metavar="PATH", help="manifest files or directories")
-    parser.add_argument("--repair", action="store_true", help="fix the resources out of step")
+    parser.add_argument("--repair", action="store_true", help="fix what is out of step")
+    parser.add_argument(
+        "--access",
+        action="store_true",
+        help="also prove what each managed member can see (X-Medplum-On-Behalf-Of)",
+    )
     parser.add_argument(
         "--detailed-exitcode", action="store_true", help="exit 2 when drift is found"
     )
@@ -61,6 +73,11 @@ def run(options: Options) -> int:
                 parallelism=options.parallelism,
                 on_error=lambda s, reason: errors.append(f"  {s.resource} ({s.patient}): {reason}"),
             )
+        access_drift, access_lines = 0, list[str]()
+        if options.access:
+            access_drift, access_lines = _verify_access(
+                conn.client, manifests.tenants, live, options
+            )
     patients = len({s.patient for s in stragglers})
     view.result(
         f"Checked {plural(read, 'compartment resource')} of "
@@ -73,10 +90,52 @@ def run(options: Options) -> int:
     )
     if len(stragglers) > MAX_SHOWN:
         view.result(f"  ... and {len(stragglers) - MAX_SHOWN} more")
+    view.results(access_lines)
     if options.repair and stragglers:
         view.result(f"Repaired {repaired} of {len(stragglers)}.")
         view.results(errors)
-        return ExitCode.OK if repaired == len(stragglers) else ExitCode.ERROR
-    if stragglers:
+        if repaired != len(stragglers):
+            return ExitCode.ERROR
+        stragglers = []
+    if access_drift < 0:
+        return ExitCode.ERROR  # a repair failed
+    if stragglers or access_drift:
         return ExitCode.CHANGES if options.detailed_exitcode else ExitCode.ERROR
     return ExitCode.OK
+
+
+def _verify_access(
+    client: MedplumClient,
+    tenants: tuple[Tenant, ...],
+    live: LiveState,
+    options: Options,
+) -> tuple[int, list[str]]:
+    """The access proof; with --repair, membership drift is written back and checked again.
+    Returns (drift that remains, -1 when a repair failed; the lines to print)."""
+    drift = plan_access(tenants, live)
+    if drift.problems:
+        raise PlanError(drift.problems)
+    check = check_access(client, tenants, live, drift.changes)
+    count = len(check.mismatches)
+    lines = [
+        f"Checked access of {plural(check.memberships, 'membership')} to "
+        f"{plural(check.tenants, 'tenant')}: {count:,} mismatch{'' if count == 1 else 'es'}.",
+        *(f"  {line}" for line in check.mismatches),
+    ]
+    if not options.repair or not drift.changes:
+        return count, lines
+    writer = AccessWriter(client, drift.changes, parallelism=options.parallelism)
+    writer.run(Phase.REVOKE)
+    writer.run(Phase.GRANT)
+    report = writer.report
+    lines.append(
+        f"Repaired access of {len(report.updated)} of {plural(report.planned, 'membership')}: "
+        f"{plural(report.granted, 'grant')} added, {plural(report.revoked, 'grant')} revoked."
+    )
+    lines += [f"  {o.membership}: {o.reason}" for o in report.failed]
+    if report.failed:
+        return -1, lines
+    fresh = read_live_state(client, tenants, parallelism=options.parallelism)
+    after = check_access(client, tenants, fresh, plan_access(tenants, fresh).changes)
+    lines += [f"  still: {line}" for line in after.mismatches]
+    return len(after.mismatches), lines

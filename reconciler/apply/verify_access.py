@@ -1,0 +1,87 @@
+"""The effective-access proof (design section 8): ask the server, as each member
+(`X-Medplum-On-Behalf-Of`, admin client), how many patients of each of its tenants it sees, and
+compare with the tenant's live member count; a membership whose entries are all managed must
+also see exactly the union of its tenants' patients. Plus the membership drift itself: managed
+entries the manifests want and the membership lacks, or holds and should not."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from reconciler.medplum.client import MedplumClient
+from reconciler.medplum.errors import HTTPStatusError
+from reconciler.model import AccessChange, LiveState, Tenant
+from reconciler.plan.access import access_rules
+
+ON_BEHALF_OF = "X-Medplum-On-Behalf-Of"
+
+
+@dataclass(frozen=True)
+class AccessCheck:
+    memberships: int
+    tenants: int
+    mismatches: list[str]
+
+
+def _count(client: MedplumClient, compartment: str | None, as_member: str | None) -> int:
+    params = [("_summary", "count")]
+    if compartment:
+        params.append(("_compartment", compartment))
+    headers = {ON_BEHALF_OF: as_member} if as_member else None
+    body = client.request("GET", "Patient", params=params, headers=headers).body
+    return int(body.get("total") or 0) if isinstance(body, dict) else 0
+
+
+def check_access(
+    client: MedplumClient,
+    tenants: Sequence[Tenant],
+    live: LiveState,
+    drift: Sequence[AccessChange],
+) -> AccessCheck:
+    rules = access_rules(tenants, live)
+    mismatches: list[str] = []
+    for change in drift:
+        for item in change.grant:
+            mismatches.append(
+                f"{change.membership}: lacks {item.key.describe()} (tenant {item.tenant})"
+            )
+        for item in change.revoke:
+            mismatches.append(
+                f"{change.membership}: holds {item.key.describe()}, which tenant {item.tenant} "
+                "does not grant it"
+            )
+    totals: dict[str, int] = {}
+    checked = 0
+    for ref in sorted(live.memberships):
+        membership = live.memberships[ref]
+        keys = [rules.key_of(e) for e in membership.entries]
+        managed = [k for k in keys if k is not None]
+        if not managed:
+            continue
+        checked += 1
+        for key in managed:
+            if key.account not in totals:
+                totals[key.account] = _count(client, key.account, None)
+            try:
+                seen = _count(client, key.account, ref)
+            except HTTPStatusError as exc:
+                mismatches.append(f"{ref}: could not be checked as the member: {exc.outcome_text}")
+                break
+            tenant = rules.owners[key.account].name
+            if seen != totals[key.account]:
+                mismatches.append(
+                    f"{ref}: sees {seen:,} of tenant {tenant}'s {totals[key.account]:,} patients"
+                )
+        else:
+            if len(managed) == len(keys) and not membership.has_access_policy:
+                accounts = sorted({k.account for k in managed})
+                union = _count(client, ",".join(accounts), None)
+                seen_all = _count(client, None, ref)
+                if seen_all != union:
+                    names = ", ".join(sorted(rules.owners[a].name for a in accounts))
+                    mismatches.append(
+                        f"{ref}: sees {seen_all:,} patients in all, expected {union:,} (the "
+                        f"patients of {names})"
+                    )
+    return AccessCheck(checked, len(totals), mismatches)
