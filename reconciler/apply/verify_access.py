@@ -1,8 +1,9 @@
 """The effective-access proof (design section 8): ask the server, as each member
-(`X-Medplum-On-Behalf-Of`, admin client), how many patients of each of its tenants it sees, and
-compare with the tenant's live member count; a membership whose entries are all managed must
-also see exactly the union of its tenants' patients. Plus the membership drift itself: managed
-entries the manifests want and the membership lacks, or holds and should not."""
+(`X-Medplum-On-Behalf-Of`, admin client), how many patients of each tenant the manifests give it
+it sees, and compare with the tenant's live member count; a membership whose entries are all
+managed must also see exactly the union of those tenants' patients — no more. Plus the
+membership drift itself: managed entries the manifests want and the membership lacks, or holds
+and should not."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from dataclasses import dataclass
 from reconciler.medplum.client import MedplumClient
 from reconciler.medplum.errors import HTTPStatusError
 from reconciler.model import AccessChange, LiveState, Tenant
-from reconciler.plan.access import access_rules
+from reconciler.plan.access import access_rules, desired_entries
 
 ON_BEHALF_OF = "X-Medplum-On-Behalf-Of"
 
@@ -55,12 +56,13 @@ def check_access(
     checked = 0
     for ref in sorted(live.memberships):
         membership = live.memberships[ref]
-        keys = [rules.key_of(e) for e in membership.entries]
-        managed = [k for k in keys if k is not None]
-        if not managed:
+        live_keys = [rules.key_of(e) for e in membership.entries]
+        # What the manifests say it should see: its desired managed entries.
+        wanted = [k for k in map(rules.key_of, desired_entries(membership, rules)) if k]
+        if not wanted and not any(live_keys):
             continue
         checked += 1
-        for key in managed:
+        for key in wanted:
             if key.account not in totals:
                 totals[key.account] = _count(client, key.account, None)
             try:
@@ -68,14 +70,15 @@ def check_access(
             except HTTPStatusError as exc:
                 mismatches.append(f"{ref}: could not be checked as the member: {exc.outcome_text}")
                 break
-            tenant = rules.owners[key.account].name
             if seen != totals[key.account]:
                 mismatches.append(
-                    f"{ref}: sees {seen:,} of tenant {tenant}'s {totals[key.account]:,} patients"
+                    f"{ref}: sees {seen:,} of tenant {rules.owners[key.account].name}'s "
+                    f"{totals[key.account]:,} patients"
                 )
         else:
-            if len(managed) == len(keys) and not membership.has_access_policy:
-                accounts = sorted({k.account for k in managed})
+            # Only when nothing unmanaged can widen it: every live entry is managed.
+            if all(live_keys) and not membership.has_access_policy and wanted:
+                accounts = sorted({k.account for k in wanted})
                 union = _count(client, ",".join(accounts), None)
                 seen_all = _count(client, None, ref)
                 if seen_all != union:

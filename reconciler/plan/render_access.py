@@ -86,5 +86,14 @@ def redact_access(plan: Plan, hide: Callable[[str], str]) -> Plan:
             profile = f"{ptype}/{hide(pid)}"
         return replace(change, membership=f"{rtype}/{hide(rid)}", profile=profile, display=None)
 
+    hidden: dict[str, str] = {}
+    for change in plan.access_changes:
+        for ref in (change.membership, change.profile):
+            if ref and "/" in ref:
+                rtype, rid = ref.split("/", 1)
+                hidden[ref] = f"{rtype}/{hide(rid)}"
+    warnings = list(plan.warnings)
+    for ref, shown in hidden.items():  # warnings name memberships too
+        warnings = [w.replace(ref, shown) for w in warnings]
     changes = sorted((one(c) for c in plan.access_changes), key=lambda c: c.membership)
-    return replace(plan, access_changes=tuple(changes))
+    return replace(plan, access_changes=tuple(changes), warnings=tuple(warnings))

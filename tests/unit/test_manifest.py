@@ -53,7 +53,10 @@ BAD_CASES = {
         "spec.membership: expected one of: authoritative, additive; got 'exclusive'",
     ),
     "15_propagate_string.yaml": ("7:3", "spec.propagate: expected a boolean, got string"),
-    "16_no_patients_no_access.yaml": ("5:1", "spec: a tenant needs at least one of 'patients' or 'access'"),
+    "16_no_patients_no_access.yaml": (
+        "5:1",
+        "spec: a tenant needs at least one of 'patients' or 'access'",
+    ),
     "17_patients_not_list.yaml": ("7:3", "spec.patients: expected a list, got string"),
     "18_selector_wrong_type.yaml": (
         "8:7",
