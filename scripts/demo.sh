@@ -17,3 +17,5 @@ step reconciler apply examples/tenants --auto-approve
 $R apply examples/tenants --auto-approve -q
 step reconciler plan examples/tenants --detailed-exitcode
 $R plan examples/tenants --detailed-exitcode -q
+step reconciler verify examples/tenants --access
+$R verify examples/tenants --access -q
