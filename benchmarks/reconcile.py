@@ -498,6 +498,79 @@ def naive_under_quota(sb: Sandbox, patients: int, sample: int, window_s: float) 
     }
 
 
+# --- tenant access: 1,000 memberships x 3 tenants ----------------------------------------------
+
+POLICY_ID = str(uuid.uuid5(NAMESPACE, "policy-staff"))
+
+
+def membership_id(i: int) -> str:
+    return str(uuid.uuid5(NAMESPACE, f"membership-{i}"))
+
+
+def access_scenario(args: argparse.Namespace, work: Path) -> dict[str, Any]:
+    """Plan and apply `spec.access` for N memberships over 3 tenants; a `--change-fraction`
+    share of them move to the next tenant (one revocation and one grant each), the others are
+    granted their tenant for the first time. Then the plan again, and verify --access."""
+    count = args.access_memberships
+    data = work / "access.sqlite"
+    seed(data, 30, 0)  # a few patients per tenant, so the proof has something to count
+    store = Store(str(data))
+    policy = {
+        "resourceType": "AccessPolicy", "id": POLICY_ID, "name": "staff", "meta": {},
+        "compartment": {"reference": "%organization"},
+        "resource": [{"resourceType": "Patient", "criteria": "Patient?_compartment=%organization"}],
+    }  # fmt: skip
+    memberships = []
+    for i in range(count):
+        access = []
+        if i % 2 == 0:  # half already hold their live tenant
+            ref = f"Organization/{org_id(live_tenant(i))}"
+            access.append(
+                {"policy": {"reference": f"AccessPolicy/{POLICY_ID}"},
+                 "parameter": [{"name": "organization", "valueReference": {"reference": ref}}]}
+            )  # fmt: skip
+        memberships.append(
+            {"resourceType": "ProjectMembership", "id": membership_id(i), "meta": {},
+             "user": {"reference": f"ClientApplication/staff-{i}"},
+             "profile": {"reference": f"Practitioner/staff-{i}"}, "access": access}
+        )  # fmt: skip
+    store.bulk_insert([policy, *memberships])
+    store.close()
+    manifests = work / "access-tenants"
+    manifests.mkdir()
+    members: list[list[str]] = [[], [], []]
+    for i in range(count):
+        members[wanted_tenant(i, args.change_fraction)].append(
+            f"        - ProjectMembership/{membership_id(i)}\n"
+        )
+    for t, name in enumerate(TENANTS):
+        (manifests / f"{name}.yaml").write_text(
+            f"apiVersion: reconciler/v1\nkind: Tenant\nmetadata:\n  name: {name}\nspec:\n"
+            f"  account: Organization/{org_id(t)}\n  access:\n"
+            f"    - policy: AccessPolicy/{POLICY_ID}\n      members:\n" + "".join(members[t])
+        )
+    sb = Sandbox(data, "--latency-ms", str(args.latency_ms))
+    try:
+        plan, out, _ = run_cli(
+            sb, f"access: plan {count:,} memberships", "plan", str(manifests), "--no-estimate"
+        )
+        plan.extra = {"access_line": out.strip().splitlines()[-1]}
+        apply, out, _ = run_cli(
+            sb, "access: apply", "apply", str(manifests), "--auto-approve", "--allow-mass-grant",
+            "--allow-mass-removal", "--parallelism", str(args.parallelism), "--no-audit",
+        )  # fmt: skip
+        apply.extra = {"result": next(
+            (line for line in out.splitlines() if line.startswith("Access updated")), "?"
+        )}  # fmt: skip
+        again, out, _ = run_cli(sb, "access: plan again", "plan", str(manifests), "-q")
+        again.extra = {"result": out.strip().splitlines()[-1]}
+        proof, out, _ = run_cli(sb, "access: verify --access", "verify", str(manifests), "--access")
+        proof.extra = {"result": out.strip().splitlines()[-1]}
+    finally:
+        sb.stop()
+    return {"runs": [asdict(r) for r in (plan, apply, again, proof)]}
+
+
 # --- output --------------------------------------------------------------------------------------
 
 
@@ -542,7 +615,11 @@ def main() -> int:
     parser.add_argument("--quota-patients", type=int, default=300)
     parser.add_argument("--fhir-quota", type=int, default=30_000)
     parser.add_argument("--quota-window-s", type=float, default=10.0)
-    parser.add_argument("--skip-main", action="store_true", help="only the --rss/--quota scenarios")
+    parser.add_argument("--access", action="store_true", help="run the tenant access scenario")
+    parser.add_argument("--access-memberships", type=int, default=1000)
+    parser.add_argument(
+        "--skip-main", action="store_true", help="only the --rss/--quota/--access scenarios"
+    )
     parser.add_argument("--json", metavar="FILE")
     args = parser.parse_args()
     if args.quick:
@@ -557,6 +634,8 @@ def main() -> int:
             results["rss"] = rss_scenario(args, work)
         if args.quota:
             results["quota"] = quota_scenario(args, work)
+        if args.access:
+            results["access"] = access_scenario(args, work)
     print(table(results))
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2) + "\n")

@@ -8,12 +8,13 @@ and should not."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from reconciler.medplum.client import MedplumClient
 from reconciler.medplum.errors import HTTPStatusError
-from reconciler.model import AccessChange, LiveState, Tenant
-from reconciler.plan.access import access_rules, desired_entries
+from reconciler.model import AccessChange, LiveMembership, LiveState, Tenant
+from reconciler.plan.access import AccessRules, access_rules, desired_entries
 
 ON_BEHALF_OF = "X-Medplum-On-Behalf-Of"
 
@@ -39,6 +40,8 @@ def check_access(
     tenants: Sequence[Tenant],
     live: LiveState,
     drift: Sequence[AccessChange],
+    *,
+    parallelism: int = 10,
 ) -> AccessCheck:
     rules = access_rules(tenants, live)
     mismatches: list[str] = []
@@ -52,39 +55,55 @@ def check_access(
                 f"{change.membership}: holds {item.key.describe()}, which tenant {item.tenant} "
                 "does not grant it"
             )
-    totals: dict[str, int] = {}
-    checked = 0
-    for ref in sorted(live.memberships):
-        membership = live.memberships[ref]
-        live_keys = [rules.key_of(e) for e in membership.entries]
-        # What the manifests say it should see: its desired managed entries.
-        wanted = [k for k in map(rules.key_of, desired_entries(membership, rules)) if k]
-        if not wanted and not any(live_keys):
-            continue
-        checked += 1
-        for key in wanted:
-            if key.account not in totals:
-                totals[key.account] = _count(client, key.account, None)
-            try:
-                seen = _count(client, key.account, ref)
-            except HTTPStatusError as exc:
-                mismatches.append(f"{ref}: could not be checked as the member: {exc.outcome_text}")
-                break
-            if seen != totals[key.account]:
-                mismatches.append(
-                    f"{ref}: sees {seen:,} of tenant {rules.owners[key.account].name}'s "
-                    f"{totals[key.account]:,} patients"
-                )
-        else:
-            # Only when nothing unmanaged can widen it: every live entry is managed.
-            if all(live_keys) and not membership.has_access_policy and wanted:
-                accounts = sorted({k.account for k in wanted})
-                union = _count(client, ",".join(accounts), None)
-                seen_all = _count(client, None, ref)
-                if seen_all != union:
-                    names = ", ".join(sorted(rules.owners[a].name for a in accounts))
-                    mismatches.append(
-                        f"{ref}: sees {seen_all:,} patients in all, expected {union:,} (the "
-                        f"patients of {names})"
-                    )
-    return AccessCheck(checked, len(totals), mismatches)
+    accounts = sorted(rules.owners)
+    with ThreadPoolExecutor(max(1, parallelism), thread_name_prefix="verify-access") as pool:
+        totals = dict(zip(accounts, pool.map(lambda a: _count(client, a, None), accounts),
+                          strict=True))  # fmt: skip
+        results = pool.map(
+            lambda ref: _check_one(client, rules, live.memberships[ref], totals),
+            sorted(live.memberships),
+        )
+        checked = 0
+        for lines in results:
+            if lines is None:
+                continue
+            checked += 1
+            mismatches += lines
+    used = {k.account for m in live.memberships.values() for k in map(rules.key_of, m.entries) if k}
+    used |= {k.account for keys in rules.declared.values() for k in keys}
+    return AccessCheck(checked, len(used), mismatches)
+
+
+def _check_one(
+    client: MedplumClient, rules: AccessRules, membership: LiveMembership, totals: dict[str, int]
+) -> list[str] | None:
+    """The mismatches of one membership; None when it holds and wants no managed entry."""
+    ref = membership.reference
+    live_keys = [rules.key_of(e) for e in membership.entries]
+    # What the manifests say it should see: its desired managed entries.
+    wanted = [k for k in map(rules.key_of, desired_entries(membership, rules)) if k]
+    if not wanted and not any(live_keys):
+        return None
+    lines: list[str] = []
+    for key in wanted:
+        try:
+            seen = _count(client, key.account, ref)
+        except HTTPStatusError as exc:
+            return [f"{ref}: could not be checked as the member: {exc.outcome_text}"]
+        if seen != totals[key.account]:
+            lines.append(
+                f"{ref}: sees {seen:,} of tenant {rules.owners[key.account].name}'s "
+                f"{totals[key.account]:,} patients"
+            )
+    # Only when nothing unmanaged can widen it: every live entry is managed.
+    if all(live_keys) and not membership.has_access_policy and wanted:
+        accounts = sorted({k.account for k in wanted})
+        union = _count(client, ",".join(accounts), None)
+        seen_all = _count(client, None, ref)
+        if seen_all != union:
+            names = ", ".join(sorted(rules.owners[a].name for a in accounts))
+            lines.append(
+                f"{ref}: sees {seen_all:,} patients in all, expected {union:,} (the patients "
+                f"of {names})"
+            )
+    return lines

@@ -115,7 +115,7 @@ def _verify_access(
     drift = plan_access(tenants, live)
     if drift.problems:
         raise PlanError(drift.problems)
-    check = check_access(client, tenants, live, drift.changes)
+    check = check_access(client, tenants, live, drift.changes, parallelism=options.parallelism)
     count = len(check.mismatches)
     lines = [
         f"Checked access of {plural(check.memberships, 'membership')} to "
@@ -136,6 +136,8 @@ def _verify_access(
     if report.failed:
         return -1, lines
     fresh = read_live_state(client, tenants, parallelism=options.parallelism)
-    after = check_access(client, tenants, fresh, plan_access(tenants, fresh).changes)
+    after = check_access(
+        client, tenants, fresh, plan_access(tenants, fresh).changes, parallelism=options.parallelism
+    )
     lines += [f"  still: {line}" for line in after.mismatches]
     return len(after.mismatches), lines
