@@ -110,6 +110,27 @@ BAD_CASES = {
     ),
     "35_binary.yaml": ("1:1", "file is binary (contains NUL bytes), not YAML"),
     "36_empty.yaml": ("1:1", "file holds no YAML documents"),
+    "37_access_policy_not_a_policy.yaml": (
+        "8:7",
+        "spec.access[0].policy: 'Organization/o1' is not a reference of the form 'AccessPolicy/<id>'",
+    ),
+    "38_access_member_wrong_ref.yaml": (
+        "10:11",
+        "spec.access[0].members[0]: 'Practitioner/x' is not a reference of the form 'ProjectMembership/<id>'",
+    ),
+    "39_access_member_search_count.yaml": (
+        "10:11",
+        "spec.access[0].members[0].search: result-control parameter '_count' is not allowed in a search selector",
+    ),
+    "40_access_member_twice.yaml": (
+        "11:11",
+        "spec.access[0].members[1]: member 'profile Practitioner/x' is listed twice under AccessPolicy/p1 in tenant 't1' (first at line 10)",
+    ),
+    "41_access_bad_parameter.yaml": (
+        "9:7",
+        "spec.access[0].parameter: '%org' is not a policy parameter name like 'organization'",
+    ),
+    "42_access_no_policy.yaml": ("8:7", "spec.access[0]: missing required key 'policy'"),
 }
 
 
@@ -138,6 +159,16 @@ def test_examples_load_into_typed_tenants() -> None:
     assert [t.name for t in manifests.tenants] == ["northside", "research-registry", "southside"]
     north, research, south = manifests.tenants
     assert north.account.reference == "Organization/0f1e0001-0000-4000-8000-000000000001"
+    (grant,) = north.access
+    assert (grant.policy, grant.parameter) == (
+        "AccessPolicy/0f1e0004-0000-4000-8000-000000000001",
+        "organization",
+    )
+    assert [(m.kind.value, m.value) for m in grant.members] == [
+        ("id", "ProjectMembership/0f1e0006-0000-4000-8000-000000000001"),
+        ("identifier", "https://example.org/staff|n-0002"),
+    ]
+    assert [m.kind.value for m in south.access[0].members] == ["profile", "search"]
     assert north.membership is Membership.AUTHORITATIVE and north.propagate is True
     assert [s.kind for s in north.patients] == [
         SelectorKind.ID,
