@@ -15,9 +15,10 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from reconciler.errors import UsageError
+from reconciler.errors import PreflightError, UsageError
 from reconciler.logs import get_logger
 from reconciler.medplum.client import MedplumClient
+from reconciler.medplum.errors import HTTPStatusError
 
 log = get_logger("reconciler.connect")
 
@@ -40,6 +41,7 @@ class ServerOptions:
     server: str | None = None
     timeout: float = 30.0
     sandbox_data: str | None = None
+    sandbox: bool = False  # --sandbox: the embedded sandbox, asked for explicitly
 
 
 @dataclass(frozen=True)
@@ -64,9 +66,34 @@ def build_client(
     return MedplumClient(url, client_id, client_secret, http=http, timeout=timeout)
 
 
+def _refuse_silent_sandbox(options: ServerOptions, url: str | None) -> None:
+    """The embedded sandbox only when nothing points at a real server (design section 10): a
+    CI job whose MEDPLUM_BASE_URL secret is missing must fail, not plan an empty sandbox."""
+    if options.sandbox:
+        if url:
+            raise UsageError(
+                "--sandbox asks for the embedded sandbox, but a server is configured "
+                "(--server or MEDPLUM_BASE_URL); give one or the other"
+            )
+        return
+    if url:
+        return
+    if os.environ.get("MEDPLUM_CLIENT_ID") or os.environ.get("MEDPLUM_CLIENT_SECRET"):
+        raise UsageError(
+            "MEDPLUM_CLIENT_ID/MEDPLUM_CLIENT_SECRET are set but no server is: set "
+            "MEDPLUM_BASE_URL (or --server URL); --sandbox uses the local sandbox on purpose"
+        )
+    if os.environ.get("CI", "").lower() == "true":
+        raise UsageError(
+            "no server configured and CI=true: set MEDPLUM_BASE_URL (or --server URL); "
+            "--sandbox uses the local sandbox on purpose"
+        )
+
+
 @contextmanager
 def connect(options: ServerOptions) -> Iterator[Connection]:
     url = options.server or os.environ.get("MEDPLUM_BASE_URL") or None
+    _refuse_silent_sandbox(options, url)
     if url:
         identity = normalize_server(url)
         client_id = os.environ.get("MEDPLUM_CLIENT_ID") or None
@@ -93,3 +120,41 @@ def connect(options: ServerOptions) -> Iterator[Connection]:
     finally:
         client.close()
         sandbox.stop()
+
+
+@dataclass(frozen=True)
+class WhoAmI:
+    """What the tool keeps of `/auth/me`. The body itself is never kept, logged or printed:
+    for a ClientApplication it holds the client's own secret (medplum-api.md, "Who am I")."""
+
+    membership: str
+    admin: bool
+
+
+def who_am_i(client: MedplumClient) -> WhoAmI | None:
+    """`GET {server}/auth/me`; None when the server has no such endpoint (404)."""
+    try:
+        body = client.request("GET", client.base_url + "auth/me").body
+    except HTTPStatusError as exc:
+        if exc.status == 404:
+            return None
+        raise
+    membership = body.get("membership") if isinstance(body, dict) else None
+    if not isinstance(membership, dict):
+        return None
+    return WhoAmI(f"ProjectMembership/{membership.get('id')}", membership.get("admin") is True)
+
+
+def preflight(conn: Connection, *, need_admin: str | None = None) -> None:
+    """Before any planning work: the credentials work, and for `need_admin` (the action, e.g.
+    "apply") the client is a project admin — else one line, and nothing read or written."""
+    me = who_am_i(conn.client)
+    if me is None:
+        log.warning("could not check the client's role: the server has no /auth/me")
+        return
+    if need_admin and not me.admin:
+        raise PreflightError(
+            f"{need_admin} needs a project admin: the client {conn.client.client_id!r} "
+            f"({me.membership}) is not one of {conn.target} ($set-accounts and membership "
+            "writes are for project admins only); nothing was read or written"
+        )

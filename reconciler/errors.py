@@ -6,6 +6,7 @@ ReconcilerError
 ├── ResolveError            selectors/accounts that do not resolve against the live server
 ├── PlanError               a plan that would write something unsafe (e.g. fail-open access)
 ├── PlanFileError           a saved plan that is unreadable, edited, or stale
+├── PreflightError          the client cannot do what the command needs (not a project admin)
 ├── ApplyRefused            apply declined: not approved, guard tripped, lock held
 ├── ApplyFailed             apply logic: a change that could not be confirmed on the server
 └── MedplumError            (reconciler.medplum.errors) anything the client raises
@@ -60,6 +61,10 @@ class PlanError(ReconcilerError):
 
 
 class PlanFileError(ReconcilerError):
+    pass
+
+
+class PreflightError(ReconcilerError):
     pass
 
 

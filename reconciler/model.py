@@ -336,6 +336,7 @@ class Plan:
     estimate: Estimate | None = None
     access_changes: tuple[AccessChange, ...] = ()
     managed_access: tuple[AccessKey, ...] = ()  # every (policy, parameter, account) managed
+    target: str = ""  # the server (and client) people are shown: "Target: …"
 
     @property
     def is_empty(self) -> bool:

@@ -78,6 +78,11 @@ def add_server_options(parser: argparse.ArgumentParser, *, parallelism: bool = T
         help="per-request timeout in seconds (default: %(default)s)",
     )
     group.add_argument(
+        "--sandbox",
+        action="store_true",
+        help="use the embedded local sandbox (required when CI=true or credentials are set)",
+    )
+    group.add_argument(
         "--sandbox-data",
         metavar="FILE",
         default=None,
@@ -94,4 +99,6 @@ def add_server_options(parser: argparse.ArgumentParser, *, parallelism: bool = T
 
 
 def server_options(ns: argparse.Namespace) -> ServerOptions:
-    return ServerOptions(server=ns.server, timeout=ns.timeout, sandbox_data=ns.sandbox_data)
+    return ServerOptions(
+        server=ns.server, timeout=ns.timeout, sandbox_data=ns.sandbox_data, sandbox=ns.sandbox
+    )

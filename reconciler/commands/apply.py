@@ -16,7 +16,7 @@ from reconciler.apply.lock import ApplyLock
 from reconciler.commands._args import parse_duration, positive_seconds, server_options
 from reconciler.commands.progress import Progress
 from reconciler.commands.views import View
-from reconciler.connect import Connection, ServerOptions, connect
+from reconciler.connect import Connection, ServerOptions, connect, preflight
 from reconciler.errors import ApplyRefused, ExitCode, PlanFileError, UsageError
 from reconciler.logs import get_logger
 from reconciler.manifest import DEFAULT_PATHS, load_manifests
@@ -45,7 +45,7 @@ from reconciler.plan.render import iter_text, plural, use_color
 
 log = get_logger("reconciler.apply")
 
-PROMPT = "Do you want to apply these changes? Only 'yes' will be accepted: "
+PROMPT = "Do you want to apply these changes to {target}? Only 'yes' will be accepted: "
 MAX_STALE_SHOWN = 10
 
 
@@ -156,7 +156,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-audit", action="store_true", help="do not write the AuditEvent")
 
 
-def _approve(options: Options, view: View) -> None:
+def _approve(options: Options, view: View, target: str) -> None:
     if options.auto_approve:
         return
     if sys.stdin is None or not sys.stdin.isatty():  # no stdin at all (closed fd 0) too
@@ -164,7 +164,7 @@ def _approve(options: Options, view: View) -> None:
             "refusing to apply: stdin is not a terminal and --auto-approve was not given; "
             "nothing was changed"
         )
-    answer = view.prompt("\n" + PROMPT).strip()
+    answer = view.prompt("\n" + PROMPT.format(target=target)).strip()
     if answer != "yes":
         raise ApplyRefused(
             f"apply cancelled (answer was {answer!r}, not 'yes'); nothing was changed"
@@ -252,7 +252,7 @@ def _install_interrupt(executor: Executor, view: View) -> Callable[[], None]:
     return restore
 
 
-def _report(report: Report, access: AccessReport, view: View) -> int:
+def _report(report: Report, access: AccessReport, view: View, target: str) -> int:
     updated = len(report.succeeded)
     accounts = (
         f"{plural(report.added, 'account')} added, {plural(report.removed, 'account')} removed"
@@ -288,6 +288,7 @@ def _report(report: Report, access: AccessReport, view: View) -> int:
         },
     )
     view.result()
+    view.result(f"Target: {target}")
     if report.interrupted:
         view.result(
             f"Apply interrupted: {report.not_updated} of {report.planned} patients not updated."
@@ -367,6 +368,7 @@ def run(options: Options) -> int:
     view = View(json_events=options.json_events)
     saved_plan, manifests = _load(options.paths)
     with connect(options.server) as conn:
+        preflight(conn, need_admin="apply")
         replan = None
         access_replan = None
         if saved_plan is not None:
@@ -384,6 +386,7 @@ def run(options: Options) -> int:
                     quota_points=DEFAULT_QUOTA_POINTS,
                     parallelism=options.parallelism,
                     progress=progress.update,
+                    target=conn.target,
                 )
             finally:
                 progress.close()
@@ -419,9 +422,9 @@ def run(options: Options) -> int:
                 + " (review the plan; --allow-mass-grant to proceed); nothing was changed"
             )
         if saved_plan is None:
-            _approve(options, view)
+            _approve(options, view, conn.target)
         report, access = _execute(conn, plan, replan, access_replan, options, view)
-    return _report(report, access, view)
+    return _report(report, access, view, conn.target)
 
 
 def _execute(

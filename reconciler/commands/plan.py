@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from reconciler.commands._args import non_negative_int, positive_int, server_options
 from reconciler.commands.progress import Progress
 from reconciler.commands.views import View
-from reconciler.connect import ServerOptions, connect
+from reconciler.connect import ServerOptions, connect, preflight
 from reconciler.errors import ExitCode, UsageError
 from reconciler.manifest import DEFAULT_PATHS, load_manifests
 from reconciler.model import Plan
@@ -94,6 +94,7 @@ def run(options: Options) -> int:
     manifests = load_manifests(options.paths)
     view = View()
     with connect(options.server) as conn:
+        preflight(conn, need_admin=None)
         progress = Progress("reading live state")
         try:
             the_plan, _ = build_plan(
@@ -103,6 +104,7 @@ def run(options: Options) -> int:
                 quota_points=options.quota_points,
                 parallelism=options.parallelism,
                 progress=progress.update,
+                target=conn.target,
             )
         finally:
             progress.close()

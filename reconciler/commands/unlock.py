@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from reconciler.apply.lock import force_unlock
 from reconciler.commands._args import server_options
 from reconciler.commands.views import View
-from reconciler.connect import ServerOptions, connect
+from reconciler.connect import ServerOptions, connect, preflight
 from reconciler.errors import ExitCode
 
 
@@ -28,6 +28,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(options: Options) -> int:
     with connect(options.server) as conn:
+        preflight(conn, need_admin="force-unlock")
         info = force_unlock(conn.client, options.lock_id)
     View().result(
         f"Removed the apply lock Basic/{info.id} (held since {info.since} by {info.holder})."

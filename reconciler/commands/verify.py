@@ -10,7 +10,7 @@ from reconciler.apply.verify import expectations_for_live, find_stragglers, repa
 from reconciler.apply.verify_access import check_access
 from reconciler.commands._args import server_options
 from reconciler.commands.views import View
-from reconciler.connect import ServerOptions, connect
+from reconciler.connect import ServerOptions, connect, preflight
 from reconciler.errors import ExitCode, PlanError
 from reconciler.manifest import DEFAULT_PATHS, load_manifests
 from reconciler.medplum.client import MedplumClient
@@ -63,6 +63,7 @@ def run(options: Options) -> int:
     errors: list[str] = []
     repaired = 0
     with connect(options.server) as conn:
+        preflight(conn, need_admin="verify --repair" if options.repair else None)
         live = read_live_state(conn.client, manifests.tenants, parallelism=options.parallelism)
         expectations = expectations_for_live(live, managed_accounts(manifests.tenants, live))
         stragglers, read = find_stragglers(conn.client, expectations)

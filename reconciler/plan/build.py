@@ -28,6 +28,7 @@ def build_plan(
     quota_points: int | None = None,
     parallelism: int = 1,
     progress: Callable[[int], None] | None = None,
+    target: str = "",
 ) -> tuple[Plan, LiveState]:
     """Read live state and plan; with `quota_points`, also estimate the apply's quota cost."""
     live = read_live_state(client, manifests.tenants, progress=progress, parallelism=parallelism)
@@ -47,6 +48,7 @@ def build_plan(
         access_changes=tuple(access.changes),
         managed_access=access.managed,
         server=server_identity,
+        target=target,
         created_at=iso_utc(millis=False),
         manifest_files=manifests.files,
         manifest_digest=manifests.digest,

@@ -93,6 +93,7 @@ def _header(plan: Plan) -> dict[str, Any]:
     data: dict[str, Any] = {
         "format_version": FORMAT_VERSION,
         "server": plan.server,
+        **({"target": plan.target} if plan.target else {}),
         "created_at": plan.created_at,
         "manifests": {"digest": plan.manifest_digest, "files": list(plan.manifest_files)},
         "summary": {"patients": len(plan.changes), "add": plan.added, "remove": plan.removed},
@@ -203,6 +204,7 @@ def plan_from_json(data: dict[str, Any]) -> Plan:
         changes=changes,
         managed=managed,
         server=data["server"],
+        target=str(data.get("target") or ""),
         created_at=data["created_at"],
         manifest_files=tuple(data["manifests"]["files"]),
         manifest_digest=data["manifests"]["digest"],

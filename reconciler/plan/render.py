@@ -80,6 +80,9 @@ def change_lines(plan: Plan, change: Change, color: bool = False) -> list[str]:
 
 def iter_text(plan: Plan, *, color: bool = False) -> Iterator[str]:
     """The text plan, line by line (a 100,000-patient plan is never one string)."""
+    if plan.target:
+        yield f"Target: {plan.target}"
+        yield ""
     for warning in plan.warnings:
         yield f"Warning: {warning}"
     if plan.warnings:
@@ -118,6 +121,8 @@ def _md(text: str) -> str:
 
 def render_markdown(plan: Plan, *, limit: int = MARKDOWN_LIMIT) -> str:
     head = ["### Medplum tenancy plan", ""]
+    if plan.target:
+        head += [f"Target: `{plan.target}`", ""]
     if plan.is_empty:
         return "\n".join([*head, NO_CHANGES, ""])
     head += [f"**{summary_line(plan)}**", ""]

@@ -76,7 +76,8 @@ def test_apply_fresh_assignment_mixed_propagation_two_tenants(
     assert set(map(tuple, compartment(client, p_north).values())) == {(legacy, north)}
     assert set(map(tuple, compartment(client, p_gone).values())) == {(legacy,)}
     code, out, _ = cli(sandbox, "plan", manifests, "--detailed-exitcode")
-    assert (code, out) == (0, "No changes. Live accounts match the manifests.\n")
+    assert (code, out.splitlines()[-1]) == (0, "No changes. Live accounts match the manifests.")
+    assert out.startswith("Target: ")
 
 
 def test_additive_never_removes_and_deleting_a_manifest_removes_nothing(
@@ -101,7 +102,10 @@ def test_additive_never_removes_and_deleting_a_manifest_removes_nothing(
     assert accounts_of(client, p2) == [add]  # authoritative removed, additive kept
     only_add = write(tmp_path, "t.yaml", tenant_yaml("add", add, [p1], membership="additive"))
     code, out, _ = cli(sandbox, "plan", only_add)
-    assert out == "No changes. Live accounts match the manifests.\n"
+    assert (
+        out
+        == f"Target: {sandbox.url}/ (client sandbox-…)\n\nNo changes. Live accounts match the manifests.\n"
+    )
 
 
 def test_saved_plan_applied_exactly_and_stale_plan_refused(

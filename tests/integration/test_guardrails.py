@@ -48,7 +48,7 @@ def test_mass_removal_warns_in_plan_and_refuses_apply(
     manifests = write(tmp_path, "t.yaml", tenant_yaml("clinic", org, refs[:1]))
     code, out, _ = cli(sb, "plan", manifests)
     assert code == 0
-    assert out.splitlines()[0] == (
+    assert out.splitlines()[2] == (
         "Warning: tenant 'clinic' would lose 13 of its 14 current members (93 %); "
         "apply will refuse without --allow-mass-removal"
     )
@@ -288,7 +288,8 @@ def test_import_then_plan_shows_no_changes(make_sandbox: Any, tmp_path: Path, cl
     path = write(tmp_path, "east.yaml", out)
     assert cli(sb, "validate", path)[0] == 0
     code, out, _ = cli(sb, "plan", path, "--detailed-exitcode")
-    assert (code, out) == (0, "No changes. Live accounts match the manifests.\n")
+    assert (code, out.splitlines()[-1]) == (0, "No changes. Live accounts match the manifests.")
+    assert out.startswith("Target: ")
     # A duplicated identifier elsewhere on the server: fall back to ids.
     create_patients(client, 1, mrn_prefix="east")
     code, out, _ = cli(

@@ -44,7 +44,9 @@ def test_plan_text_json_markdown_and_exit_codes(
     )
     block3 = f"  ~ {p3}  (identifier {m3})\n      + {north}   (tenant north)\n\n"
     blocks = block1 + block3 if p1 < p3 else block3 + block1  # changes are sorted by patient
+    target = f"Target: {sandbox.url}/ (client sandbox-…)"
     assert out == (
+        f"{target}\n\n"
         "Reconciler will perform the following changes:\n\n"
         + blocks
         + "Plan: 2 patients to update, 2 accounts to add, 1 account to remove.\n"
@@ -67,10 +69,14 @@ def test_plan_text_json_markdown_and_exit_codes(
     assert [c["patient"] for c in data["changes"]] == sorted([p1, p3])
     assert data["summary"] == {"patients": 2, "add": 2, "remove": 1}
     assert data["server"] == sandbox.url.replace("127.0.0.1", "127.0.0.1") + "/"
+    assert data["target"] == target.removeprefix("Target: ")
     assert data["manifests"]["files"] == [path]
 
     code, out, _ = cli(sandbox, "plan", path, "--format", "markdown")
-    assert code == 0 and out.startswith("### Medplum tenancy plan\n\n**Plan: 2 patients to update")
+    assert code == 0 and out.startswith(
+        f"### Medplum tenancy plan\n\n{target.replace('Target: ', 'Target: `')}`\n\n"
+        "**Plan: 2 patients to update"
+    )
 
 
 def test_plan_out_file_is_0600_and_says_how_to_apply(

@@ -1,0 +1,120 @@
+"""Trust in CI (design section 10): never a silent sandbox, the target named, a preflight that
+refuses a non-admin apply before anything is read or written."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from reconciler.cli import main
+from tests.integration.helpers import create_org, create_patients, tenant_yaml, write
+from tests.sandbox_process import MEMBER, InProcessSandbox
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "tenants"
+
+
+def run(monkeypatch: pytest.MonkeyPatch, capsys: Any, *args: str) -> tuple[int, str, str]:
+    capsys.readouterr()
+    code = main([*args, "--log-format", "json"])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture
+def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    for name in ("MEDPLUM_BASE_URL", "MEDPLUM_CLIENT_ID", "MEDPLUM_CLIENT_SECRET", "CI"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def test_credentials_without_a_url_never_fall_back_to_the_sandbox(
+    clean_env: Path, monkeypatch: pytest.MonkeyPatch, capsys: Any
+) -> None:
+    # A fork PR or an environment-scoped secret: the id and secret are there, the URL is not.
+    monkeypatch.setenv("MEDPLUM_CLIENT_ID", "ci-client")
+    monkeypatch.setenv("MEDPLUM_CLIENT_SECRET", "ci-secret")
+    monkeypatch.setenv("MEDPLUM_BASE_URL", "")
+    for command in ("plan", "apply", "verify"):
+        code, out, err = run(monkeypatch, capsys, command, str(EXAMPLES))
+        assert (code, out) == (1, ""), command
+        assert err.splitlines()[-1] == (
+            "Error: MEDPLUM_CLIENT_ID/MEDPLUM_CLIENT_SECRET are set but no server is: set "
+            "MEDPLUM_BASE_URL (or --server URL); --sandbox uses the local sandbox on purpose"
+        )
+    assert list(clean_env.iterdir()) == []  # a refused run creates nothing on disk
+
+
+def test_under_ci_a_missing_url_is_an_error_and_sandbox_must_be_asked_for(
+    clean_env: Path, monkeypatch: pytest.MonkeyPatch, capsys: Any
+) -> None:
+    monkeypatch.setenv("CI", "true")
+    code, out, err = run(monkeypatch, capsys, "plan", str(EXAMPLES), "-q")
+    assert (code, out) == (1, "")
+    assert "no server configured and CI=true: set MEDPLUM_BASE_URL" in err
+    assert list(clean_env.iterdir()) == []
+    assert run(monkeypatch, capsys, "sandbox", "seed", "--patients", "3")[0] == 0
+    code, out, err = run(monkeypatch, capsys, "plan", str(EXAMPLES), "--sandbox", "-q")
+    assert code == 0, err
+    assert out.splitlines()[0] == "Target: embedded sandbox (.reconciler/sandbox.sqlite)"
+    monkeypatch.setenv("MEDPLUM_BASE_URL", "https://medplum.example")
+    code, _, err = run(monkeypatch, capsys, "plan", str(EXAMPLES), "--sandbox")
+    assert (
+        code == 1 and "--sandbox asks for the embedded sandbox, but a server is configured" in err
+    )
+
+
+def test_target_in_plan_markdown_and_apply_result(
+    sandbox: InProcessSandbox, tmp_path: Path, cli: Any
+) -> None:
+    client = sandbox.client()
+    org = create_org(client)
+    refs = create_patients(client, 2)
+    manifests = write(tmp_path, "t.yaml", tenant_yaml("t", org, refs))
+    target = f"Target: {sandbox.url}/ (client sandbox-…)"
+    code, out, _ = cli(sandbox, "plan", manifests)
+    assert code == 0 and out.splitlines()[0] == target
+    code, out, _ = cli(sandbox, "plan", manifests, "--format", "markdown")
+    assert f"Target: `{sandbox.url}/ (client sandbox-…)`" in out.splitlines()
+    code, out, _ = cli(sandbox, "apply", manifests, "--auto-approve")
+    lines = out.splitlines()
+    assert code == 0 and lines[0] == target
+    assert (
+        lines[
+            lines.index("Apply complete! 2 patients updated, 2 accounts added, 0 accounts removed.")
+            - 1
+        ]
+        == target
+    )
+
+
+def test_preflight_refuses_a_non_admin_apply_before_reading_or_writing(
+    sandbox: InProcessSandbox, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: Any
+) -> None:
+    admin = sandbox.client()
+    org = create_org(admin)
+    refs = create_patients(admin, 3)
+    manifests = write(tmp_path, "t.yaml", tenant_yaml("t", org, refs))
+    monkeypatch.setenv("MEDPLUM_BASE_URL", sandbox.url)
+    monkeypatch.setenv("MEDPLUM_CLIENT_ID", MEMBER[0])
+    monkeypatch.setenv("MEDPLUM_CLIENT_SECRET", MEMBER[1])
+    before = sandbox.stats()["requests"]
+    code, out, err = run(monkeypatch, capsys, "apply", manifests, "--auto-approve")
+    assert (code, out) == (1, "")
+    line = err.splitlines()[-1]
+    assert line.startswith(f"Error: apply needs a project admin: the client '{MEMBER[0]}' (")
+    assert line.endswith(
+        "($set-accounts and membership writes are for project admins only); nothing was "
+        "read or written"
+    )
+    assert MEMBER[1] not in err
+    # Only the token and /auth/me went to the server (plus this stats call).
+    assert sandbox.stats()["requests"] - before <= 3
+    code, _, err = run(monkeypatch, capsys, "verify", manifests, "--repair")
+    assert code == 1 and "verify --repair needs a project admin" in err
+    code, out, err = run(monkeypatch, capsys, "plan", manifests, "-q")
+    assert code == 0, err  # reading is fine for a member
+    assert os.environ["MEDPLUM_CLIENT_ID"] == MEMBER[0]
