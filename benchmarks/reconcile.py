@@ -408,6 +408,7 @@ def quota_scenario(args: argparse.Namespace, work: Path) -> dict[str, Any]:
             "--no-audit",
             "--lock=false",
             "--allow-mass-removal",  # the scenario moves every patient on purpose
+            "--allow-mass-grant",
         )
         stats = sb.stats()
     finally:

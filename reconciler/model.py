@@ -291,6 +291,25 @@ class MassRemoval:
 
 
 @dataclass(frozen=True)
+class MassGrant:
+    """A tenant's account added to many more patients than it has: the mirror of a removal."""
+
+    tenant: str
+    add: int
+    members: int
+
+    def describe(self) -> str:
+        share = f"{100 * self.add / self.members:.0f} %" if self.members else "it has none yet"
+        return (
+            f"tenant {self.tenant!r} would gain {self.add:,} patients over its {self.members:,} "
+            f"current members ({share})"
+        )
+
+    def to_json(self) -> dict[str, object]:
+        return {"tenant": self.tenant, "add": self.add, "members": self.members}
+
+
+@dataclass(frozen=True)
 class Estimate:
     """What an apply will cost in Medplum's FHIR quota (plan/estimate.py)."""
 
@@ -333,6 +352,7 @@ class Plan:
     manifest_digest: str = ""
     warnings: tuple[str, ...] = ()
     mass_removals: tuple[MassRemoval, ...] = ()
+    mass_grants: tuple[MassGrant, ...] = ()
     estimate: Estimate | None = None
     access_changes: tuple[AccessChange, ...] = ()
     managed_access: tuple[AccessKey, ...] = ()  # every (policy, parameter, account) managed

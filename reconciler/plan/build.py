@@ -13,7 +13,7 @@ from reconciler.medplum.client import MedplumClient
 from reconciler.model import LiveState, ManifestSet, Plan
 from reconciler.plan.access import plan_access
 from reconciler.plan.estimate import estimate
-from reconciler.plan.guard import mass_removals
+from reconciler.plan.guard import mass_grants, mass_removals
 from reconciler.plan.live import read_live_state
 from reconciler.plan.planner import plan as compute_plan
 
@@ -38,11 +38,14 @@ def build_plan(
     if access.problems:
         raise PlanError(access.problems)
     mass = tuple(mass_removals(plan, manifests.tenants, live))
+    grants = tuple(mass_grants(plan, manifests.tenants, live))
     plan = replace(
         plan,
         mass_removals=mass,
+        mass_grants=grants,
         warnings=(
             *(f"{m.describe()}; apply will refuse without --allow-mass-removal" for m in mass),
+            *(f"{g.describe()}; apply will refuse without --allow-mass-grant" for g in grants),
             *access.warnings,
         ),
         access_changes=tuple(access.changes),

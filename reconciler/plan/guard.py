@@ -1,30 +1,52 @@
-"""The removal guard (pure): removing a tenant's account revokes access, so a plan that strips
-a large share of a tenant's current members — a mistyped `search:` selector, say — is flagged;
-`plan` warns and `apply` refuses unless --allow-mass-removal."""
+"""The guards (pure). Removing a tenant's account revokes access, so a plan that strips a large
+share of a tenant's current members — a mistyped `search:` selector, say — is flagged; `plan`
+warns and `apply` refuses unless --allow-mass-removal. Granting is the direction of a breach,
+so the mirror holds for additions (--allow-mass-grant), and for memberships granted access."""
 
 from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Sequence
 
-from reconciler.model import LiveState, MassRemoval, Plan, Tenant
+from reconciler.model import LiveState, MassGrant, MassRemoval, Plan, Tenant
 from reconciler.plan.access import MASS_GRANT_MEMBERSHIPS
 
 SHARE = 0.5
 MIN_PATIENTS = 10
 
 
-def mass_removals(plan: Plan, tenants: Sequence[Tenant], live: LiveState) -> list[MassRemoval]:
-    removed: Counter[str] = Counter()
+def _per_tenant(plan: Plan, adding: bool) -> Counter[str]:
+    counts: Counter[str] = Counter()
     for change in plan.changes:
-        for account in change.remove:
+        for account in change.add if adding else change.remove:
             info = plan.managed.get(account)
             if info is not None:
-                removed[info.tenant] += 1
+                counts[info.tenant] += 1
+    return counts
+
+
+def _members(live: LiveState, account: str) -> int:
+    return sum(1 for p in live.patients.values() if account in p.accounts)
+
+
+def mass_grants(plan: Plan, tenants: Sequence[Tenant], live: LiveState) -> list[MassGrant]:
+    """Tenants whose account the plan adds to more than 10 patients and to more than 50 %
+    more patients than the tenant has today."""
+    added = _per_tenant(plan, adding=True)
     found = []
     for tenant in tenants:
-        account = live.accounts[tenant.name]
-        members = sum(1 for p in live.patients.values() if account in p.accounts)
+        members = _members(live, live.accounts[tenant.name])
+        count = added.get(tenant.name, 0)
+        if count > MIN_PATIENTS and count > SHARE * members:
+            found.append(MassGrant(tenant.name, count, members))
+    return found
+
+
+def mass_removals(plan: Plan, tenants: Sequence[Tenant], live: LiveState) -> list[MassRemoval]:
+    removed = _per_tenant(plan, adding=False)
+    found = []
+    for tenant in tenants:
+        members = _members(live, live.accounts[tenant.name])
         count = removed.get(tenant.name, 0)
         if count > MIN_PATIENTS and count > SHARE * members:
             found.append(MassRemoval(tenant.name, count, members))
@@ -51,14 +73,18 @@ def removal_problems(
 def grant_problems(plan: Plan, *, allow_mass_grant: bool, max_grants: int | None) -> list[str]:
     """The grant guard (design section 8): granting is the direction of a breach."""
     problems = []
+    if not allow_mass_grant:
+        problems += [m.describe() for m in plan.mass_grants]
     granted = sum(1 for c in plan.access_changes if c.grant)
     if granted > MASS_GRANT_MEMBERSHIPS and not allow_mass_grant:
         problems.append(
             f"the plan grants access to {granted:,} memberships (more than "
             f"{MASS_GRANT_MEMBERSHIPS})"
         )
-    if max_grants is not None and plan.grants > max_grants:
+    total = plan.added + plan.grants
+    if max_grants is not None and total > max_grants:
         problems.append(
-            f"the plan adds {plan.grants:,} grants, more than --max-grants {max_grants:,}"
+            f"the plan grants {total:,} (accounts added and access entries), more than "
+            f"--max-grants {max_grants:,}"
         )
     return problems

@@ -18,6 +18,7 @@ from reconciler.model import (
     AccountInfo,
     Change,
     Estimate,
+    MassGrant,
     MassRemoval,
     Membership,
     Phase,
@@ -108,8 +109,12 @@ def _header(plan: Plan) -> dict[str, Any]:
     }
     if plan.warnings:
         data["warnings"] = list(plan.warnings)
-    if plan.mass_removals:
-        data["guard"] = {"mass_removals": [m.to_json() for m in plan.mass_removals]}
+    if plan.mass_removals or plan.mass_grants:
+        data["guard"] = {}
+        if plan.mass_removals:
+            data["guard"]["mass_removals"] = [m.to_json() for m in plan.mass_removals]
+        if plan.mass_grants:
+            data["guard"]["mass_grants"] = [m.to_json() for m in plan.mass_grants]
     if plan.estimate is not None:
         data["estimate"] = plan.estimate.to_json()
     if plan.access_changes:
@@ -212,6 +217,10 @@ def plan_from_json(data: dict[str, Any]) -> Plan:
         mass_removals=tuple(
             MassRemoval(str(m["tenant"]), int(m["remove"]), int(m["members"]))
             for m in (data.get("guard") or {}).get("mass_removals") or []
+        ),
+        mass_grants=tuple(
+            MassGrant(str(m["tenant"]), int(m["add"]), int(m["members"]))
+            for m in (data.get("guard") or {}).get("mass_grants") or []
         ),
         estimate=Estimate.from_json(data["estimate"]) if data.get("estimate") else None,
         access_changes=tuple(access_change_from_json(c) for c in data.get("access_changes") or []),

@@ -196,7 +196,11 @@ def test_mass_grant_guard(make_sandbox: Any, tmp_path: Path, cli: Cli) -> None:
     assert _membership_versions(sb) == before
     code, _, err = cli(sb, "apply", str(manifest), "--auto-approve", "--allow-mass-grant",
                        "--max-grants", "5")  # fmt: skip
-    assert code == 1 and "the plan adds 11 grants, more than --max-grants 5" in err
+    assert (
+        code == 1
+        and "the plan grants 11 (accounts added and access entries), more than --max-grants 5"
+        in err
+    )
     code, out, err = cli(sb, "apply", str(manifest), "--auto-approve", "--allow-mass-grant")
     assert code == 0, err
     assert "Access updated: 11 grants added, 0 grants revoked, on 11 memberships." in out

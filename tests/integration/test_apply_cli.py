@@ -255,7 +255,7 @@ def test_429_faults_on_30_percent_converge(make_sandbox: Any, tmp_path: Path, cl
     org, legacy = create_org(client), create_org(client)
     refs = create_patients(client, 20, accounts=[legacy], compartment=2)
     manifests = write(tmp_path, "t.yaml", tenant_yaml("faulty", org, refs))
-    code, out, err = cli(sb, "apply", manifests, "--auto-approve")
+    code, out, err = cli(sb, "apply", manifests, "--auto-approve", "--allow-mass-grant")
     assert code == 0, out + err
     assert all(a == [legacy, org] for a in accounts_by_ref(client, refs).values())
     assert sb.stats()["fault_429"] > 10
@@ -302,7 +302,8 @@ def test_apply_json_events_parse_line_by_line_at_parallelism_16(
         "MEDPLUM_CLIENT_ID": ADMIN[0],
         "MEDPLUM_CLIENT_SECRET": ADMIN[1],
     }
-    args = ["apply", manifests, "--auto-approve", "--format", "json", "--parallelism", "16"]
+    args = ["apply", manifests, "--auto-approve", "--allow-mass-grant", "--format", "json",
+            "--parallelism", "16"]  # fmt: skip
     proc = subprocess.run(
         [sys.executable, "-m", "reconciler", *args, "--no-verify", "--log-format", "json"],
         capture_output=True,

@@ -170,6 +170,7 @@ def _apply_process(sb: SandboxProcess, manifests: str, *extra: str) -> subproces
             "apply",
             manifests,
             "--auto-approve",
+            "--allow-mass-grant",  # these tests are about locks and signals, not the guard
             "--log-format",
             "json",
             *extra,
@@ -317,3 +318,44 @@ def test_pre_commit_hook_entry_runs(tmp_path: Path) -> None:
     bad = str(ROOT / "tests" / "data" / "bad" / "03_unknown_spec_key.yaml")
     result = subprocess.run([str(exe), *entry[1:], *good, bad], capture_output=True, text=True)
     assert result.returncode == 1 and "unknown key 'propogate'" in result.stderr
+
+
+def test_mass_grant_guard_for_patients(make_sandbox: Any, tmp_path: Path, cli: Cli) -> None:
+    # A mistyped additive search that would put 14 new patients into a 4-patient tenant.
+    sb = make_sandbox()
+    client = sb.client()
+    org = create_org(client)
+    members = create_patients(client, 4, accounts=[org])
+    strangers = create_patients(client, 14, family="Stranger")
+    manifests = write(
+        tmp_path,
+        "t.yaml",
+        tenant_yaml("clinic", org, [*members, '{search: "name=Stranger"}'], membership="additive"),
+    )
+    code, out, _ = cli(sb, "plan", manifests)
+    assert code == 0 and out.splitlines()[2] == (
+        "Warning: tenant 'clinic' would gain 14 patients over its 4 current members (350 %); "
+        "apply will refuse without --allow-mass-grant"
+    )
+    before = patient_versions(client, strangers)
+    code, _, err = cli(sb, "apply", manifests, "--auto-approve")
+    assert code == 1 and err.splitlines()[-1] == (
+        "Error: refusing to apply: tenant 'clinic' would gain 14 patients over its 4 current "
+        "members (350 %) (review the plan; --allow-mass-grant to proceed); nothing was changed"
+    )
+    plan_file = str(tmp_path / "plan.json")
+    assert cli(sb, "plan", manifests, "--out", plan_file)[0] == 0
+    assert json.loads(Path(plan_file).read_text())["guard"]["mass_grants"] == [
+        {"tenant": "clinic", "add": 14, "members": 4}
+    ]
+    assert cli(sb, "apply", plan_file)[0] == 1  # a saved plan carries the guard
+    code, _, err = cli(sb, "apply", manifests, "--auto-approve", "--allow-mass-grant",
+                       "--max-grants", "10")  # fmt: skip
+    assert (
+        code == 1
+        and "the plan grants 14 (accounts added and access entries), more than --max-grants 10"
+        in err
+    )
+    assert patient_versions(client, strangers) == before and locks(client) == []
+    code, out, _ = cli(sb, "apply", manifests, "--auto-approve", "--allow-mass-grant")
+    assert code == 0 and "Apply complete! 14 patients updated, 14 accounts added" in out

@@ -163,7 +163,9 @@ def test_apply_bigger_than_a_window_converges_at_the_quota_pace(
     client = sb.client(max_retries=20)
     manifests = write(tmp_path, "t.yaml", tenant_yaml("paced", org, refs))
     started = sb.clock.now()
-    code, out, err = run_cli_app(sb, monkeypatch, capsys, "apply", manifests, "--auto-approve")
+    code, out, err = run_cli_app(
+        sb, monkeypatch, capsys, "apply", manifests, "--auto-approve", "--allow-mass-grant"
+    )
     assert code == 0, out + err
     assert "Apply complete! 60 patients updated, 60 accounts added, 0 accounts removed." in out
     assert (

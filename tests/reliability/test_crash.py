@@ -34,7 +34,15 @@ def test_kill_9_mid_apply_then_remainder_unlock_and_converge(
     scenario = build(client, tmp_path, n=60, compartment=2)
     initial = len(assert_invariants(client, scenario))
     proc = run_process(
-        sb, "apply", scenario.manifests, "--auto-approve", "--parallelism", "2", "--lock-ttl", "3s"
+        sb,
+        "apply",
+        scenario.manifests,
+        "--auto-approve",
+        "--allow-mass-grant",
+        "--parallelism",
+        "2",
+        "--lock-ttl",
+        "3s",
     )
     goal = random.Random().randint(4, 15)  # a random point after some writes
     wait_for(lambda: initial - len(assert_invariants(client, scenario)) >= goal)
@@ -53,11 +61,11 @@ def test_kill_9_mid_apply_then_remainder_unlock_and_converge(
     # The dead run's lock is still there: a new apply is refused until it expires or is removed.
     locks = list(client.search_all("Basic", {"identifier": f"{LOCK_SYSTEM}|{LOCK_VALUE}"}))
     assert len(locks) == 1
-    code, _, err = run(sb, "apply", scenario.manifests, "--auto-approve")
+    code, _, err = run(sb, "apply", scenario.manifests, "--auto-approve", "--allow-mass-grant")
     if code == 1:  # still held (not yet expired): clear it by hand
         assert "another apply holds the lock" in err
         assert run(sb, "force-unlock", locks[0]["id"])[0] == 0
-        code, _, err = run(sb, "apply", scenario.manifests, "--auto-approve")
+        code, _, err = run(sb, "apply", scenario.manifests, "--auto-approve", "--allow-mass-grant")
     assert code == 0, err
     assert assert_invariants(client, scenario) == set()
 
@@ -69,7 +77,15 @@ def test_expired_lock_of_a_killed_apply_is_taken_over(
     client = sb.client()
     scenario = build(client, tmp_path, n=40, compartment=1)
     proc = run_process(
-        sb, "apply", scenario.manifests, "--auto-approve", "--parallelism", "1", "--lock-ttl", "1s"
+        sb,
+        "apply",
+        scenario.manifests,
+        "--auto-approve",
+        "--allow-mass-grant",
+        "--parallelism",
+        "1",
+        "--lock-ttl",
+        "1s",
     )
     wait_for(
         lambda: bool(
@@ -81,7 +97,7 @@ def test_expired_lock_of_a_killed_apply_is_taken_over(
     finish(proc)
     FIGURES["apply processes killed"] += 1
     time.sleep(1.2)
-    code, _, err = run(sb, "apply", scenario.manifests, "--auto-approve")
+    code, _, err = run(sb, "apply", scenario.manifests, "--auto-approve", "--allow-mass-grant")
     assert code == 0, err
     assert "took over an expired apply lock" in err
     assert assert_invariants(client, scenario) == set()
@@ -94,7 +110,15 @@ def test_sandbox_restart_mid_apply(sandbox_factory: Any, run: Run, tmp_path: Pat
     scenario = build(client, tmp_path, n=60, compartment=2)
     port = sb.url.rsplit(":", 1)[1]
     initial = len(assert_invariants(client, scenario))
-    proc = run_process(sb, "apply", scenario.manifests, "--auto-approve", "--parallelism", "2")
+    proc = run_process(
+        sb,
+        "apply",
+        scenario.manifests,
+        "--auto-approve",
+        "--allow-mass-grant",
+        "--parallelism",
+        "2",
+    )
     wait_for(lambda: initial - len(assert_invariants(client, scenario)) >= 5)
     sb.proc.stop()  # SIGTERM: the server goes away mid-apply ...
     time.sleep(0.5)
@@ -127,14 +151,22 @@ def test_sandbox_restart_mid_apply(sandbox_factory: Any, run: Run, tmp_path: Pat
 
         again = Sandbox(restarted)
         code, _, err = run(
-            again, "apply", scenario.manifests, "--auto-approve", "--lock-timeout", "5s"
+            again,
+            "apply",
+            scenario.manifests,
+            "--auto-approve",
+            "--allow-mass-grant",
+            "--lock-timeout",
+            "5s",
         )
         if code == 1 and "another apply holds the lock" in err:
             lock = next(
                 iter(new_client.search_all("Basic", {"identifier": f"{LOCK_SYSTEM}|{LOCK_VALUE}"}))
             )
             run(again, "force-unlock", lock["id"])
-            code, _, err = run(again, "apply", scenario.manifests, "--auto-approve")
+            code, _, err = run(
+                again, "apply", scenario.manifests, "--auto-approve", "--allow-mass-grant"
+            )
         assert code == 0, err
         assert assert_invariants(new_client, scenario) == set()
     finally:

@@ -21,7 +21,9 @@ def failed_patients(out: str) -> set[str]:
 def converge(run: Run, sb: Any, scenario: Any, *extra: str, attempts: int = 4) -> int:
     client = sb.client(max_retries=30)
     for attempt in range(1, attempts + 1):
-        code, out, err = run(sb, "apply", scenario.manifests, "--auto-approve", *extra)
+        code, out, err = run(
+            sb, "apply", scenario.manifests, "--auto-approve", "--allow-mass-grant", *extra
+        )
         assert "Traceback" not in err
         behind = assert_invariants(client, scenario)
         if code == 0:
@@ -82,7 +84,15 @@ def test_failing_jobs_are_reported_exactly_then_converge(
 def test_slow_jobs_past_job_timeout(sandbox_factory: Any, run: Run, tmp_path: Path) -> None:
     sb = sandbox_factory("--job-delay-ms", "700")
     scenario = build(sb.client(), tmp_path, n=12, compartment=1)
-    code, out, _ = run(sb, "apply", scenario.manifests, "--auto-approve", "--job-timeout", "0.2")
+    code, out, _ = run(
+        sb,
+        "apply",
+        scenario.manifests,
+        "--auto-approve",
+        "--allow-mass-grant",
+        "--job-timeout",
+        "0.2",
+    )
     assert code == 1
     reasons = re.findall(r"^  Patient/[\w-]+: (.*)$", out, re.M)
     assert reasons and all(
@@ -102,7 +112,7 @@ def test_job_dying_mid_propagation_is_finished_by_verification(
     sb = sandbox_factory("--job-fail-after-writes", "2")
     client = sb.client()
     scenario = build(client, tmp_path, n=12, compartment=3)
-    code, out, err = run(sb, "apply", scenario.manifests, "--auto-approve")
+    code, out, err = run(sb, "apply", scenario.manifests, "--auto-approve", "--allow-mass-grant")
     assert code == 0, out + err
     changed = sum(
         1 for p in scenario.patients if set(scenario.desired[p]) != set(scenario.before[p])
