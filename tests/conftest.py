@@ -9,6 +9,14 @@ import pytest
 from tests.sandbox_process import AppSandbox, InProcessSandbox
 
 
+@pytest.fixture(autouse=True)
+def _not_in_ci(monkeypatch: pytest.MonkeyPatch) -> None:
+    """CI runs the suite with CI=true, which changes what the tool does (no silent sandbox,
+    --redact needs a key): each test that wants CI behaviour sets it itself."""
+    monkeypatch.delenv("CI", raising=False)
+    monkeypatch.delenv("RECONCILER_REDACT_KEY", raising=False)
+
+
 @pytest.fixture(scope="session")
 def sandbox() -> Iterator[InProcessSandbox]:
     """One shared sandbox (data in memory) for tests that only add their own data."""

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from reconciler.commands._args import non_negative_int, positive_int, server_options
 from reconciler.commands.progress import Progress
+from reconciler.commands.redaction import redaction_key
 from reconciler.commands.views import View
 from reconciler.connect import ServerOptions, connect, preflight
 from reconciler.errors import ExitCode, UsageError
@@ -56,7 +57,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--detailed-exitcode", action="store_true", help="exit 2 when there are changes"
     )
-    parser.add_argument("--redact", action="store_true", help="hash patient ids and identifiers")
+    parser.add_argument(
+        "--redact",
+        action="store_true",
+        help="hide patient, membership and identifier values (keyed by $RECONCILER_REDACT_KEY)",
+    )
     parser.add_argument(
         "--max-removals",
         type=non_negative_int,
@@ -91,6 +96,7 @@ def run(options: Options) -> int:
         raise UsageError(
             "--redact cannot be combined with --out: a redacted plan cannot be applied"
         )
+    key = redaction_key() if options.redact else b""  # before any work: CI may refuse it
     manifests = load_manifests(options.paths)
     view = View()
     with connect(options.server) as conn:
@@ -108,7 +114,7 @@ def run(options: Options) -> int:
             )
         finally:
             progress.close()
-    render(redact(the_plan) if options.redact else the_plan, options.format, view)
+    render(redact(the_plan, key) if options.redact else the_plan, options.format, view)
     if options.max_removals is not None and the_plan.removed > options.max_removals:
         # A diagnostic of this run, not part of the plan: a saved plan (and its digest) does
         # not depend on which flags the person who planned it gave.

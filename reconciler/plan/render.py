@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import hmac
 import io
 import os
 from collections.abc import Callable, Iterator
@@ -166,12 +167,13 @@ def render_markdown(plan: Plan, *, limit: int = MARKDOWN_LIMIT) -> str:
     return text + "\n".join(access_markdown(plan))
 
 
-def _hash(value: str) -> str:
-    return "redacted-" + hashlib.sha256(value.encode()).hexdigest()[:10]
+def redact(plan: Plan, key: bytes) -> Plan:
+    """Replace patient, membership and profile ids and identifier values with keyed hashes
+    (HMAC-SHA256): stable for one key, unrelated across keys, and — unlike a plain hash of a
+    short medical record number — not reversible by trying every value without the key."""
 
-
-def redact(plan: Plan) -> Plan:
-    """Replace patient ids and identifier values with stable short hashes (PHI-free output)."""
+    def _hash(value: str) -> str:
+        return "redacted-" + hmac.new(key, value.encode(), hashlib.sha256).hexdigest()[:12]
 
     def one(change: Change) -> Change:
         rtype, rid = change.patient.split("/", 1)

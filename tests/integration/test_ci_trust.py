@@ -3,6 +3,7 @@ refuses a non-admin apply before anything is read or written."""
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -118,3 +119,57 @@ def test_preflight_refuses_a_non_admin_apply_before_reading_or_writing(
     code, out, err = run(monkeypatch, capsys, "plan", manifests, "-q")
     assert code == 0, err  # reading is fine for a member
     assert os.environ["MEDPLUM_CLIENT_ID"] == MEMBER[0]
+
+
+def test_show_renders_the_saved_plan_without_any_server(
+    sandbox: InProcessSandbox, tmp_path: Path, cli: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client = sandbox.client()
+    org = create_org(client)
+    refs = create_patients(client, 3)
+    manifests = write(tmp_path, "t.yaml", tenant_yaml("t", org, refs))
+    plan_file = str(tmp_path / "plan.json")
+    code, planned, _ = cli(sandbox, "plan", manifests, "--out", plan_file)
+    assert code == 0
+    # No server: an address where nothing listens, and no credentials.
+    monkeypatch.setenv("MEDPLUM_BASE_URL", "http://127.0.0.1:9")
+    code, shown, err = cli(sandbox, "show", plan_file)
+    assert code == 0, err
+    assert shown.splitlines()[0] == planned.splitlines()[0]  # the target it was made for
+    plan_line = next(line for line in planned.splitlines() if line.startswith("Plan: "))
+    assert plan_line in shown.splitlines()
+    code, as_json, _ = cli(sandbox, "show", plan_file, "--format", "json")
+    assert json.loads(as_json) == json.loads(Path(plan_file).read_text())
+    code, md, _ = cli(sandbox, "show", plan_file, "--format", "markdown", "--redact")
+    assert code == 0 and f"**{plan_line}**" in md
+    assert all(r.split("/")[1] not in md for r in refs)
+    Path(plan_file).write_text(Path(plan_file).read_text().replace(refs[0], refs[1]))
+    code, _, err = cli(sandbox, "show", plan_file)
+    assert code == 1 and "plan_digest does not match its content" in err
+
+
+def test_redaction_is_keyed_and_needs_the_key_under_ci(
+    sandbox: InProcessSandbox, tmp_path: Path, cli: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client = sandbox.client()
+    org = create_org(client)
+    refs = create_patients(client, 2)
+    manifests = write(tmp_path, "t.yaml", tenant_yaml("t", org, refs))
+
+    def redacted(*extra: str) -> str:
+        code, out, err = cli(sandbox, "plan", manifests, "--redact", "--no-estimate", *extra)
+        assert code == 0, err
+        return out
+
+    random_a, random_b = redacted(), redacted()  # locally, without a key: a random key a run
+    assert random_a != random_b
+    monkeypatch.setenv("RECONCILER_REDACT_KEY", "key-one")
+    one, again = redacted(), redacted()
+    assert one == again  # stable for one key
+    monkeypatch.setenv("RECONCILER_REDACT_KEY", "key-two")
+    assert redacted() != one
+    monkeypatch.delenv("RECONCILER_REDACT_KEY")
+    monkeypatch.setenv("CI", "true")
+    code, out, err = cli(sandbox, "plan", manifests, "--redact")
+    assert (code, out) == (1, "")
+    assert "--redact under CI=true needs RECONCILER_REDACT_KEY" in err

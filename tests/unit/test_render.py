@@ -140,11 +140,17 @@ def test_markdown_summary_first_and_capped() -> None:
 
 
 def test_redact_hides_ids_and_identifier_values() -> None:
-    hidden = redact(PLAN)
+    hidden = redact(PLAN, b"k1")
     for text in (render_text(hidden), render_json(hidden), render_markdown(hidden)):
         assert "p1" not in text.replace("Patient/redacted", "") and "A-1001" not in text
         assert "http://hospital.example/mrn|redacted-" in text.replace("\\|", "|")
-    assert redact(PLAN).changes[0].patient == redact(PLAN).changes[0].patient  # stable
+    one = redact(PLAN, b"k1").changes[0].patient
+    assert one == redact(PLAN, b"k1").changes[0].patient  # stable for one key
+    assert one != redact(PLAN, b"k2").changes[0].patient  # unrelated across keys
+    import hashlib
+
+    plain = "redacted-" + hashlib.sha256(b"p1").hexdigest()[:12]  # not an unkeyed hash
+    assert plain not in render_text(redact(PLAN, b"k1"))
 
 
 def test_save_and_load_round_trip_mode_0600(tmp_path: Path) -> None:
@@ -185,7 +191,7 @@ def test_streamed_json_equals_the_document_and_its_digest() -> None:
 
     from reconciler.plan.jsonform import plan_digest, write_plan_json
 
-    for plan in (PLAN, Plan(changes=()), redact(PLAN)):
+    for plan in (PLAN, Plan(changes=()), redact(PLAN, b"k")):
         buffer = io.StringIO()
         write_plan_json(plan, buffer)
         assert json.loads(buffer.getvalue()) == plan_to_json(plan)

@@ -1,0 +1,44 @@
+"""`reconciler show PLANFILE`: render a saved plan without contacting any server — what CI
+posts for reviewers, and then applies, byte for byte the same file."""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+
+from reconciler.commands.plan import render
+from reconciler.commands.redaction import redaction_key
+from reconciler.commands.views import View
+from reconciler.errors import ExitCode
+from reconciler.plan.planfile import load_plan
+from reconciler.plan.render import redact
+
+
+@dataclass(frozen=True)
+class Options:
+    plan_file: str
+    format: str
+    redact: bool
+
+    @classmethod
+    def from_args(cls, ns: argparse.Namespace) -> Options:
+        return cls(plan_file=ns.plan_file, format=ns.format, redact=ns.redact)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("plan_file", metavar="PLANFILE", help="a plan saved with plan --out")
+    parser.add_argument(
+        "--format", choices=("text", "json", "markdown"), default="text", help="(default: text)"
+    )
+    parser.add_argument(
+        "--redact",
+        action="store_true",
+        help="hide patient, membership and identifier values (keyed by $RECONCILER_REDACT_KEY)",
+    )
+
+
+def run(options: Options) -> int:
+    key = redaction_key() if options.redact else b""
+    plan = load_plan(options.plan_file)  # checked: schema and digest; no server is contacted
+    render(redact(plan, key) if options.redact else plan, options.format, View())
+    return ExitCode.OK
