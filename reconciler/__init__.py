@@ -1,3 +1,3 @@
 """medplum-tenancy-reconciler: declarative tenant membership for Medplum."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

@@ -305,19 +305,29 @@ def test_import_then_plan_shows_no_changes(make_sandbox: Any, tmp_path: Path, cl
     assert f"Error: {empty} has no member patients; there is nothing to import" in err
 
 
-def test_pre_commit_hook_entry_runs(tmp_path: Path) -> None:
+def test_pre_commit_hook_validates_the_whole_directory(tmp_path: Path) -> None:
+    # As pre-commit runs it: entry + args, no file names (pass_filenames: false), from the
+    # repository root — so a duplicate account across two files is caught even when only one
+    # of them changed (it passed with file names: pre-commit gave only the changed file).
     hooks = yaml.safe_load((ROOT / ".pre-commit-hooks.yaml").read_text())
     hook = next(h for h in hooks if h["id"] == "reconciler-validate")
-    assert hook["language"] == "python" and hook["types"] == ["yaml"]
+    assert hook["language"] == "python" and hook["pass_filenames"] is False
+    assert hook["args"] == ["tenants/"] and hook["require_serial"] is True
     entry = hook["entry"].split()
     assert entry[0] == "reconciler"
     exe = Path(sys.executable).parent / "reconciler"
-    good = sorted(str(p) for p in (ROOT / "examples" / "tenants").glob("*.yaml"))
-    result = subprocess.run([str(exe), *entry[1:], *good], capture_output=True, text=True)
+    tenants = tmp_path / "tenants"
+    tenants.mkdir()
+    for example in (ROOT / "examples" / "tenants").glob("*.yaml"):
+        (tenants / example.name).write_text(example.read_text())
+    cmd = [str(exe), *entry[1:], *hook["args"]]
+    result = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path)
     assert result.returncode == 0 and result.stdout == "3 tenants in 3 files are valid.\n"
-    bad = str(ROOT / "tests" / "data" / "bad" / "03_unknown_spec_key.yaml")
-    result = subprocess.run([str(exe), *entry[1:], *good, bad], capture_output=True, text=True)
-    assert result.returncode == 1 and "unknown key 'propogate'" in result.stderr
+    copy = (tenants / "northside.yaml").read_text().replace("name: northside", "name: copy")
+    (tenants / "zz-copy.yaml").write_text(copy)
+    result = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path)
+    assert result.returncode == 1
+    assert "is already declared by tenant 'northside'" in result.stderr
 
 
 def test_mass_grant_guard_for_patients(make_sandbox: Any, tmp_path: Path, cli: Cli) -> None:
