@@ -173,3 +173,26 @@ def test_redaction_is_keyed_and_needs_the_key_under_ci(
     code, out, err = cli(sandbox, "plan", manifests, "--redact")
     assert (code, out) == (1, "")
     assert "--redact under CI=true needs RECONCILER_REDACT_KEY" in err
+
+
+def test_the_apply_prompt_names_the_target(
+    sandbox: InProcessSandbox, tmp_path: Path, cli: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import io
+    import sys
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    client = sandbox.client()
+    org = create_org(client)
+    manifests = write(tmp_path, "t.yaml", tenant_yaml("t", org, create_patients(client, 1)))
+    monkeypatch.setattr(sys, "stdin", Terminal("no\n"))
+    code, _, err = cli(sandbox, "apply", manifests)
+    assert code == 1
+    assert (
+        f"Do you want to apply these changes to {sandbox.url}/ (client sandbox-…)? "
+        "Only 'yes' will be accepted: "
+    ) in err
+    assert "apply cancelled (answer was 'no', not 'yes'); nothing was changed" in err
