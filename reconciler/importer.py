@@ -54,6 +54,7 @@ def write_manifest(
     identifier_system: str | None = None,
     membership: str = "authoritative",
     access: bool = False,
+    resource_types: tuple[str, ...] = (),
 ) -> tuple[int, str]:
     """Write the manifest; return (members, "identifier" or "id" — how patients are listed)."""
     rtype, rid = account.split("/", 1)
@@ -62,7 +63,14 @@ def write_manifest(
         name = slug(str(resource.get("name") or rid))
     listed = list(members(client, account))
     grants = current_grants(client, account) if access else {}
-    if not listed and not grants:
+    others = [
+        f"{rtype}/{r['id']}"
+        for rtype in resource_types
+        for r in client.search_all(
+            rtype, [("_compartment", account), ("_elements", "id")], sort_by_last_updated=True
+        )
+    ]
+    if not listed and not grants and not others:
         raise ReconcilerError(
             f"{account} has no member patients"
             + (" and no access grants" if access else "")
@@ -87,6 +95,9 @@ def write_manifest(
             out.write(f"    - identifier: {_quote(token)}\n")
         else:
             out.write(f"    - Patient/{pid}\n")
+    if others:
+        out.write("  resources:\n")
+        out.writelines(f"    - {ref}\n" for ref in others)
     if grants:
         out.write("  access:\n")
         for (policy, parameter), refs in sorted(grants.items()):

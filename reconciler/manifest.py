@@ -12,6 +12,7 @@ import jsonschema
 from jsonschema.exceptions import ValidationError, best_match
 
 from reconciler.errors import ManifestError
+from reconciler.medplum.compartment import PATIENT_COMPARTMENT_TYPES
 from reconciler.model import (
     AccountRef,
     Grant,
@@ -20,6 +21,7 @@ from reconciler.model import (
     MemberKind,
     MemberSelector,
     Membership,
+    ResourceSelector,
     Selector,
     SelectorKind,
     Tenant,
@@ -190,6 +192,11 @@ def explain(error: ValidationError) -> tuple[PathKey, str]:
                 "expected a reference 'Type/id' or a mapping {identifier: 'system|value', "
                 f"type: Type}}, got {_python_type(instance)}"
             )
+        if "resources" in path:
+            return path, (
+                "expected 'Type/<id>', {type: Type, identifier: 'system|value'} or "
+                f"{{search: 'Type?query'}}, got {_python_type(instance)}"
+            )
         if "members" in path:
             return path, (
                 "expected 'ProjectMembership/<id>', {profile: 'Type/id'}, "
@@ -207,7 +214,7 @@ def explain(error: ValidationError) -> tuple[PathKey, str]:
         known = ", ".join(sorted(allowed))
         return (*path, key), f"unknown key {key!r} (allowed: {known})"
     if v == "anyOf" and field == "spec":
-        return path, "a tenant needs at least one of 'patients' or 'access'"
+        return path, "a tenant needs at least one of 'patients', 'resources' or 'access'"
     if v == "required":
         missing = [k for k in expected_value if k not in instance]
         keys = ", ".join(repr(k) for k in missing)
@@ -239,7 +246,8 @@ def _pattern_message(path: PathKey, value: str) -> str:
             "(lowercase letters, digits and '-', at most 63, not starting or ending with '-')"
         )
     if field == "search":
-        for part in value.lstrip("?").split("&"):
+        query = value.split("?", 1)[1] if "resources" in path and "?" in value else value
+        for part in query.lstrip("?").split("&"):
             key = part.split("=", 1)[0].split(":", 1)[0]
             if key in RESULT_CONTROL_PARAMS:
                 return f"result-control parameter {key!r} is not allowed in a search selector"
@@ -248,6 +256,8 @@ def _pattern_message(path: PathKey, value: str) -> str:
                 f"{value!r} is not a ProjectMembership search query like "
                 "'profile-type=Practitioner'"
             )
+        if "resources" in path:
+            return f"{value!r} is not a search like 'Location?organization=Organization/x'"
         return f"{value!r} is not a Patient search query like 'name=Smith&birthdate=1980-01-01'"
     if field == "policy":
         return f"{value!r} is not a reference of the form 'AccessPolicy/<id>'"
@@ -257,6 +267,8 @@ def _pattern_message(path: PathKey, value: str) -> str:
         return f"{value!r} is not a reference of the form 'Type/id'"
     if "members" in path:
         return f"{value!r} is not a reference of the form 'ProjectMembership/<id>'"
+    if "resources" in path:
+        return f"{value!r} is not a reference of the form 'Type/<id>'"
     if field in ("identifier",):
         return f"{value!r} is not an identifier of the form 'system|value'"
     if field == "type":
@@ -302,7 +314,35 @@ def _to_tenant(file: str, doc: Document) -> Tenant:
         patients=tuple(selectors),
         location=_loc(file, doc, ("metadata", "name")),
         access=tuple(_grant(file, doc, i, g) for i, g in enumerate(spec.get("access") or [])),
+        resources=tuple(
+            _resource(file, doc, i, r) for i, r in enumerate(spec.get("resources") or [])
+        ),
     )
+
+
+def _resource(file: str, doc: Document, index: int, raw: Any) -> ResourceSelector:
+    loc = _loc(file, doc, ("spec", "resources", index))
+    if isinstance(raw, str):
+        return ResourceSelector(SelectorKind.ID, raw.split("/", 1)[0], raw, loc)
+    if "identifier" in raw:
+        return ResourceSelector(SelectorKind.IDENTIFIER, raw["type"], raw["identifier"], loc)
+    rtype, _, query = raw["search"].partition("?")
+    return ResourceSelector(SelectorKind.SEARCH, rtype, query, loc)
+
+
+def _resource_type_problems(tenant: Tenant) -> list[str]:
+    """Patients go under `patients`; Patient-compartment types follow their patient."""
+    problems: list[str] = []
+    for i, selector in enumerate(tenant.resources):
+        where = f"{selector.location}: error: spec.resources[{i}]"
+        if selector.type == "Patient":
+            problems.append(f"{where}: Patient belongs under spec.patients, not spec.resources")
+        elif selector.type in PATIENT_COMPARTMENT_TYPES:
+            problems.append(
+                f"{where}: {selector.type} is in the Patient compartment: it follows its "
+                "patient's accounts (list the patient under spec.patients)"
+            )
+    return problems
 
 
 def _grant(file: str, doc: Document, index: int, raw: dict[str, Any]) -> Grant:
@@ -364,6 +404,16 @@ def cross_file_problems(tenants: Sequence[Tenant]) -> list[str]:
                 f"declared by tenant {owner.name!r} ({owner.account.location.short})"
             )
         problems += _duplicate_members(tenant)
+        problems += _resource_type_problems(tenant)
+        seen_resources: dict[tuple[SelectorKind, str, str], ResourceSelector] = {}
+        for i, rsel in enumerate(tenant.resources):
+            first_at = seen_resources.setdefault((rsel.kind, rsel.type, rsel.value), rsel)
+            if first_at is not rsel:
+                problems.append(
+                    f"{rsel.location}: error: spec.resources[{i}]: selector "
+                    f"{rsel.describe()!r} is listed twice in tenant {tenant.name!r} "
+                    f"(first at line {first_at.location.line})"
+                )
         seen: dict[tuple[SelectorKind, str], Selector] = {}
         for i, selector in enumerate(tenant.patients):
             earlier = seen.setdefault((selector.kind, selector.value), selector)

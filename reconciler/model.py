@@ -55,6 +55,23 @@ class AccountRef:
         return f"{self.type}?identifier={self.identifier}"
 
 
+@dataclass(frozen=True)
+class ResourceSelector:
+    """`spec.resources[]`: other resources of the tenant (design section 9)."""
+
+    kind: SelectorKind
+    type: str  # the resource type every match has
+    value: str  # Type/id, system|value, or the query after `Type?`
+    location: Location
+
+    def describe(self) -> str:
+        if self.kind is SelectorKind.ID:
+            return self.value
+        if self.kind is SelectorKind.IDENTIFIER:
+            return f"{self.type} identifier {self.value}"
+        return f"search {self.type}?{self.value}"
+
+
 class MemberKind(StrEnum):
     ID = "id"  # ProjectMembership/<id>
     PROFILE = "profile"
@@ -101,6 +118,11 @@ class Tenant:
     propagate: bool = True
     description: str | None = None
     access: tuple[Grant, ...] = ()
+    resources: tuple[ResourceSelector, ...] = ()
+
+    @property
+    def resource_types(self) -> frozenset[str]:
+        return frozenset(s.type for s in self.resources)
 
     @property
     def authoritative(self) -> bool:
@@ -170,6 +192,9 @@ class LiveState:
     members: dict[str, frozenset[str]]  # tenant name -> patient references its selectors hit
     patients: dict[str, LivePatient]  # every patient in scope
     memberships: dict[str, LiveMembership] = field(default_factory=dict)  # in access scope
+    # Other resources (design section 9): every resource in scope, and each tenant's members.
+    resources: dict[str, LivePatient] = field(default_factory=dict)
+    resource_members: dict[str, frozenset[str]] = field(default_factory=dict)
     # (tenant name, index of the grant in spec.access) -> memberships its members resolve to
     grant_members: dict[tuple[str, int], frozenset[str]] = field(default_factory=dict)
 
@@ -278,16 +303,24 @@ class MassRemoval:
     tenant: str
     remove: int
     members: int
+    what: str = "members"  # or "other resources" (design section 9)
 
     def describe(self) -> str:
         share = 100 * self.remove / self.members if self.members else 100.0
         return (
             f"tenant {self.tenant!r} would lose {self.remove:,} of its {self.members:,} current "
-            f"members ({share:.0f} %)"
+            f"{self.what} ({share:.0f} %)"
         )
 
     def to_json(self) -> dict[str, object]:
-        return {"tenant": self.tenant, "remove": self.remove, "members": self.members}
+        data: dict[str, object] = {
+            "tenant": self.tenant,
+            "remove": self.remove,
+            "members": self.members,
+        }
+        if self.what != "members":
+            data["what"] = self.what
+        return data
 
 
 @dataclass(frozen=True)
@@ -297,16 +330,20 @@ class MassGrant:
     tenant: str
     add: int
     members: int
+    what: str = "patients"  # or "other resources" (design section 9)
 
     def describe(self) -> str:
         share = f"{100 * self.add / self.members:.0f} %" if self.members else "it has none yet"
         return (
-            f"tenant {self.tenant!r} would gain {self.add:,} patients over its {self.members:,} "
-            f"current members ({share})"
+            f"tenant {self.tenant!r} would gain {self.add:,} {self.what} over its "
+            f"{self.members:,} current members ({share})"
         )
 
     def to_json(self) -> dict[str, object]:
-        return {"tenant": self.tenant, "add": self.add, "members": self.members}
+        data: dict[str, object] = {"tenant": self.tenant, "add": self.add, "members": self.members}
+        if self.what != "patients":
+            data["what"] = self.what
+        return data
 
 
 @dataclass(frozen=True)
@@ -357,10 +394,20 @@ class Plan:
     access_changes: tuple[AccessChange, ...] = ()
     managed_access: tuple[AccessKey, ...] = ()  # every (policy, parameter, account) managed
     target: str = ""  # the server (and client) people are shown: "Target: …"
+    # Other resources: the same shape as patient changes, `patient` holding "Type/id".
+    resource_changes: tuple[Change, ...] = ()
 
     @property
     def is_empty(self) -> bool:
-        return not self.changes and not self.access_changes
+        return not self.changes and not self.access_changes and not self.resource_changes
+
+    @property
+    def resources_added(self) -> int:
+        return sum(len(c.add) for c in self.resource_changes)
+
+    @property
+    def resources_removed(self) -> int:
+        return sum(len(c.remove) for c in self.resource_changes)
 
     @property
     def grants(self) -> int:
@@ -372,8 +419,9 @@ class Plan:
 
     @property
     def added(self) -> int:
-        return sum(len(c.add) for c in self.changes)
+        """Accounts added, patients and other resources together."""
+        return sum(len(c.add) for c in self.changes) + self.resources_added
 
     @property
     def removed(self) -> int:
-        return sum(len(c.remove) for c in self.changes)
+        return sum(len(c.remove) for c in self.changes) + self.resources_removed

@@ -23,7 +23,7 @@ from reconciler.medplum.errors import JobError, JobTimeout, MedplumError
 from reconciler.medplum.operations import parameter_value
 from reconciler.medplum.reads import chunks
 from reconciler.model import AccountInfo, Change, LivePatient, Plan
-from reconciler.plan.live import read_patients
+from reconciler.plan.live_resources import read_resources
 
 log = get_logger("reconciler.apply")
 
@@ -44,7 +44,8 @@ class Outcome:
 
 @dataclass
 class Report:
-    planned: int
+    planned: int  # patients
+    resources_planned: int = 0
     outcomes: list[Outcome] = field(default_factory=list)
     skipped: int = 0  # re-planned to no change (someone else already made it)
     verified: bool = False
@@ -59,8 +60,24 @@ class Report:
         return [o for o in self.outcomes if o.ok and o.change is not None]
 
     @property
+    def succeeded_patients(self) -> list[Outcome]:
+        return [o for o in self.succeeded if o.patient.startswith("Patient/")]
+
+    @property
+    def succeeded_resources(self) -> list[Outcome]:
+        return [o for o in self.succeeded if not o.patient.startswith("Patient/")]
+
+    @property
     def failed(self) -> list[Outcome]:
         return [o for o in self.outcomes if not o.ok]
+
+    @property
+    def failed_patients(self) -> list[Outcome]:
+        return [o for o in self.failed if o.patient.startswith("Patient/")]
+
+    @property
+    def failed_resources(self) -> list[Outcome]:
+        return [o for o in self.failed if not o.patient.startswith("Patient/")]
 
     @property
     def propagated(self) -> int:
@@ -76,7 +93,7 @@ class Report:
 
     @property
     def not_updated(self) -> int:
-        return self.planned - len(self.succeeded) - self.skipped
+        return self.planned + self.resources_planned - len(self.succeeded) - self.skipped
 
 
 class Executor:
@@ -89,6 +106,7 @@ class Executor:
         job_timeout: float = 300.0,
         verify: bool = True,
         replan: Replan | None = None,
+        replan_resource: Replan | None = None,
         on_event: EventSink | None = None,
         batch_size: int | None = None,
     ) -> None:
@@ -98,6 +116,7 @@ class Executor:
         self.job_timeout = job_timeout
         self.verify = verify
         self.replan = replan  # None: a saved plan, applied exactly
+        self.replan_resource = replan_resource
         self.on_event = on_event or (lambda name, data: None)
         self.batch_size = batch_size or max(50, self.parallelism * 5)
         self.stop = threading.Event()
@@ -192,7 +211,9 @@ class Executor:
         self.on_event(
             "change_complete" if ok else "change_errored",
             {
-                "patient": change.patient,
+                (
+                    "patient" if change.patient.startswith("Patient/") else "resource"
+                ): change.patient,
                 "add": list(change.add),
                 "remove": list(change.remove),
                 "duration_ms": outcome.duration_ms,
@@ -204,7 +225,7 @@ class Executor:
     # --- batches ---------------------------------------------------------------------------
 
     def _read(self, batch: Sequence[Change]) -> dict[str, LivePatient]:
-        return read_patients(self.client, [c.patient for c in batch])
+        return read_resources(self.client, [c.patient for c in batch])
 
     def _refresh(
         self, batch: Sequence[Change], fresh: dict[str, LivePatient], report: Report
@@ -220,7 +241,7 @@ class Executor:
             if now.version_id == change.version_id:
                 yield change
                 continue
-            if self.replan is None:
+            if self.replan is None:  # a saved plan: applied exactly, or not at all
                 report.outcomes.append(
                     self._outcome(
                         change,
@@ -231,7 +252,9 @@ class Executor:
                     )
                 )
                 continue
-            replanned = self.replan(now)
+            is_patient = change.patient.startswith("Patient/")
+            replan = self.replan if is_patient else self.replan_resource
+            replanned = replan(now) if replan is not None else None
             if replanned is None:
                 report.skipped += 1  # _refresh runs on the submitting thread only
                 log.debug("patient", patient=change.patient, action="update", result="already done")
@@ -239,7 +262,7 @@ class Executor:
             yield replanned
 
     def run(self, plan: Plan, progress: Callable[[int, int], None] | None = None) -> Report:
-        report = Report(planned=len(plan.changes))
+        report = Report(planned=len(plan.changes), resources_planned=len(plan.resource_changes))
         # Keep enough of the quota unspent for the writes already in flight (each change writes
         # its patient and, propagating, its compartment), so the pacer stops before a 429.
         per_change = 500
@@ -248,7 +271,8 @@ class Executor:
         self.client.pacer.reserve_points = max(
             self.client.pacer.reserve_points, self.parallelism * per_change
         )
-        changes = list(plan.changes)
+        # Patients first, then other resources (Practitioners, Locations, …), in one stream.
+        changes = [*plan.changes, *plan.resource_changes]
         in_flight: set[Future[Outcome]] = set()
         done = 0
 
@@ -300,13 +324,13 @@ class Executor:
             quota_waited_s=round(self.client.pacer.waited_s, 2),
         )
         report.interrupted = self.stop.is_set()
-        if self.verify and report.succeeded:
+        if self.verify and report.succeeded_patients:
             self._verify(report)
         return report
 
     def _verify(self, report: Report) -> None:
         expectations = expectations_for_changes(
-            (o.change for o in report.succeeded if o.change is not None), self.managed
+            (o.change for o in report.succeeded_patients if o.change is not None), self.managed
         )
         started = time.monotonic()
         stragglers, read = find_stragglers(self.client, expectations)

@@ -37,10 +37,15 @@ from reconciler.plan.build import build_plan
 from reconciler.plan.estimate import DEFAULT_QUOTA_POINTS
 from reconciler.plan.guard import grant_problems, removal_problems
 from reconciler.plan.jsonform import plan_digest
-from reconciler.plan.live import read_patients
 from reconciler.plan.live_access import read_memberships
+from reconciler.plan.live_resources import read_resources
 from reconciler.plan.planfile import load_plan, looks_like_plan
-from reconciler.plan.planner import change_for, desired_accounts, managed_accounts
+from reconciler.plan.planner import (
+    change_for,
+    desired_accounts,
+    desired_resource_accounts,
+    managed_accounts,
+)
 from reconciler.plan.render import iter_text, plural, use_color
 
 log = get_logger("reconciler.apply")
@@ -171,13 +176,22 @@ def _approve(options: Options, view: View, target: str) -> None:
         )
 
 
-def _replanner(manifests: ManifestSet, live: LiveState) -> Callable[[LivePatient], Change | None]:
+def _replanner(
+    manifests: ManifestSet, live: LiveState, *, resources: bool = False
+) -> Callable[[LivePatient], Change | None]:
     managed = managed_accounts(manifests.tenants, live)
+    desired = desired_resource_accounts if resources else desired_accounts
 
     def replan(fresh: LivePatient) -> Change | None:
-        after = desired_accounts(fresh.reference, fresh.accounts, manifests.tenants, live)
+        after = desired(fresh.reference, fresh.accounts, manifests.tenants, live)
         return change_for(
-            fresh.reference, fresh.version_id, fresh.identifier, fresh.accounts, after, managed
+            fresh.reference,
+            fresh.version_id,
+            fresh.identifier,
+            fresh.accounts,
+            after,
+            managed,
+            propagate=not resources,
         )
 
     return replan
@@ -200,7 +214,9 @@ def _check_saved_plan(conn: Connection, plan: Plan, path: str) -> None:
             f"{path}: the plan was made for server {plan.server}, but this run talks to "
             f"{conn.identity}; nothing was changed"
         )
-    fresh = read_patients(conn.client, [c.patient for c in plan.changes])
+    fresh = read_resources(
+        conn.client, [c.patient for c in (*plan.changes, *plan.resource_changes)]
+    )
     memberships = read_memberships(conn.client, [c.membership for c in plan.access_changes])
     stale = []
     for access in plan.access_changes:
@@ -212,7 +228,7 @@ def _check_saved_plan(conn: Connection, plan: Plan, path: str) -> None:
                 f"{access.membership} changed since the plan (version {access.version_id}, "
                 f"now {moved.version_id})"
             )
-    for change in plan.changes:
+    for change in (*plan.changes, *plan.resource_changes):
         now = fresh.get(change.patient)
         if now is None:
             stale.append(f"{change.patient} was deleted since the plan")
@@ -253,12 +269,15 @@ def _install_interrupt(executor: Executor, view: View) -> Callable[[], None]:
 
 
 def _report(report: Report, access: AccessReport, view: View, target: str) -> int:
-    updated = len(report.succeeded)
+    updated = len(report.succeeded_patients)
     accounts = (
         f"{plural(report.added, 'account')} added, {plural(report.removed, 'account')} removed"
     )
-    counts = f"{plural(updated, 'patient')} updated, {accounts}"
-    done = f"{plural(updated, 'patient')}, {accounts}"  # the design's "Updated: M patients, …"
+    who = plural(updated, "patient")
+    if report.resources_planned:
+        who += f" and {plural(len(report.succeeded_resources), 'other resource')}"
+    counts = f"{who} updated, {accounts}"
+    done = f"{who}, {accounts}"  # the design's "Updated: M patients, …"
     failures = [f"{o.patient}: {o.reason}" for o in report.failed] + report.unrepaired
     failures += [f"{o.membership}: {o.reason}" for o in access.failed]
     access_line = (
@@ -274,6 +293,8 @@ def _report(report: Report, access: AccessReport, view: View, target: str) -> in
             "added": report.added,
             "removed": report.removed,
             "failed": len(report.failed),
+            "resources_planned": report.resources_planned,
+            "resources_updated": len(report.succeeded_resources),
             "skipped": report.skipped,
             "verified": report.verified,
             "stragglers": report.stragglers,
@@ -299,8 +320,12 @@ def _report(report: Report, access: AccessReport, view: View, target: str) -> in
         return ExitCode.INTERRUPTED
     if failures:
         parts = []
-        if report.failed or not access.failed:
-            parts.append(f"{len(report.failed)} of {report.planned} patients")
+        if report.failed_patients or not (access.failed or report.failed_resources):
+            parts.append(f"{len(report.failed_patients)} of {report.planned} patients")
+        if report.failed_resources:
+            parts.append(
+                f"{len(report.failed_resources)} of {report.resources_planned} other resources"
+            )
         if access.failed:
             parts.append(f"{len(access.failed)} of {access.planned} memberships")
         view.result(f"Apply failed: {' and '.join(parts)} not updated.")
@@ -331,8 +356,10 @@ def _audit(conn: Connection, plan: Plan, report: Report, access: AccessReport) -
         "grants_added": access.granted,
         "grants_revoked": access.revoked,
         "patients_planned": report.planned,
-        "patients_updated": len(report.succeeded),
-        "patients_failed": len(report.failed),
+        "patients_updated": len(report.succeeded_patients),
+        "patients_failed": len(report.failed_patients),
+        "resources_updated": len(report.succeeded_resources),
+        "resources_failed": len(report.failed_resources),
         "patients_skipped": report.skipped,
         "accounts_added": report.added,
         "accounts_removed": report.removed,
@@ -369,7 +396,7 @@ def run(options: Options) -> int:
     saved_plan, manifests = _load(options.paths)
     with connect(options.server) as conn:
         preflight(conn, need_admin="apply")
-        replan = None
+        replan = resource_replan = None
         access_replan = None
         if saved_plan is not None:
             # Same server, nothing moved since: checked before anything is shown or written.
@@ -391,6 +418,7 @@ def run(options: Options) -> int:
             finally:
                 progress.close()
             replan = _replanner(manifests, live)
+            resource_replan = _replanner(manifests, live, resources=True)
             access_replan = _access_replanner(manifests, live)
         color = use_color(sys.stdout.isatty()) and not options.json_events
         if not options.json_events or plan.is_empty:
@@ -423,14 +451,19 @@ def run(options: Options) -> int:
             )
         if saved_plan is None:
             _approve(options, view, conn.target)
-        report, access = _execute(conn, plan, replan, access_replan, options, view)
+        report, access = _execute(
+            conn, plan, (replan, resource_replan), access_replan, options, view
+        )
     return _report(report, access, view, conn.target)
 
 
 def _execute(
     conn: Connection,
     plan: Plan,
-    replan: Callable[[LivePatient], Change | None] | None,
+    replans: tuple[
+        Callable[[LivePatient], Change | None] | None,
+        Callable[[LivePatient], Change | None] | None,
+    ],
     access_replan: Callable[[LiveMembership], AccessChange | None] | None,
     options: Options,
     view: View,
@@ -451,6 +484,7 @@ def _execute(
             "apply_start",
             {
                 "patients": len(plan.changes),
+                "resources": len(plan.resource_changes),
                 "add": plan.added,
                 "remove": plan.removed,
                 "memberships": len(plan.access_changes),
@@ -472,7 +506,8 @@ def _execute(
             parallelism=options.parallelism,
             job_timeout=options.job_timeout,
             verify=options.verify,
-            replan=replan,
+            replan=replans[0],
+            replan_resource=replans[1],
             on_event=view.event,
         )
         restore = _install_interrupt(executor, view)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from dataclasses import dataclass
 
@@ -10,7 +11,7 @@ from reconciler.commands._args import server_options
 from reconciler.commands.accounts import split_reference
 from reconciler.commands.views import View
 from reconciler.connect import ServerOptions, connect
-from reconciler.errors import ExitCode
+from reconciler.errors import ExitCode, UsageError
 from reconciler.importer import slug, write_manifest
 
 
@@ -21,6 +22,7 @@ class Options:
     identifier_system: str | None
     membership: str
     access: bool
+    resource_types: tuple[str, ...]
     server: ServerOptions
 
     @classmethod
@@ -31,6 +33,7 @@ class Options:
             identifier_system=ns.identifier_system,
             membership=ns.membership,
             access=ns.access,
+            resource_types=tuple(t for t in (ns.resources or "").split(",") if t),
             server=server_options(ns),
         )
 
@@ -50,6 +53,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="(default: %(default)s)",
     )
     parser.add_argument(
+        "--resources",
+        metavar="TYPE[,TYPE]",
+        help="also list the account's current members of these types (spec.resources)",
+    )
+    parser.add_argument(
         "--access",
         action="store_true",
         help="also list the memberships that see the account (spec.access)",
@@ -58,6 +66,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(options: Options) -> int:
     split_reference(options.account, "--account to be a reference")
+    for rtype in options.resource_types:
+        if not re.fullmatch(r"[A-Z][A-Za-z]{1,63}", rtype) or rtype == "Patient":
+            raise UsageError(
+                f"--resources expects resource types other than Patient, got {rtype!r}"
+            )
     name = slug(options.name) if options.name else None
     view = View()
     with connect(options.server) as conn:
@@ -70,6 +83,7 @@ def run(options: Options) -> int:
             identifier_system=options.identifier_system,
             membership=options.membership,
             access=options.access,
+            resource_types=options.resource_types,
         )
     sys.stdout.flush()
     view.message(f"Imported {count:,} members of {options.account} (listed by {by}).")

@@ -15,9 +15,9 @@ SHARE = 0.5
 MIN_PATIENTS = 10
 
 
-def _per_tenant(plan: Plan, adding: bool) -> Counter[str]:
+def _per_tenant(plan: Plan, adding: bool, resources: bool = False) -> Counter[str]:
     counts: Counter[str] = Counter()
-    for change in plan.changes:
+    for change in plan.resource_changes if resources else plan.changes:
         for account in change.add if adding else change.remove:
             info = plan.managed.get(account)
             if info is not None:
@@ -25,31 +25,34 @@ def _per_tenant(plan: Plan, adding: bool) -> Counter[str]:
     return counts
 
 
-def _members(live: LiveState, account: str) -> int:
-    return sum(1 for p in live.patients.values() if account in p.accounts)
+def _members(live: LiveState, account: str, resources: bool = False) -> int:
+    population = live.resources if resources else live.patients
+    return sum(1 for p in population.values() if account in p.accounts)
 
 
 def mass_grants(plan: Plan, tenants: Sequence[Tenant], live: LiveState) -> list[MassGrant]:
     """Tenants whose account the plan adds to more than 10 patients and to more than 50 %
     more patients than the tenant has today."""
-    added = _per_tenant(plan, adding=True)
     found = []
-    for tenant in tenants:
-        members = _members(live, live.accounts[tenant.name])
-        count = added.get(tenant.name, 0)
-        if count > MIN_PATIENTS and count > SHARE * members:
-            found.append(MassGrant(tenant.name, count, members))
+    for resources, what in ((False, "patients"), (True, "other resources")):
+        added = _per_tenant(plan, adding=True, resources=resources)
+        for tenant in tenants:
+            members = _members(live, live.accounts[tenant.name], resources)
+            count = added.get(tenant.name, 0)
+            if count > MIN_PATIENTS and count > SHARE * members:
+                found.append(MassGrant(tenant.name, count, members, what))
     return found
 
 
 def mass_removals(plan: Plan, tenants: Sequence[Tenant], live: LiveState) -> list[MassRemoval]:
-    removed = _per_tenant(plan, adding=False)
     found = []
-    for tenant in tenants:
-        members = _members(live, live.accounts[tenant.name])
-        count = removed.get(tenant.name, 0)
-        if count > MIN_PATIENTS and count > SHARE * members:
-            found.append(MassRemoval(tenant.name, count, members))
+    for resources, what in ((False, "members"), (True, "other resources")):
+        removed = _per_tenant(plan, adding=False, resources=resources)
+        for tenant in tenants:
+            members = _members(live, live.accounts[tenant.name], resources)
+            count = removed.get(tenant.name, 0)
+            if count > MIN_PATIENTS and count > SHARE * members:
+                found.append(MassRemoval(tenant.name, count, members, what))
     return found
 
 

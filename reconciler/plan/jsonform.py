@@ -53,6 +53,25 @@ def change_to_json(change: Change) -> dict[str, Any]:
     }
 
 
+def resource_change_to_json(change: Change) -> dict[str, Any]:
+    data = change_to_json(change)
+    return {"resource": data.pop("patient"), **data}
+
+
+def _change_from_json(c: dict[str, Any], key: str) -> Change:
+    return Change(
+        patient=c[key],
+        version_id=c["version_id"],
+        identifier=c.get("identifier"),
+        before=tuple(c["before"]),
+        after=tuple(c["after"]),
+        add=tuple(c["add"]),
+        remove=tuple(c["remove"]),
+        tenants=tuple(c["tenants"]),
+        steps=tuple(Step(tuple(s["accounts"]), bool(s["propagate"])) for s in c["steps"]),
+    )
+
+
 def access_change_to_json(change: AccessChange) -> dict[str, Any]:
     return {
         "membership": change.membership,
@@ -117,6 +136,12 @@ def _header(plan: Plan) -> dict[str, Any]:
             data["guard"]["mass_grants"] = [m.to_json() for m in plan.mass_grants]
     if plan.estimate is not None:
         data["estimate"] = plan.estimate.to_json()
+    if plan.resource_changes:
+        data["summary"]["resources"] = len(plan.resource_changes)
+        data["resource_changes"] = [
+            resource_change_to_json(c)
+            for c in sorted(plan.resource_changes, key=lambda c: c.patient)
+        ]
     if plan.access_changes:
         data["summary"].update(
             memberships=len(plan.access_changes),
@@ -187,20 +212,7 @@ def plan_to_json(plan: Plan) -> dict[str, Any]:
 
 def plan_from_json(data: dict[str, Any]) -> Plan:
     """Build a Plan from already-validated JSON (see planfile.load_plan)."""
-    changes = tuple(
-        Change(
-            patient=c["patient"],
-            version_id=c["version_id"],
-            identifier=c.get("identifier"),
-            before=tuple(c["before"]),
-            after=tuple(c["after"]),
-            add=tuple(c["add"]),
-            remove=tuple(c["remove"]),
-            tenants=tuple(c["tenants"]),
-            steps=tuple(Step(tuple(s["accounts"]), bool(s["propagate"])) for s in c["steps"]),
-        )
-        for c in data["changes"]
-    )
+    changes = tuple(_change_from_json(c, "patient") for c in data["changes"])
     managed = {
         ref: AccountInfo(info["tenant"], Membership(info["membership"]), bool(info["propagate"]))
         for ref, info in (data.get("accounts") or {}).items()
@@ -215,15 +227,20 @@ def plan_from_json(data: dict[str, Any]) -> Plan:
         manifest_digest=data["manifests"]["digest"],
         warnings=tuple(data.get("warnings") or ()),
         mass_removals=tuple(
-            MassRemoval(str(m["tenant"]), int(m["remove"]), int(m["members"]))
+            MassRemoval(
+                str(m["tenant"]), int(m["remove"]), int(m["members"]), m.get("what", "members")
+            )
             for m in (data.get("guard") or {}).get("mass_removals") or []
         ),
         mass_grants=tuple(
-            MassGrant(str(m["tenant"]), int(m["add"]), int(m["members"]))
+            MassGrant(str(m["tenant"]), int(m["add"]), int(m["members"]), m.get("what", "patients"))
             for m in (data.get("guard") or {}).get("mass_grants") or []
         ),
         estimate=Estimate.from_json(data["estimate"]) if data.get("estimate") else None,
         access_changes=tuple(access_change_from_json(c) for c in data.get("access_changes") or []),
+        resource_changes=tuple(
+            _change_from_json(c, "resource") for c in data.get("resource_changes") or []
+        ),
         managed_access=tuple(
             AccessKey(k["policy"], k["parameter"], k["account"])
             for k in data.get("managed_access") or []

@@ -20,6 +20,7 @@ from reconciler.medplum.errors import HTTPStatusError
 from reconciler.medplum.reads import PAGE_SIZE, chunks
 from reconciler.model import LivePatient, LiveState, SelectorKind, Tenant
 from reconciler.plan.live_access import read_access
+from reconciler.plan.live_resources import read_live_resources
 
 log = get_logger("reconciler.plan.live")
 
@@ -218,6 +219,10 @@ def read_live_state(
                 members[tenant.name].add(reader.keep(patient))
         memberships, grant_members, access_problems = read_access(client, tenants, accounts)
         reader.problems += access_problems
+        resources, resource_members, resource_problems = read_live_resources(
+            client, tenants, accounts
+        )
+        reader.problems += resource_problems
         if reader.problems:
             for member_job in member_jobs:
                 member_job.cancel()
@@ -239,4 +244,6 @@ def read_live_state(
         patients=reader.patients,
         memberships=memberships,
         grant_members=grant_members,
+        resources=resources,
+        resource_members=resource_members,
     )

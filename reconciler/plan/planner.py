@@ -33,6 +33,28 @@ def desired_accounts(
     return desired
 
 
+def desired_resource_accounts(
+    reference: str, current: Sequence[str], tenants: Sequence[Tenant], live: LiveState
+) -> list[str]:
+    """The same rule for other resources (design section 9), with authoritative scope per
+    type: a tenant removes its account only from resources of the types it names."""
+    rtype = reference.split("/", 1)[0]
+    drop = {
+        live.accounts[t.name]
+        for t in tenants
+        if t.authoritative
+        and rtype in t.resource_types
+        and reference not in live.resource_members.get(t.name, frozenset())
+    }
+    desired = [a for a in current if a not in drop]
+    for tenant in tenants:
+        account = live.accounts[tenant.name]
+        member = reference in live.resource_members.get(tenant.name, frozenset())
+        if member and account not in desired:
+            desired.append(account)
+    return desired
+
+
 def steps_for(
     before: Sequence[str],
     after: Sequence[str],
@@ -59,7 +81,11 @@ def change_for(
     before: Sequence[str],
     after: Sequence[str],
     managed: dict[str, AccountInfo],
+    *,
+    propagate: bool = True,
 ) -> Change | None:
+    """`propagate=False` for resources other than patients: Medplum propagates only from a
+    Patient, so their accounts are set in one call without it."""
     if set(before) == set(after):
         return None
     add = tuple(a for a in after if a not in before)
@@ -73,7 +99,7 @@ def change_for(
         add=add,
         remove=remove,
         tenants=tuple(sorted({managed[a].tenant for a in add + remove})),
-        steps=steps_for(before, after, managed),
+        steps=steps_for(before, after, managed) if propagate else (Step(tuple(after), False),),
     )
 
 
@@ -88,4 +114,19 @@ def plan(tenants: Sequence[Tenant], live: LiveState) -> Plan:
         )
         if change is not None:
             changes.append(change)
-    return Plan(changes=tuple(changes), managed=managed)
+    resource_changes: list[Change] = []
+    for reference in sorted(live.resources):
+        resource = live.resources[reference]
+        after = desired_resource_accounts(reference, resource.accounts, tenants, live)
+        change = change_for(
+            reference,
+            resource.version_id,
+            resource.identifier,
+            resource.accounts,
+            after,
+            managed,
+            propagate=False,
+        )
+        if change is not None:
+            resource_changes.append(change)
+    return Plan(changes=tuple(changes), managed=managed, resource_changes=tuple(resource_changes))

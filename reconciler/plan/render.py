@@ -31,8 +31,11 @@ def plural(n: int, noun: str) -> str:
 
 
 def summary_line(plan: Plan) -> str:
+    what = plural(len(plan.changes), "patient")
+    if plan.resource_changes:  # design section 9: said only when other resources change
+        what += f" and {plural(len(plan.resource_changes), 'other resource')}"
     return (
-        f"Plan: {plural(len(plan.changes), 'patient')} to update, "
+        f"Plan: {what} to update, "
         f"{plural(plan.added, 'account')} to add, {plural(plan.removed, 'account')} to remove."
     )
 
@@ -95,6 +98,9 @@ def iter_text(plan: Plan, *, color: bool = False) -> Iterator[str]:
     yield ""
     for change in plan.changes:
         yield from change_lines(plan, change, color)
+        yield ""
+    for resource_change in plan.resource_changes:
+        yield from change_lines(plan, resource_change, color)
         yield ""
     for access_change in plan.access_changes:
         yield from access_lines(plan, access_change, color)
@@ -164,6 +170,23 @@ def render_markdown(plan: Plan, *, limit: int = MARKDOWN_LIMIT) -> str:
             "see the JSON plan._\n"
         )
     text += "\n".join(close)
+    if plan.resource_changes:
+        text += "\n".join(
+            [
+                f"<details><summary>Other resources ({len(plan.resource_changes):,})</summary>",
+                "",
+                "| Resource | Add | Remove | Tenants |",
+                "|---|---|---|---|",
+                *(
+                    f"| `{c.patient}` | {'<br>'.join(f'`{a}`' for a in c.add)} | "
+                    f"{'<br>'.join(f'`{a}`' for a in c.remove)} | {', '.join(c.tenants)} |"
+                    for c in plan.resource_changes
+                ),
+                "",
+                "</details>",
+                "",
+            ]
+        )
     return text + "\n".join(access_markdown(plan))
 
 
@@ -184,7 +207,10 @@ def redact(plan: Plan, key: bytes) -> Plan:
         return replace(change, patient=f"{rtype}/{_hash(rid)}", identifier=identifier)
 
     changes = sorted((one(c) for c in plan.changes), key=lambda c: c.patient)
-    return redact_access(replace(plan, changes=tuple(changes)), _hash)
+    resources = sorted((one(c) for c in plan.resource_changes), key=lambda c: c.patient)
+    return redact_access(
+        replace(plan, changes=tuple(changes), resource_changes=tuple(resources)), _hash
+    )
 
 
 RENDERERS: dict[str, Callable[[Plan], str]] = {

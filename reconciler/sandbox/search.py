@@ -18,6 +18,10 @@ COMMON_PARAMS = {"_id", "_compartment", "identifier"}
 TYPE_PARAMS = {
     "Patient": {"name", "birthdate", "general-practitioner"},
     "Practitioner": {"name"},
+    "Location": {"name", "organization"},
+    "HealthcareService": {"name", "organization"},
+    "PractitionerRole": {"organization", "practitioner"},
+    "Questionnaire": {"name"},
     "Organization": {"name"},
     "AccessPolicy": {"name"},
     "ProjectMembership": {

@@ -113,6 +113,17 @@ def index_rows(resource: Resource) -> Iterator[tuple[str, str]]:
                 yield "name", part.lower()
     if rtype == "ProjectMembership":
         yield from _membership_rows(resource)
+    # organization: Location.managingOrganization, HealthcareService.providedBy,
+    # PractitionerRole.organization; practitioner: PractitionerRole.practitioner.
+    for field, param in (
+        ("managingOrganization", "organization"),
+        ("providedBy", "organization"),
+        ("organization", "organization"),
+        ("practitioner", "practitioner"),
+    ):
+        target = resource.get(field)
+        if rtype != "Patient" and isinstance(target, dict) and target.get("reference"):
+            yield param, str(target["reference"])
 
 
 def _membership_rows(membership: Resource) -> Iterator[tuple[str, str]]:

@@ -24,7 +24,7 @@ BAD_CASES = {
     ),
     "03_unknown_spec_key.yaml": (
         "8:3",
-        "spec.propogate: unknown key 'propogate' (allowed: access, account, membership, patients, propagate)",
+        "spec.propogate: unknown key 'propogate' (allowed: access, account, membership, patients, propagate, resources)",
     ),
     "04_wrong_api_version.yaml": (
         "1:1",
@@ -55,7 +55,7 @@ BAD_CASES = {
     "15_propagate_string.yaml": ("7:3", "spec.propagate: expected a boolean, got string"),
     "16_no_patients_no_access.yaml": (
         "5:1",
-        "spec: a tenant needs at least one of 'patients' or 'access'",
+        "spec: a tenant needs at least one of 'patients', 'resources' or 'access'",
     ),
     "17_patients_not_list.yaml": ("7:3", "spec.patients: expected a list, got string"),
     "18_selector_wrong_type.yaml": (
@@ -131,6 +131,22 @@ BAD_CASES = {
         "spec.access[0].parameter: '%org' is not a policy parameter name like 'organization'",
     ),
     "42_access_no_policy.yaml": ("8:7", "spec.access[0]: missing required key 'policy'"),
+    "43_resources_patient.yaml": (
+        "8:7",
+        "spec.resources[0]: Patient belongs under spec.patients, not spec.resources",
+    ),
+    "44_resources_compartment_type.yaml": (
+        "8:7",
+        "spec.resources[0]: Observation is in the Patient compartment: it follows its patient's accounts (list the patient under spec.patients)",
+    ),
+    "45_resources_identifier_no_value.yaml": (
+        "8:7",
+        "spec.resources[0]: missing required key 'identifier'",
+    ),
+    "46_resources_search_count.yaml": (
+        "8:7",
+        "spec.resources[0].search: result-control parameter '_count' is not allowed in a search selector",
+    ),
 }
 
 

@@ -170,3 +170,49 @@ def test_summary_counts() -> None:
     result = plan(case.tenants, state)
     assert (len(result.changes), result.added, result.removed) == (2, 2, 1)
     assert not result.is_empty
+
+
+# --- other resources (design section 9) ------------------------------------------------------
+
+
+def test_resources_follow_the_same_rule_with_scope_per_named_type() -> None:
+    from reconciler.model import LivePatient as Live
+    from reconciler.model import LiveState, ResourceSelector, SelectorKind, Tenant
+    from reconciler.plan.planner import plan as make_plan
+
+    loc = Location("t.yaml", 1, 1)
+    north = Tenant(
+        name="north",
+        account=AccountRef(loc, reference="Organization/north"),
+        patients=(),
+        location=loc,
+        resources=(ResourceSelector(SelectorKind.ID, "Location", "Location/l1", loc),),
+    )
+    live = LiveState(
+        accounts={"north": "Organization/north"},
+        members={"north": frozenset()},
+        patients={},
+        resources={
+            "Location/l1": Live("Location/l1", "v1", ("Organization/legacy",)),
+            # a Location of north's no manifest lists: authoritative removes it (type named)
+            "Location/l2": Live("Location/l2", "v1", ("Organization/north",)),
+            # a Practitioner carrying north: the tenant names no Practitioner, so it stays
+            "Practitioner/d1": Live("Practitioner/d1", "v1", ("Organization/north",)),
+        },
+        resource_members={"north": frozenset({"Location/l1"})},
+    )
+    result = make_plan([north], live)
+    assert result.changes == ()
+    first, second = result.resource_changes
+    assert (first.patient, first.after, first.add) == (
+        "Location/l1",
+        ("Organization/legacy", "Organization/north"),
+        ("Organization/north",),
+    )
+    assert [(s.accounts, s.propagate) for s in first.steps] == [(first.after, False)]
+    assert (second.patient, second.after, second.remove) == (
+        "Location/l2",
+        (),
+        ("Organization/north",),
+    )
+    assert result.added == 1 and result.removed == 1
