@@ -120,7 +120,7 @@ def test_authoritative_removal_touches_only_the_named_types(
         f"  account: {w['north']}\n  resources:\n"
         f'    - search: "Location?organization={w["north"]}"\n',
     )
-    code, out, err = cli(sb, "apply", only_locations, "--auto-approve")
+    code, _, err = cli(sb, "apply", only_locations, "--auto-approve")
     assert code == 0, err
     client = w["client"]
     assert get_resource_accounts(client.read_resource(*w["stale_location"].split("/"))) == []
