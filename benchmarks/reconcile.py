@@ -572,6 +572,57 @@ def access_scenario(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     return {"runs": [asdict(r) for r in (plan, apply, again, proof)]}
 
 
+# --- other resources: Practitioners and Locations beside the patients ---------------------------
+
+
+def resources_scenario(args: argparse.Namespace, work: Path) -> dict[str, Any]:
+    """`--patients` patients plus `--other-resources` Practitioners and Locations (half each)
+    over 3 tenants; `--change-fraction` of both move to the next tenant. Plan, apply, plan."""
+    count = args.other_resources
+    data = work / "resources.sqlite"
+    seed(data, args.patients, 0)
+    store = Store(str(data))
+    others = []
+    for i in range(count):
+        rtype = "Practitioner" if i % 2 == 0 else "Location"
+        others.append(
+            {"resourceType": rtype, "id": str(uuid.uuid5(NAMESPACE, f"other-{i}")),
+             "meta": {"accounts": [{"reference": f"Organization/{org_id(live_tenant(i))}"}]}}
+        )  # fmt: skip
+    store.bulk_insert(others)
+    store.close()
+    manifests = work / "resources-tenants"
+    write_manifests(manifests, args.patients, args.change_fraction)
+    listed: list[list[str]] = [[], [], []]
+    for i, resource in enumerate(others):
+        listed[wanted_tenant(i, args.change_fraction)].append(
+            f"    - {resource['resourceType']}/{resource['id']}\n"
+        )
+    for t, name in enumerate(TENANTS):
+        with (manifests / f"{name}.yaml").open("a") as fh:
+            fh.write("  resources:\n")
+            fh.writelines(listed[t])
+    sb = Sandbox(data, "--latency-ms", str(args.latency_ms))
+    try:
+        plan, out, _ = run_cli(
+            sb, f"resources: plan N={args.patients:,}+{count:,}", "plan", str(manifests),
+            "--no-estimate",
+        )  # fmt: skip
+        plan.extra = {"plan_line": out.strip().splitlines()[-1]}
+        apply, out, _ = run_cli(
+            sb, "resources: apply", "apply", str(manifests), "--auto-approve", "--no-verify",
+            "--no-audit", "--parallelism", str(args.parallelism),
+        )  # fmt: skip
+        apply.extra = {"result": next(
+            (line for line in out.splitlines() if line.startswith("Apply complete")), "?"
+        )}  # fmt: skip
+        again, out, _ = run_cli(sb, "resources: plan again", "plan", str(manifests), "-q")
+        again.extra = {"result": out.strip().splitlines()[-1]}
+    finally:
+        sb.stop()
+    return {"runs": [asdict(r) for r in (plan, apply, again)]}
+
+
 # --- output --------------------------------------------------------------------------------------
 
 
@@ -617,6 +668,13 @@ def main() -> int:
     parser.add_argument("--fhir-quota", type=int, default=30_000)
     parser.add_argument("--quota-window-s", type=float, default=10.0)
     parser.add_argument("--access", action="store_true", help="run the tenant access scenario")
+    parser.add_argument(
+        "--other-resources",
+        type=int,
+        default=0,
+        metavar="M",
+        help="also plan and apply M Practitioners/Locations beside the patients",
+    )
     parser.add_argument("--access-memberships", type=int, default=1000)
     parser.add_argument(
         "--skip-main", action="store_true", help="only the --rss/--quota/--access scenarios"
@@ -637,6 +695,8 @@ def main() -> int:
             results["quota"] = quota_scenario(args, work)
         if args.access:
             results["access"] = access_scenario(args, work)
+        if args.other_resources:
+            results["resources"] = resources_scenario(args, work)
     print(table(results))
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
