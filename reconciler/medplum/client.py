@@ -14,7 +14,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
@@ -117,9 +117,17 @@ class MedplumClient(ReadsMixin, OperationsMixin):
     # --- the one request path --------------------------------------------------------------
 
     def url(self, path: str) -> str:
-        if path.startswith(("http://", "https://")):
-            return path
-        return self.fhir_base + path.lstrip("/")
+        """A path on the FHIR base; an absolute URL the server handed back (a `next` link, a
+        job URL) keeps only its path and query, on the configured origin: the token never goes
+        to another host. Servers behind a proxy answer with their own configured base
+        (`http://localhost:8103/…` to a client that called `http://127.0.0.1:8103/`)."""
+        if not path.startswith(("http://", "https://")):
+            return self.fhir_base + path.lstrip("/")
+        given = urlsplit(path)
+        own = urlsplit(self.base_url)
+        if (given.scheme, given.netloc) != (own.scheme, own.netloc):
+            log.debug("following a returned URL on the configured origin", origin=given.netloc)
+        return urlunsplit((own.scheme, own.netloc, given.path, given.query, ""))
 
     def _backoff(self, attempt: int) -> float:
         ceiling = min(self.backoff_cap_s, self.backoff_base_s * (2 ** (attempt - 1)))

@@ -40,6 +40,7 @@ class ReadsMixin(Requester):
         yield from self._pages(bundle)
 
     def _pages(self, bundle: dict[str, Any]) -> Iterator[dict[str, Any]]:
+        seen: set[str] = set()
         while True:
             for entry in bundle.get("entry") or []:
                 resource = entry.get("resource") if isinstance(entry, dict) else None
@@ -48,6 +49,9 @@ class ReadsMixin(Requester):
             next_url = _link(bundle, "next")
             if not next_url:
                 return
+            if next_url in seen:  # a server that links a page to itself would loop forever
+                raise TransportError("the server's next link repeats a page already read")
+            seen.add(next_url)
             bundle = _bundle(self.request("GET", next_url).body)
 
     def post_search(self, resource_type: str, form: Mapping[str, str]) -> Iterator[dict[str, Any]]:

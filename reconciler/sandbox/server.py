@@ -43,7 +43,9 @@ class _Handler(BaseHTTPRequestHandler):
             query=parse_qsl(split.query, keep_blank_values=True),
             headers={k.lower(): v for k, v in self.headers.items()},
             body=body,
-            base=f"http://{self.headers.get('Host') or f'{host}:{port}'}",
+            # Like Medplum, links and job URLs use the server's own configured base, not the
+            # Host the client called (clients must not follow them to another origin).
+            base=f"http://{host}:{port}",
         )
         response = self.server.app.handle(request)
         payload = response.encode()
