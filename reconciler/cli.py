@@ -11,7 +11,7 @@ import traceback
 from collections.abc import Callable, Sequence
 from typing import NoReturn
 
-from reconciler import __version__
+from reconciler import __version__, scrub
 from reconciler.errors import (
     ExitCode,
     ManifestError,
@@ -63,7 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _print_error(line: str) -> None:
-    print(line, file=sys.stderr)
+    print(scrub.scrub(line), file=sys.stderr)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -77,6 +77,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exc:  # --help / --version
         return int(exc.code or 0)
     logs.configure(options.log_format, options.verbose - options.quiet)
+    scrub.register_environment()
     try:
         return int(options.run(options))
     except ManifestError as exc:
@@ -107,6 +108,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:  # the one place an unexpected error becomes a short message
         fd, crash = tempfile.mkstemp(prefix="reconciler-crash-", suffix=".txt")
         with os.fdopen(fd, "w") as fh:
-            traceback.print_exc(file=fh)
+            fh.write(scrub.scrub(traceback.format_exc()))
         _print_error(f"Error: unexpected {type(exc).__name__}; details written to {crash}")
         return ExitCode.ERROR

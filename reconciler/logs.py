@@ -9,14 +9,19 @@ from typing import Any
 
 import structlog
 
+from reconciler.scrub import scrub
+
 SECRET_KEYS = {"client_secret", "access_token", "token", "authorization", "password"}
 
 
 def _drop_secrets(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
-    # Belt and braces: no code logs these keys, but a future one must not leak them either.
+    # Belt and braces: no code logs these keys, but a future one must not leak them either;
+    # and any known secret value inside any string (an error that echoes one) is masked.
     for key in list(event):
         if key.lower() in SECRET_KEYS:
             event[key] = "[redacted]"
+        elif isinstance(event[key], str):
+            event[key] = scrub(event[key])
     return event
 
 

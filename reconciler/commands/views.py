@@ -13,6 +13,8 @@ import threading
 from collections.abc import Iterable
 from typing import Any
 
+from reconciler.scrub import scrub
+
 
 class View:
     def __init__(self, *, json_events: bool = False) -> None:
@@ -48,6 +50,7 @@ class View:
         return sys.stdin.readline()
 
     def _write(self, stream: Any, text: str, *, flush: bool = True) -> None:
+        text = scrub(text)  # whatever a server echoed, no known secret is printed
         with self._lock:
             stream.write(text)
             if flush:

@@ -15,6 +15,7 @@ from typing import Any
 
 import httpx
 
+from reconciler import scrub
 from reconciler.medplum.errors import AuthError, TransportError, outcome_text
 
 RETRY_STATUSES = frozenset({429, 502, 503, 504})
@@ -45,6 +46,7 @@ class ClientCredentialsAuth(httpx.Auth):
         self.backoff_base_s = backoff_base_s
         self.backoff_cap_s = backoff_cap_s
         self._lock = threading.Lock()
+        scrub.register(client_secret)
         self._token: str | None = None
         self._expires = 0.0
         self.fetched = 0  # tokens fetched so far (tests and the benchmark read it)
@@ -113,6 +115,7 @@ class ClientCredentialsAuth(httpx.Auth):
                 f"client credentials for {self.client_id!r} were refused: {reason}",
             )
         self._token = str(body["access_token"])
+        scrub.register(self._token)
         ttl = _lifetime(body.get("expires_in"))
         self._expires = self._clock() + max(ttl - TOKEN_MARGIN_S, ttl / 2)
         self.fetched += 1

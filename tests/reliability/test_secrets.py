@@ -83,3 +83,51 @@ def test_the_output_check_catches_a_leak() -> None:
     with pytest.raises(AssertionError, match="bearer token"):
         record(f"Authorization: Bearer {TOKEN_PREFIX}abc")
     FIGURES["outputs scanned for secrets"] -= 2
+
+
+def test_a_server_that_echoes_the_secret_and_token_gets_them_masked(
+    tmp_path: Path, monkeypatch: Any, capsys: Any
+) -> None:
+    """A hostile or buggy server quotes the Authorization header and the client secret back in
+    its errors: every error line, log line and JSON event masks them (hardening, point 6)."""
+    import httpx
+
+    import reconciler.connect
+    from reconciler.medplum.client import MedplumClient
+
+    token = "tok-" + "z" * 40
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/oauth2/token":
+            return httpx.Response(200, json={"access_token": token, "expires_in": 3600})
+        if request.url.path == "/auth/me":
+            return httpx.Response(
+                200, json={"membership": {"id": "m", "admin": True}, "profile": {"secret": SECRET}}
+            )
+        echo = f"bad request; you sent {request.headers.get('Authorization')} secret={SECRET}"
+        return httpx.Response(
+            400,
+            json={"resourceType": "OperationOutcome",
+                  "issue": [{"severity": "error", "code": "invalid", "details": {"text": echo}}]},
+        )  # fmt: skip
+
+    def build_client(url: str, client_id: Any, secret: Any, **_: Any) -> MedplumClient:
+        http = httpx.Client(transport=httpx.MockTransport(handler))
+        return MedplumClient(url, client_id, secret, http=http, max_retries=0)
+
+    monkeypatch.setattr(reconciler.connect, "build_client", build_client)
+    monkeypatch.setenv("MEDPLUM_BASE_URL", "https://echo.example")
+    monkeypatch.setenv("MEDPLUM_CLIENT_ID", "echo-client")
+    monkeypatch.setenv("MEDPLUM_CLIENT_SECRET", SECRET)
+    manifests = write(tmp_path, "t.yaml", tenant_yaml("t", "Organization/o1", ["Patient/p1"]))
+    for args in (
+        ["plan", manifests, "-v"],
+        ["apply", manifests, "--auto-approve", "--format", "json", "-v"],
+    ):
+        capsys.readouterr()
+        code = main([*args, "--log-format", "json"])
+        out, err = capsys.readouterr()
+        assert code == 1
+        assert "you sent Bearer ***" in err and "secret=***" in err, err
+        assert SECRET not in out + err and token not in out + err
+        record(out, err)
