@@ -9,6 +9,7 @@ ReconcilerError
 ├── PreflightError          the client cannot do what the command needs (not a project admin)
 ├── ApplyRefused            apply declined: not approved, guard tripped, lock held
 ├── ApplyFailed             apply logic: a change that could not be confirmed on the server
+│   └── LockLost            the apply lock can no longer be proven held: no new write starts
 └── MedplumError            (reconciler.medplum.errors) anything the client raises
     ├── TransportError      could not reach the server (connect, timeout, bad answer)
     ├── HTTPStatusError     the server said no: status + OperationOutcome text
@@ -75,3 +76,7 @@ class ApplyRefused(ReconcilerError):
 class ApplyFailed(ReconcilerError):
     """One change could not be confirmed (outcome unknown and the patient differs, a job that
     timed out). Raised and caught inside the executor; the message becomes the change's reason."""
+
+
+class LockLost(ApplyFailed):
+    pass

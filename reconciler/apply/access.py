@@ -70,12 +70,14 @@ class AccessWriter:
         replan: Replan | None = None,
         on_event: EventSink | None = None,
         parallelism: int = 10,
+        fence: Callable[[], None] | None = None,
     ) -> None:
         self.client = client
         self.changes = {c.membership: c for c in changes}
         self.replan = replan  # None: a saved plan, applied exactly
         self.on_event = on_event or (lambda name, data: None)
         self.parallelism = max(1, parallelism)
+        self.fence = fence
         # What each membership should hold after each phase, and the version we last saw or
         # wrote (a second step expects the version our own first step produced).
         self._pending: dict[str, AccessChange] = dict(self.changes)
@@ -137,6 +139,8 @@ class AccessWriter:
                     "access"
                 )
             body = {**resource, "access": [json.loads(e) for e in step.access]}
+            if self.fence is not None:
+                self.fence()  # LockLost (an ApplyFailed): this membership is not written
             try:
                 written = self.client.update_resource(body, if_match=fresh.version_id)
             except HTTPStatusError as exc:

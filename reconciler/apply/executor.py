@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from reconciler.apply.verify import expectations_for_changes, find_stragglers, repair
-from reconciler.errors import ApplyFailed
+from reconciler.errors import ApplyFailed, LockLost
 from reconciler.logs import get_logger
 from reconciler.medplum.accounts import get_resource_accounts
 from reconciler.medplum.client import MedplumClient
@@ -54,6 +54,7 @@ class Report:
     repaired: int = 0
     unrepaired: list[str] = field(default_factory=list)  # "Type/id (Patient/p): reason"
     interrupted: bool = False
+    lock_lost: str | None = None
 
     @property
     def succeeded(self) -> list[Outcome]:
@@ -107,6 +108,7 @@ class Executor:
         verify: bool = True,
         replan: Replan | None = None,
         replan_resource: Replan | None = None,
+        fence: Callable[[], None] | None = None,
         on_event: EventSink | None = None,
         batch_size: int | None = None,
     ) -> None:
@@ -117,6 +119,8 @@ class Executor:
         self.verify = verify
         self.replan = replan  # None: a saved plan, applied exactly
         self.replan_resource = replan_resource
+        self.fence = fence  # raises LockLost when the apply lock is no longer known held
+        self.lock_lost: str | None = None
         self.on_event = on_event or (lambda name, data: None)
         self.batch_size = batch_size or max(50, self.parallelism * 5)
         self.stop = threading.Event()
@@ -130,6 +134,7 @@ class Executor:
         propagated = 0
         try:
             for step in change.steps:
+                self._check_fence()
                 if step.propagate:
                     sent = time.monotonic()
                     result = self.client.set_accounts_result(
@@ -170,6 +175,16 @@ class Executor:
         except (MedplumError, ApplyFailed) as exc:
             return self._outcome(change, False, started, job, str(exc))
         return self._outcome(change, True, started, job, "", propagated=propagated)
+
+    def _check_fence(self) -> None:
+        if self.fence is None:
+            return
+        try:
+            self.fence()
+        except LockLost as exc:
+            self.lock_lost = str(exc)
+            self.stop.set()  # no new change starts; those in flight finish
+            raise
 
     def _patient_matches(self, change: Change) -> bool:
         try:
@@ -323,7 +338,8 @@ class Executor:
             quota_remaining=self.client.pacer.remaining,
             quota_waited_s=round(self.client.pacer.waited_s, 2),
         )
-        report.interrupted = self.stop.is_set()
+        report.lock_lost = self.lock_lost
+        report.interrupted = self.stop.is_set() and self.lock_lost is None
         if self.verify and report.succeeded_patients:
             self._verify(report)
         return report

@@ -16,7 +16,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from reconciler.clock import iso_utc, parse_iso_utc
-from reconciler.errors import ApplyRefused
+from reconciler.errors import ApplyRefused, LockLost
 from reconciler.logs import get_logger
 from reconciler.medplum.client import MedplumClient
 from reconciler.medplum.errors import HTTPStatusError
@@ -93,6 +93,11 @@ class ApplyLock:
         self.info: LockInfo | None = None
         self._stop = threading.Event()
         self._renewer: threading.Thread | None = None
+        # Fencing: writes may start only while the lock is known held — until the last
+        # successful take or renewal plus the TTL, minus a margin for a write in flight.
+        self.margin_s = min(ttl_s / 3, 60.0)
+        self._held_until = 0.0
+        self.lost: str | None = None
 
     def _body(self, since: str, lock_id: str | None = None) -> dict[str, Any]:
         now = datetime.now(UTC)
@@ -140,9 +145,11 @@ class ApplyLock:
     def acquire(self) -> None:
         deadline = time.monotonic() + self.wait_s
         while True:
+            attempt_started = time.monotonic()
             other = self._try_once()
             if other is None:
                 assert self.info is not None
+                self._held_until = attempt_started + self.ttl_s - self.margin_s
                 log.info("apply lock taken", lock=self.info.id)
                 self._start_renewing()
                 return
@@ -160,16 +167,30 @@ class ApplyLock:
                 info = self.info
                 if info is None:
                     return
+                started = time.monotonic()
                 try:
                     body = self._body(info.since, info.id)
                     self.info = LockInfo.of(
                         self.client.update_resource(body, if_match=info.version)
                     )
-                except Exception as exc:  # keep applying; the lock just may expire
-                    log.warning("could not renew the apply lock", lock=info.id, error=str(exc))
+                    self._held_until = started + self.ttl_s - self.margin_s
+                except Exception as exc:
+                    # A 412 (someone took it over) or no answer: this run can no longer prove
+                    # it holds the lock, so no new write may start (ensure_held says so).
+                    self.lost = f"could not renew it ({exc})"
+                    log.warning("lost the apply lock", lock=info.id, error=str(exc))
+                    return
 
         self._renewer = threading.Thread(target=renew, name="lock-renewer", daemon=True)
         self._renewer.start()
+
+    def ensure_held(self) -> None:
+        """Before each write: raise LockLost unless the lock is known held right now."""
+        if self.lost is not None:
+            raise LockLost(f"lost the apply lock: {self.lost}")
+        if time.monotonic() >= self._held_until:
+            self.lost = "its renewal is overdue (the process was paused or the server is slow)"
+            raise LockLost(f"lost the apply lock: {self.lost}")
 
     def release(self) -> None:
         self._stop.set()

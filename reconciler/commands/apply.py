@@ -301,6 +301,7 @@ def _report(report: Report, access: AccessReport, view: View, target: str) -> in
             "repaired": report.repaired,
             "propagated": report.propagated,
             "interrupted": report.interrupted,
+            "lock_lost": report.lock_lost,
             "memberships_planned": access.planned,
             "memberships_updated": len(access.updated),
             "memberships_failed": len(access.failed),
@@ -310,6 +311,17 @@ def _report(report: Report, access: AccessReport, view: View, target: str) -> in
     )
     view.result()
     view.result(f"Target: {target}")
+    if report.lock_lost:
+        view.result(
+            f"Apply failed: {report.lock_lost}; no new write was started after that. "
+            f"{report.not_updated} of {report.planned + report.resources_planned} changes "
+            "not made; run plan again."
+        )
+        view.results(f"  {line}" for line in failures)
+        view.result(f"Updated: {done}.")
+        if access.planned:
+            view.result(access_line)
+        return ExitCode.ERROR
     if report.interrupted:
         view.result(
             f"Apply interrupted: {report.not_updated} of {report.planned} patients not updated."
@@ -493,12 +505,14 @@ def _execute(
                 "server": plan.server,
             },
         )
+        fence = lock.ensure_held if lock is not None else None
         access = AccessWriter(
             conn.client,
             plan.access_changes,
             replan=access_replan,
             on_event=view.event,
             parallelism=options.parallelism,
+            fence=fence,
         )
         executor = Executor(
             conn.client,
@@ -508,6 +522,7 @@ def _execute(
             verify=options.verify,
             replan=replans[0],
             replan_resource=replans[1],
+            fence=fence,
             on_event=view.event,
         )
         restore = _install_interrupt(executor, view)
