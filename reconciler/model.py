@@ -396,6 +396,7 @@ class Plan:
     target: str = ""  # the server (and client) people are shown: "Target: …"
     # Other resources: the same shape as patient changes, `patient` holding "Type/id".
     resource_changes: tuple[Change, ...] = ()
+    signature: str = ""  # a saved plan's HMAC over its digest (RECONCILER_PLAN_KEY), if signed
 
     @property
     def is_empty(self) -> bool:

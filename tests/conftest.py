@@ -15,6 +15,7 @@ def _not_in_ci(monkeypatch: pytest.MonkeyPatch) -> None:
     --redact needs a key): each test that wants CI behaviour sets it itself."""
     monkeypatch.delenv("CI", raising=False)
     monkeypatch.delenv("RECONCILER_REDACT_KEY", raising=False)
+    monkeypatch.delenv("RECONCILER_PLAN_KEY", raising=False)
 
 
 @pytest.fixture(scope="session")

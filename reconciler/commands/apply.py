@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import hmac
+import os
 import signal
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from types import FrameType
 
 from reconciler.apply.access import AccessReport, AccessWriter
@@ -34,9 +36,10 @@ from reconciler.model import (
 from reconciler.plan.access import access_rules, desired_entries
 from reconciler.plan.access import change_for as access_change_for
 from reconciler.plan.build import build_plan
+from reconciler.plan.consistency import inconsistencies
 from reconciler.plan.estimate import DEFAULT_QUOTA_POINTS
-from reconciler.plan.guard import grant_problems, removal_problems
-from reconciler.plan.jsonform import plan_digest
+from reconciler.plan.guard import grant_problems, guards_from_counts, removal_problems
+from reconciler.plan.jsonform import plan_digest, sign
 from reconciler.plan.live_access import read_memberships
 from reconciler.plan.live_resources import read_resources
 from reconciler.plan.planfile import load_plan, looks_like_plan
@@ -206,6 +209,58 @@ def _access_replanner(
         return access_change_for(fresh, desired_entries(fresh, rules), rules)
 
     return replan
+
+
+PLAN_KEY = "RECONCILER_PLAN_KEY"
+
+
+def _check_signature(plan: Plan, path: str) -> None:
+    """With RECONCILER_PLAN_KEY, only a plan signed with it is applied; under CI=true a saved
+    plan is applied only with the key (anyone who can edit the artifact could re-digest it)."""
+    key = os.environ.get(PLAN_KEY)
+    if not key:
+        if os.environ.get("CI", "").lower() == "true":
+            raise PlanFileError(
+                f"{path}: applying a saved plan under CI=true needs {PLAN_KEY} (the key the "
+                "plan was signed with); nothing was changed"
+            )
+        return
+    expected = sign(plan_digest(plan), key.encode())
+    if not plan.signature:
+        raise PlanFileError(
+            f"{path}: the plan is not signed, and {PLAN_KEY} is set; nothing was changed"
+        )
+    if not hmac.compare_digest(plan.signature, expected):
+        raise PlanFileError(
+            f"{path}: the plan's signature does not match {PLAN_KEY}: it was edited, or signed "
+            "with another key; nothing was changed"
+        )
+
+
+def _check_consistent(plan: Plan, path: str) -> None:
+    problems = inconsistencies(plan)
+    if problems:
+        shown = problems[:MAX_STALE_SHOWN]
+        more = len(problems) - len(shown)
+        raise PlanFileError(
+            f"{path}: the plan does not hold together, so it was edited: "
+            + "; ".join(shown)
+            + (f"; and {more} more" if more > 0 else "")
+            + "; nothing was changed"
+        )
+
+
+def _recount_guards(conn: Connection, plan: Plan) -> Plan:
+    """Re-run the guards of a saved plan on what it will write and the live member counts."""
+    members: dict[tuple[str, bool], int] = {}
+    resource_types = sorted({c.patient.split("/", 1)[0] for c in plan.resource_changes})
+    for account in plan.managed:
+        members[(account, False)] = conn.client.count("Patient", [("_compartment", account)])
+        members[(account, True)] = sum(
+            conn.client.count(t, [("_compartment", account)]) for t in resource_types
+        )
+    removals, grants = guards_from_counts(plan, members)
+    return replace(plan, mass_removals=removals, mass_grants=grants)
 
 
 def _check_saved_plan(conn: Connection, plan: Plan, path: str) -> None:
@@ -399,7 +454,10 @@ def _load(paths: tuple[str, ...]) -> tuple[Plan | None, ManifestSet | None]:
     if not saved and any(looks_like_plan(p) for p in paths):
         raise UsageError("a saved plan must be the only path given to apply")
     if saved:
-        return load_plan(paths[0]), None
+        plan = load_plan(paths[0])
+        _check_signature(plan, paths[0])
+        _check_consistent(plan, paths[0])
+        return plan, None
     return None, load_manifests(paths)
 
 
@@ -413,7 +471,7 @@ def run(options: Options) -> int:
         if saved_plan is not None:
             # Same server, nothing moved since: checked before anything is shown or written.
             _check_saved_plan(conn, saved_plan, options.paths[0])
-            plan = saved_plan
+            plan = _recount_guards(conn, saved_plan)
         else:
             assert manifests is not None
             progress = Progress("reading live state")

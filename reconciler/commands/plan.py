@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from dataclasses import dataclass
 
@@ -123,7 +124,8 @@ def run(options: Options) -> int:
             f"{options.max_removals:,}; apply will refuse"
         )
     if options.out:
-        save_plan(the_plan, options.out)
+        plan_key = os.environ.get("RECONCILER_PLAN_KEY")
+        save_plan(the_plan, options.out, key=plan_key.encode() if plan_key else None)
         view.message(
             f"\nSaved the plan to {options.out}. To apply exactly these changes, run:\n"
             f"    reconciler apply {options.out}"

@@ -54,6 +54,15 @@ class ReadsMixin(Requester):
             seen.add(next_url)
             bundle = _bundle(self.request("GET", next_url).body)
 
+    def count(
+        self, resource_type: str, params: Mapping[str, str] | Sequence[tuple[str, str]] = ()
+    ) -> int:
+        """`Type?…&_summary=count` — one type at a time: Medplum 5.0.10 miscounts multi-type
+        system-level counts (medplum-api.md, "Counting")."""
+        query = list(params.items()) if isinstance(params, Mapping) else list(params)
+        bundle = self.search(resource_type, [*query, ("_summary", "count")])
+        return int(bundle.get("total") or 0)
+
     def post_search(self, resource_type: str, form: Mapping[str, str]) -> Iterator[dict[str, Any]]:
         """POST `{type}/_search` with a form body (long lists do not fit a URL)."""
         bundle = _bundle(self.request("POST", f"{resource_type}/_search", data=form).body)

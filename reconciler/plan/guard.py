@@ -91,3 +91,25 @@ def grant_problems(plan: Plan, *, allow_mass_grant: bool, max_grants: int | None
             f"--max-grants {max_grants:,}"
         )
     return problems
+
+
+def guards_from_counts(
+    plan: Plan, members: dict[tuple[str, bool], int]
+) -> tuple[tuple[MassRemoval, ...], tuple[MassGrant, ...]]:
+    """The removal and grant guards of a saved plan, recomputed from what it will really write
+    and the tenants' current member counts (`members[(account, resources)]`), never from the
+    guard fields stored in the file."""
+    accounts = {info.tenant: ref for ref, info in plan.managed.items()}
+    removals: list[MassRemoval] = []
+    grants: list[MassGrant] = []
+    kinds = ((False, "members", "patients"), (True, "other resources", "other resources"))
+    for resources, member_word, grant_word in kinds:
+        removed = _per_tenant(plan, adding=False, resources=resources)
+        added = _per_tenant(plan, adding=True, resources=resources)
+        for tenant, account in sorted(accounts.items()):
+            count = members.get((account, resources), 0)
+            if removed[tenant] > MIN_PATIENTS and removed[tenant] > SHARE * count:
+                removals.append(MassRemoval(tenant, removed[tenant], count, member_word))
+            if added[tenant] > MIN_PATIENTS and added[tenant] > SHARE * count:
+                grants.append(MassGrant(tenant, added[tenant], count, grant_word))
+    return tuple(removals), tuple(grants)

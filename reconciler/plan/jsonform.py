@@ -7,6 +7,7 @@ so an edited or corrupted plan is refused. Readers ignore unknown optional field
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 from typing import Any, TextIO
 
@@ -35,7 +36,7 @@ def canonical(data: Any) -> bytes:
 
 
 def digest_of(data: dict[str, Any]) -> str:
-    body = {k: v for k, v in data.items() if k != "plan_digest"}
+    body = {k: v for k, v in data.items() if k not in ("plan_digest", "signature")}
     return "sha256:" + hashlib.sha256(canonical(body)).hexdigest()
 
 
@@ -188,19 +189,28 @@ def plan_digest(plan: Plan) -> str:
     return "sha256:" + sha.hexdigest()
 
 
-def write_plan_json(plan: Plan, out: TextIO) -> None:
+def sign(digest: str, key: bytes) -> str:
+    return "hmac-sha256:" + hmac.new(key, digest.encode(), hashlib.sha256).hexdigest()
+
+
+def write_plan_json(plan: Plan, out: TextIO, *, key: bytes | None = None) -> None:
     """Write the JSON plan change by change: a 100,000-patient plan is never one string."""
     header = _header(plan)
     out.write("{\n")
-    for key, value in header.items():
+    for field, value in header.items():
         text = json.dumps(value, indent=2, ensure_ascii=False).replace("\n", "\n  ")
-        out.write(f"  {json.dumps(key)}: {text},\n")
+        out.write(f"  {json.dumps(field)}: {text},\n")
     out.write('  "changes": [')
     for j, change in enumerate(_sorted_changes(plan)):
         out.write(",\n    " if j else "\n    ")
         out.write(json.dumps(change_to_json(change), ensure_ascii=False))
     out.write("\n  ],\n" if plan.changes else "],\n")
-    out.write(f'  "plan_digest": {json.dumps(plan_digest(plan))}\n}}\n')
+    digest = plan_digest(plan)
+    if key is None:
+        out.write(f'  "plan_digest": {json.dumps(digest)}\n}}\n')
+        return
+    out.write(f'  "plan_digest": {json.dumps(digest)},\n')
+    out.write(f'  "signature": {json.dumps(sign(digest, key))}\n}}\n')
 
 
 def plan_to_json(plan: Plan) -> dict[str, Any]:
@@ -225,6 +235,7 @@ def plan_from_json(data: dict[str, Any]) -> Plan:
         created_at=data["created_at"],
         manifest_files=tuple(data["manifests"]["files"]),
         manifest_digest=data["manifests"]["digest"],
+        signature=str(data.get("signature") or ""),
         warnings=tuple(data.get("warnings") or ()),
         mass_removals=tuple(
             MassRemoval(

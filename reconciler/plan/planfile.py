@@ -19,7 +19,7 @@ from reconciler.schemas import load_schema
 MAX_PLAN_BYTES = 512 * 1024 * 1024
 
 
-def save_plan(plan: Plan, path: str) -> None:
+def save_plan(plan: Plan, path: str, *, key: bytes | None = None) -> None:
     target = Path(path)
     directory = target.parent if str(target.parent) else Path(".")
     try:
@@ -29,7 +29,7 @@ def save_plan(plan: Plan, path: str) -> None:
     try:
         os.fchmod(fd, 0o600)
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            write_plan_json(plan, fh)
+            write_plan_json(plan, fh, key=key)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, target)

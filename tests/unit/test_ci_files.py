@@ -67,6 +67,7 @@ def test_pinned_tool_and_separate_clients() -> None:
     assert "READ_CLIENT" in JOBS["plan"]["env"]["MEDPLUM_CLIENT_ID"]
     assert "READ_CLIENT" not in JOBS["apply"]["env"]["MEDPLUM_CLIENT_ID"]
     assert WORKFLOW["env"]["RECONCILER_REDACT_KEY"] == "${{ secrets.RECONCILER_REDACT_KEY }}"
+    assert WORKFLOW["env"]["RECONCILER_PLAN_KEY"] == "${{ secrets.RECONCILER_PLAN_KEY }}"
 
 
 def test_scheduled_drift_check() -> None:
