@@ -7,6 +7,7 @@ from collections.abc import Iterable, Sequence
 from functools import cache
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qsl
 
 import jsonschema
 from jsonschema.exceptions import ValidationError, best_match
@@ -330,6 +331,38 @@ def _resource(file: str, doc: Document, index: int, raw: Any) -> ResourceSelecto
     return ResourceSelector(SelectorKind.SEARCH, rtype, query, loc)
 
 
+def _encoded_control_problems(tenant: Tenant) -> list[str]:
+    """The schema sees `search` as typed; the server decodes it first. `%5Foffset=8` is
+    `_offset=8` to Medplum: a result-control parameter hidden from the pattern, which would
+    silently drop members from an authoritative tenant's scope. Decode, then check."""
+    searches: list[tuple[str, str, Location]] = [
+        (f"spec.patients[{i}].search", s.value, s.location)
+        for i, s in enumerate(tenant.patients)
+        if s.kind is SelectorKind.SEARCH
+    ]
+    searches += [
+        (f"spec.resources[{i}].search", s.value, s.location)
+        for i, s in enumerate(tenant.resources)
+        if s.kind is SelectorKind.SEARCH
+    ]
+    searches += [
+        (f"spec.access[{i}].members[{j}].search", m.value, m.location)
+        for i, g in enumerate(tenant.access)
+        for j, m in enumerate(g.members)
+        if m.kind is MemberKind.SEARCH
+    ]
+    problems = []
+    for field, query, location in searches:
+        for key, _ in parse_qsl(query, keep_blank_values=True):
+            if key.split(":", 1)[0] in RESULT_CONTROL_PARAMS:
+                problems.append(
+                    f"{location}: error: {field}: result-control parameter "
+                    f"{key.split(':', 1)[0]!r} is not allowed in a search selector "
+                    "(written percent-encoded)"
+                )
+    return problems
+
+
 def _resource_type_problems(tenant: Tenant) -> list[str]:
     """Patients go under `patients`; Patient-compartment types follow their patient."""
     problems: list[str] = []
@@ -405,6 +438,7 @@ def cross_file_problems(tenants: Sequence[Tenant]) -> list[str]:
             )
         problems += _duplicate_members(tenant)
         problems += _resource_type_problems(tenant)
+        problems += _encoded_control_problems(tenant)
         seen_resources: dict[tuple[SelectorKind, str, str], ResourceSelector] = {}
         for i, rsel in enumerate(tenant.resources):
             first_at = seen_resources.setdefault((rsel.kind, rsel.type, rsel.value), rsel)

@@ -143,6 +143,10 @@ BAD_CASES = {
         "8:7",
         "spec.resources[0]: missing required key 'identifier'",
     ),
+    "47_search_encoded_offset.yaml": (
+        "8:7",
+        "spec.patients[0].search: result-control parameter '_offset' is not allowed in a search selector (written percent-encoded)",
+    ),
     "46_resources_search_count.yaml": (
         "8:7",
         "spec.resources[0].search: result-control parameter '_count' is not allowed in a search selector",
