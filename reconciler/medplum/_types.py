@@ -39,6 +39,7 @@ class Requester(Protocol):
         headers: Mapping[str, str] | None = None,
         ok: Iterable[int] = (),
         expect_json: bool = True,
+        deadline_s: float | None = None,
     ) -> Result: ...
 
     def search(self, resource_type: str, params: Params | None = None) -> dict[str, Any]: ...

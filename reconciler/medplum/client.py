@@ -51,6 +51,7 @@ class MedplumClient(ReadsMixin, OperationsMixin):
         pacer: Pacer | None = None,
         sleep: Callable[[float], None] = time.sleep,
         verify: bool = True,
+        max_response_bytes: int = 64 * 1024 * 1024,
     ) -> None:
         if not base_url.startswith(("http://", "https://")):
             raise MedplumError(f"server URL must start with http:// or https://: {base_url!r}")
@@ -63,6 +64,8 @@ class MedplumClient(ReadsMixin, OperationsMixin):
             verify=verify,
             limits=httpx.Limits(max_connections=64, max_keepalive_connections=64),
         )
+        self.timeout = timeout
+        self.max_response_bytes = max_response_bytes
         self.max_retries = max_retries
         self.retry_budget_s = retry_budget_s
         self.backoff_base_s = backoff_base_s
@@ -144,8 +147,12 @@ class MedplumClient(ReadsMixin, OperationsMixin):
         headers: Mapping[str, str] | None = None,
         ok: Iterable[int] = (),
         expect_json: bool = True,
+        deadline_s: float | None = None,
     ) -> Result:
-        """Send one FHIR request with auth, pacing and retries; raise on any non-2xx answer."""
+        """Send one FHIR request with auth, pacing and retries; raise on any non-2xx answer.
+        Each attempt has a total deadline (`timeout`, or `deadline_s` when shorter) covering
+        connect, headers and the whole body, and a size cap: a server that drips its answer or
+        sends an endless body gets a clean error, never a hang or a memory blow-up."""
         url = self.url(path)
         shown = _redact_url(url)
         query: list[tuple[str, Any]] = (
@@ -163,15 +170,14 @@ class MedplumClient(ReadsMixin, OperationsMixin):
             with self._stats_lock:
                 self.requests_sent += 1
             try:
-                response = self.http.request(
-                    method,
-                    url,
-                    params=query or None,
-                    json=json,
-                    data=data,
-                    headers=send_headers,
-                    auth=self.auth or httpx.USE_CLIENT_DEFAULT,
-                )
+                response = self._send_bounded(
+                    self.http.build_request(
+                        method, url, params=query or None, json=json, data=data,
+                        headers=send_headers,
+                    ),
+                    shown,
+                    min(self.timeout, deadline_s) if deadline_s is not None else self.timeout,
+                )  # fmt: skip
             except httpx.TransportError as exc:
                 wait = self._retry_wait(attempt, started, None)
                 if wait is None:
@@ -206,6 +212,38 @@ class MedplumClient(ReadsMixin, OperationsMixin):
                     self.sleep(wait)
                     continue
             return self._finish(method, shown, response, ok, expect_json, retried)
+
+    def _send_bounded(self, request: httpx.Request, shown: str, limit_s: float) -> httpx.Response:
+        deadline = time.monotonic() + limit_s
+        response = self.http.send(request, auth=self.auth or httpx.USE_CLIENT_DEFAULT, stream=True)
+        try:
+            body = bytearray()
+            try:
+                chunks: Iterable[bytes] = [response.content]  # answered in memory already
+            except httpx.ResponseNotRead:
+                chunks = response.iter_bytes()  # decoded; the cap bounds what we hold
+            for chunk in chunks:
+                body += chunk
+                if len(body) > self.max_response_bytes:
+                    raise TransportError(
+                        f"{request.method} {shown}: the answer is larger than "
+                        f"{self.max_response_bytes // (1024 * 1024)} MB; stopped reading it"
+                    )
+                if time.monotonic() > deadline:
+                    raise TransportError(
+                        f"{request.method} {shown}: the answer took longer than {limit_s:g} s "
+                        "(--timeout covers the whole answer); stopped reading it"
+                    )
+        finally:
+            response.close()
+        headers = [(k, v) for k, v in response.headers.multi_items() if k != "content-encoding"]
+        return httpx.Response(
+            response.status_code,
+            headers=headers,
+            content=bytes(body),
+            request=request,
+            extensions={"reason_phrase": response.extensions.get("reason_phrase", b"")},
+        )
 
     def _retry_wait(self, attempt: int, started: float, server_wait: float | None) -> float | None:
         if attempt >= self.max_retries:
@@ -305,7 +343,7 @@ def _redact_url(url: str) -> str:
 def _json_or_none(response: httpx.Response) -> Any:
     try:
         return response.json()
-    except ValueError:
+    except (ValueError, RecursionError):  # not JSON, or nested deeper than Python parses
         return None
 
 

@@ -8,7 +8,13 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from reconciler.medplum._types import Requester, Result
-from reconciler.medplum.errors import JobError, JobTimeout, MedplumError, outcome_text
+from reconciler.medplum.errors import (
+    JobError,
+    JobTimeout,
+    MedplumError,
+    TransportError,
+    outcome_text,
+)
 
 FIRST_POLL_S = 0.05
 MAX_POLL_S = 2.0
@@ -133,8 +139,10 @@ class OperationsMixin(Requester):
             body.setdefault("content_location", result.headers["Content-Location"])
         return body
 
-    def get_async_job_status(self, result_or_url: Any) -> dict[str, Any]:
-        body = self.request("GET", job_url(result_or_url), ok=(202,)).body
+    def get_async_job_status(
+        self, result_or_url: Any, *, deadline_s: float | None = None
+    ) -> dict[str, Any]:
+        body = self.request("GET", job_url(result_or_url), ok=(202,), deadline_s=deadline_s).body
         if not isinstance(body, dict) or body.get("resourceType") != "AsyncJob":
             raise MedplumError("the job status URL did not answer with an AsyncJob")
         return body
@@ -164,7 +172,13 @@ class OperationsMixin(Requester):
             if deadline is not None:
                 pause = max(0.0, min(pause, deadline - time.monotonic()))
             self.sleep(pause)
-            job = self.get_async_job_status(url)
+            remaining = None if deadline is None else max(0.001, deadline - time.monotonic())
+            try:  # a slow poll counts against --job-timeout too
+                job = self.get_async_job_status(url, deadline_s=remaining)
+            except TransportError:
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise JobTimeout(url, float(timeout or 0)) from None
+                raise
             status = job.get("status")
             if status == "completed":
                 return job
