@@ -329,9 +329,13 @@ class Executor:
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
             reader.shutdown(wait=True, cancel_futures=True)
+        made = sum(len(o.change.steps) for o in report.succeeded if o.change) + report.propagated
         log.info(
             "writes finished",
-            patients=len(report.succeeded),
+            patients=len(report.succeeded_patients),
+            resources=len(report.succeeded_resources),
+            writes_estimated=plan.estimate.writes if plan.estimate else None,
+            writes_made=made,
             failed=len(report.failed),
             propagated=report.propagated,
             duration_ms=round((time.monotonic() - started) * 1000),

@@ -194,11 +194,18 @@ class OperationsMixin(Requester):
         )
 
     def validate_valueset_code(self, valueset_url: str, coding: Mapping[str, Any]) -> bool:
+        # Typed as the operation declares them (url is a uri, coding a Coding): Medplum reads
+        # parameters by declared type and does not see a `url` sent as valueString.
         body = self.execute_operation(
             "ValueSet",
             "validate-code",
-            params={"url": valueset_url, "coding": dict(coding)},
-            wrap_params=True,
+            params={
+                "resourceType": "Parameters",
+                "parameter": [
+                    {"name": "url", "valueUri": valueset_url},
+                    {"name": "coding", "valueCoding": dict(coding)},
+                ],
+            },
         )
         return bool(parameter_value(body, "result"))
 
@@ -215,13 +222,30 @@ class OperationsMixin(Requester):
             )
         )
 
-    def translate_concept(self, code: str, system: str, target_system: str) -> dict[str, Any]:
+    def translate_concept(
+        self,
+        code: str,
+        system: str,
+        target_system: str | None = None,
+        *,
+        conceptmap_url: str | None = None,
+        source: str | None = None,
+        conceptmap_id: str | None = None,
+    ) -> dict[str, Any]:
+        """`$translate` needs a ConceptMap (Medplum: 400 "No ConceptMap specified"): its
+        `conceptmap_url`, a `source` ValueSet, or its id (an instance-level call)."""
+        if not (conceptmap_url or source or conceptmap_id):
+            raise MedplumError("translate_concept needs conceptmap_url, source or conceptmap_id")
+        params = {"code": code, "system": system}
+        if target_system:
+            params["targetsystem"] = target_system
+        if conceptmap_url:
+            params["url"] = conceptmap_url
+        if source:
+            params["source"] = source
         return dict(
             self.execute_operation(
-                "ConceptMap",
-                "translate",
-                params={"code": code, "system": system, "targetsystem": target_system},
-                method="GET",
+                "ConceptMap", "translate", resource_id=conceptmap_id, params=params, method="GET"
             )
         )
 

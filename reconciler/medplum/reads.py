@@ -7,14 +7,13 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any, TypeVar
 
 from reconciler.medplum._types import Requester
-from reconciler.medplum.compartment import PATIENT_COMPARTMENT_TYPES
+from reconciler.medplum.compartment import PATIENT_COMPARTMENT_TYPES, PATIENT_LINK_FIELDS
 from reconciler.medplum.errors import TransportError, outcome_text
 
 T = TypeVar("T")
 
 PAGE_SIZE = 1000
 COMPARTMENT_BATCH = 100  # patients per system-level compartment search (URL stays < 16 KiB)
-COUNT_BATCH = 250  # patients per counting request: ~13 KiB of URL, under Node's 16 KiB limit
 
 
 class ReadsMixin(Requester):
@@ -138,24 +137,25 @@ class ReadsMixin(Requester):
             bundle = _bundle(self.request("GET", self.fhir_base, params=params).body)
             yield from self._pages(bundle)
 
-    def count_compartments(
+    def compartment_sizes(
         self,
         patient_refs: Iterable[str],
         *,
         types: Sequence[str] = PATIENT_COMPARTMENT_TYPES,
-        batch_size: int = COUNT_BATCH,
-    ) -> int:
-        """How many resources the compartments of these patients hold (`_summary=count`)."""
-        total = 0
-        for chunk in chunks(list(dict.fromkeys(patient_refs)), batch_size):
-            params = [
-                ("_type", ",".join(types)),
-                ("_compartment", ",".join(chunk)),
-                ("_summary", "count"),
-            ]
-            bundle = _bundle(self.request("GET", self.fhir_base, params=params).body)
-            total += int(bundle.get("total") or 0)
-        return total
+    ) -> dict[str, int]:
+        """How many resources each patient's compartment holds, by reading their ids (a
+        system-level search is right on Medplum 5.0.10; a system-level multi-type
+        `_summary=count` is not: it answers 1 whenever anything matches)."""
+        wanted = list(dict.fromkeys(patient_refs))
+        sizes = dict.fromkeys(wanted, 0)
+        for resource in self.read_compartments(wanted, types=types, elements=PATIENT_LINK_FIELDS):
+            for field in PATIENT_LINK_FIELDS:
+                link = resource.get(field)
+                ref = link.get("reference") if isinstance(link, dict) else None
+                if ref in sizes:
+                    sizes[ref] += 1
+                    break
+        return sizes
 
 
 def _bundle(body: Any) -> dict[str, Any]:

@@ -1,23 +1,34 @@
-"""What an apply will cost in Medplum's FHIR quota: every `$set-accounts` writes its patient and,
-with propagation, every compartment resource (each a 100-point write charged to the caller;
-medplum-api.md, "Rate limits"). The header gives only what remains, not the limit, so the rate is
-an assumption (`--quota-points`, Medplum's default 50,000 points per minute)."""
+"""What an apply will cost in Medplum's FHIR quota: every `$set-accounts` writes its target and,
+with propagation, every resource of the patient's compartment — changed or not, up to the
+propagation cap (Medplum's set-accounts.ts charges and counts each one) — each a 100-point
+write charged to the caller (medplum-api.md, "Rate limits"). Compartment sizes are read as ids
+(never a multi-type count: 5.0.10 answers 1); past SAMPLE patients, an even sample of them is
+read and scaled. The header gives only what remains, not the limit, so the rate is an
+assumption (`--quota-points`, Medplum's default 50,000 points per minute)."""
 
 from __future__ import annotations
+
+import math
 
 from reconciler.medplum.client import MedplumClient
 from reconciler.model import Estimate, Plan
 
 WRITE_POINTS = 100
+SAMPLE = 1000  # patients whose compartments are read; more are estimated from them
+PROPAGATE_CAP = 1000  # Medplum's documented propagation limit per call
 DEFAULT_QUOTA_POINTS = 50_000
 
 
 def estimate(
     client: MedplumClient, plan: Plan, *, quota_points: int = DEFAULT_QUOTA_POINTS
 ) -> Estimate:
-    propagating = [c.patient for c in plan.changes if any(s.propagate for s in c.steps)]
-    compartment = client.count_compartments(propagating) if propagating else 0
-    calls = sum(len(c.steps) for c in plan.changes)
+    runs = {c.patient: sum(s.propagate for s in c.steps) for c in plan.changes}
+    propagating = [ref for ref, n in runs.items() if n]
+    sample = propagating[:: max(1, math.ceil(len(propagating) / SAMPLE))]
+    sizes = client.compartment_sizes(sample) if sample else {}
+    charged = sum(min(size, PROPAGATE_CAP) * runs[ref] for ref, size in sizes.items())
+    compartment = round(charged * len(propagating) / len(sample)) if sample else 0
+    calls = sum(len(c.steps) for c in (*plan.changes, *plan.resource_changes))
     writes = calls + compartment
     points = writes * WRITE_POINTS
     return Estimate(

@@ -26,14 +26,31 @@ OBS_STATUS = {
 LOCAL_CODES = {"final": "F", "preliminary": "P", "amended": "A", "corrected": "C", "cancelled": "X"}
 
 
-def _params(query: list[tuple[str, str]], body: Any) -> dict[str, Any]:
-    """Operation inputs from the query string and/or a Parameters body, flattened."""
+# Medplum reads each operation parameter by the type the operation declares (observed on
+# 5.0.10: `url` sent as valueString is not seen, so $validate-code says "No ValueSet
+# specified"). A body parameter of another type is ignored, exactly like that.
+DECLARED: dict[str, dict[str, str]] = {
+    "validate-code": {"url": "valueUri", "system": "valueUri", "code": "valueCode",
+                      "coding": "valueCoding", "display": "valueString", "valueSet": "resource"},
+    "expand": {"url": "valueUri", "filter": "valueString", "count": "valueInteger"},
+    "lookup": {"code": "valueCode", "system": "valueUri"},
+    "translate": {"url": "valueUri", "source": "valueUri", "code": "valueCode",
+                  "system": "valueUri", "target": "valueUri", "targetsystem": "valueUri",
+                  "coding": "valueCoding", "conceptMap": "resource"},
+    "match": {"resource": "resource", "count": "valueInteger",
+              "onlyCertainMatches": "valueBoolean"},
+}  # fmt: skip
+
+
+def _params(op: str, query: list[tuple[str, str]], body: Any) -> dict[str, Any]:
+    """Operation inputs from the query string and/or a Parameters body, by declared type."""
+    declared = DECLARED.get(op, {})
     values: dict[str, Any] = dict(query)
     if isinstance(body, dict) and body.get("resourceType") == "Parameters":
         for p in body.get("parameter") or []:
-            for key, value in p.items():
-                if key.startswith("value") or key == "resource":
-                    values[p["name"]] = value
+            key = declared.get(str(p.get("name")))
+            if key is not None and key in p:
+                values[p["name"]] = p[key]
     return values
 
 
@@ -44,10 +61,12 @@ def _response(status: int, body: Any, content_type: str | None = None) -> Respon
 def type_operation(
     repo: Repository, rtype: str, op: str, method: str, query: list[tuple[str, str]], body: Any
 ) -> Response:
-    args = _params(query, body)
-    if rtype == "Patient" and op == "match":
+    args = _params(op, query, body)
+    if rtype == "Patient" and op == "match":  # a sandbox extra: 404 on Medplum 5.0.10
         return _match(repo, args)
     if op == "validate-code" and rtype in ("ValueSet", "CodeSystem"):
+        if rtype == "ValueSet" and not args.get("url") and not args.get("valueSet"):
+            raise bad_request("No ValueSet specified")
         coding = args.get("coding") or {}
         system = coding.get("system") or args.get("system")
         code = coding.get("code") or args.get("code")
@@ -92,30 +111,76 @@ def type_operation(
             },
         )
     if rtype == "ConceptMap" and op == "translate":
-        coding = args.get("coding") or {}
-        system = args.get("system") or coding.get("system")
-        code = args.get("code") or coding.get("code")
-        target = args.get("targetsystem") or args.get("targetSystem")
-        mapped = LOCAL_CODES.get(str(code)) if system == OBS_STATUS_SYSTEM else None
-        answer: list[dict[str, Any]] = [{"name": "result", "valueBoolean": mapped is not None}]
-        if mapped is not None and target in (None, LOCAL_SYSTEM):
-            answer.append(
-                {
-                    "name": "match",
-                    "part": [
-                        {"name": "equivalence", "valueCode": "equivalent"},
-                        {
-                            "name": "concept",
-                            "valueCoding": {"system": LOCAL_SYSTEM, "code": mapped},
-                        },
-                        {"name": "source", "valueString": CONCEPT_MAP_URL},
-                    ],
-                }
-            )
-        else:
-            answer[0]["valueBoolean"] = False
-        return _response(200, {"resourceType": "Parameters", "parameter": answer})
-    raise bad_request(f"Unsupported operation: {rtype}/${op}")
+        return _translate(repo, args, None)
+    raise not_found()  # like Medplum: an operation it does not implement is "Not found"
+
+
+def _concept_map(repo: Repository, args: dict[str, Any], rid: str | None) -> dict[str, Any]:
+    """Medplum needs a ConceptMap: an instance id, its `url`, or a `source` ValueSet."""
+    if rid is not None:
+        return repo.read("ConceptMap", rid)
+    url, source = args.get("url"), args.get("source")
+    if not url and not source:
+        raise bad_request("No ConceptMap specified")
+    for resource in repo.store.all_of_type("ConceptMap"):
+        if url and resource.get("url") == url:
+            return resource
+        if not url and source in (resource.get("sourceUri"), resource.get("sourceCanonical")):
+            return resource
+    raise not_found()
+
+
+def _translate(repo: Repository, args: dict[str, Any], rid: str | None) -> Response:
+    concept_map = _concept_map(repo, args, rid)
+    coding = args.get("coding") or {}
+    system = args.get("system") or coding.get("system")
+    code = args.get("code") or coding.get("code")
+    target = args.get("targetsystem") or args.get("target")
+    matches: list[dict[str, Any]] = []
+    for group in concept_map.get("group") or []:
+        if system and group.get("source") not in (None, system):
+            continue
+        if target and group.get("target") not in (None, target):
+            continue
+        for element in group.get("element") or []:
+            if element.get("code") != code:
+                continue
+            for mapped in element.get("target") or []:
+                matches.append(
+                    {
+                        "name": "match",
+                        "part": [
+                            {"name": "equivalence",
+                             "valueCode": mapped.get("equivalence", "equivalent")},
+                            {"name": "concept",
+                             "valueCoding": {"system": group.get("target"),
+                                             "code": mapped.get("code")}},
+                            {"name": "source", "valueString": concept_map.get("url", "")},
+                        ],
+                    }
+                )  # fmt: skip
+    answer = [{"name": "result", "valueBoolean": bool(matches)}, *matches]
+    return _response(200, {"resourceType": "Parameters", "parameter": answer})
+
+
+def observation_status_concept_map() -> dict[str, Any]:
+    """The demo ConceptMap the seed stores (observation-status -> local codes)."""
+    return {
+        "resourceType": "ConceptMap",
+        "url": CONCEPT_MAP_URL,
+        "status": "active",
+        "sourceUri": OBS_STATUS_VALUESET,
+        "group": [
+            {
+                "source": OBS_STATUS_SYSTEM,
+                "target": LOCAL_SYSTEM,
+                "element": [
+                    {"code": code, "target": [{"code": local, "equivalence": "equivalent"}]}
+                    for code, local in LOCAL_CODES.items()
+                ],
+            }
+        ],
+    }
 
 
 def _match(repo: Repository, args: dict[str, Any]) -> Response:
@@ -164,8 +229,10 @@ def instance_operation(
     view: Any,
     base: str,
 ) -> Response:
+    if rtype == "ConceptMap" and op == "translate":
+        return _translate(repo, _params(op, query, None), rid)
     if rtype != "Patient" or op not in ("everything", "ccda-export"):
-        raise bad_request(f"Unsupported operation: {rtype}/{rid}/${op}")
+        raise not_found()
     patient = repo.read("Patient", rid)
     members = repo.store.compartment_members(f"Patient/{rid}")
     if op == "everything":

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from reconciler.sandbox.access import PROJECT_ID, PROJECT_NAME
+from reconciler.sandbox.ops import observation_status_concept_map
 from reconciler.sandbox.store import Resource, Store
 
 MRN = "http://hospital.example/mrn"
@@ -195,6 +196,8 @@ def demo_resources(patients: int, per_patient: int, seed: int) -> Iterator[Resou
             "name": [{"family": name, "prefix": ["Dr."]}],
         }
     yield from staff_resources()
+    concept_map = observation_status_concept_map()
+    yield {**concept_map, "id": "0f1e0007-0000-4000-8000-000000000001", "meta": {}}
     for n, mrn, given, family, birth, accounts in NAMED_PATIENTS:
         pid = named_patient_id(n)
         yield _patient(pid, mrn, given, family, birth, accounts, None)

@@ -282,6 +282,11 @@ class Store:
         clauses = [f"r.type IN ({marks})", *where]
         return f"SELECT {columns} FROM resources r WHERE " + " AND ".join(clauses), [*types, *args]
 
+    def all_of_type(self, rtype: str) -> list[Resource]:
+        with self.reading() as conn:
+            rows = conn.execute("SELECT content FROM resources WHERE type=?", (rtype,)).fetchall()
+        return [json.loads(r[0]) for r in rows]
+
     def compartment_members(self, patient_ref: str) -> list[Resource]:
         """Every resource in a Patient's compartment except the Patient itself, oldest first."""
         with self.reading() as conn:

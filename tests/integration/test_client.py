@@ -202,12 +202,39 @@ def test_operations_ccda_match_everything_terminology(client: MedplumClient) -> 
     ]
     lookup = client.lookup_concept("final", cs)
     assert {"name": "display", "valueString": "Final"} in lookup["parameter"]
-    translated = client.translate_concept("final", cs, "http://example.org/local-codes")
-    assert translated["parameter"][0] == {"name": "result", "valueBoolean": True}
-    assert translated["parameter"][1]["part"][1]["valueCoding"] == {
-        "system": "http://example.org/local-codes",
-        "code": "F",
-    }
+    # $translate needs a ConceptMap, like Medplum: one a user stores through the FHIR API.
+    from reconciler.medplum.errors import HTTPStatusError
+    from reconciler.sandbox.ops import CONCEPT_MAP_URL, observation_status_concept_map
+
+    with pytest.raises(HTTPStatusError, match="No ConceptMap specified"):
+        client.execute_operation(
+            "ConceptMap", "translate", params={"code": "final", "system": cs}, method="GET"
+        )
+    stored = client.create_resource(observation_status_concept_map())
+    local = "http://example.org/local-codes"
+    for kwargs in (
+        {"conceptmap_url": CONCEPT_MAP_URL},
+        {"source": vs},
+        {"conceptmap_id": stored["id"]},
+    ):
+        translated = client.translate_concept("final", cs, local, **kwargs)
+        assert translated["parameter"][0] == {"name": "result", "valueBoolean": True}, kwargs
+        assert translated["parameter"][1]["part"][1]["valueCoding"] == {
+            "system": local,
+            "code": "F",
+        }
+    # Parameters are read by their declared type: `url` as valueString is not seen.
+    with pytest.raises(HTTPStatusError, match="No ValueSet specified"):
+        client.execute_operation(
+            "ValueSet",
+            "validate-code",
+            params={"url": vs, "coding": {"system": cs, "code": "final"}},
+            wrap_params=True,
+        )
+    # An operation the server does not implement is "Not found", as on Medplum.
+    with pytest.raises(HTTPStatusError) as info:
+        client.execute_operation("Patient", "no-such-operation", params={})
+    assert info.value.status == 404
 
 
 def test_retries_against_sandbox_faults(make_sandbox: Any) -> None:
