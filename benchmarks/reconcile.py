@@ -301,7 +301,11 @@ def main_scenario(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         if f"Apply complete! {changes:,} patient" not in out:
             raise SystemExit(f"apply did not complete:\n{out[-1500:]}")
         writes = next(e for e in events(err) if e.get("event") == "writes finished")
-        apply.extra = {"write_phase_s": round(writes["duration_ms"] / 1000, 2)}
+        apply.extra = {
+            "write_phase_s": round(writes["duration_ms"] / 1000, 2),
+            "writes_estimated": writes.get("writes_estimated"),
+            "writes_made": writes.get("writes_made"),
+        }
         again, out, _ = run_cli(sb, "ours: plan again", "plan", tenants, "--detailed-exitcode")
         if "No changes. Live accounts match the manifests." not in out:
             raise SystemExit("the plan after apply is not empty")

@@ -14,7 +14,7 @@ from reconciler.medplum.client import MedplumClient
 from reconciler.model import Estimate, Plan
 
 WRITE_POINTS = 100
-SAMPLE = 1000  # patients whose compartments are read; more are estimated from them
+SAMPLE = 250  # patients whose compartments are read; more are estimated from them
 PROPAGATE_CAP = 1000  # Medplum's documented propagation limit per call
 DEFAULT_QUOTA_POINTS = 50_000
 
