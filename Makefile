@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint bench bench-quick clean
+.PHONY: install demo test contract lint bench bench-quick clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,6 +20,11 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
+
+# The contract suite against a real Medplum: MEDPLUM_BASE_URL, MEDPLUM_CLIENT_ID and
+# MEDPLUM_CLIENT_SECRET of a project-admin client (it creates its own data, deletes nothing).
+contract: $(STAMP)
+	RECONCILER_CONTRACT_SERVER=1 $(BIN)/python -m pytest tests/contract -n 0 -rs
 
 $(VENV)/.bench: $(STAMP)
 	$(BIN)/pip install -q -e '.[bench]'
