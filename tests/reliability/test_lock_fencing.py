@@ -44,10 +44,10 @@ def test_a_paused_apply_that_lost_its_lock_writes_nothing_more(
     write(second, "t.yaml", tenant_yaml("north", north, [refs[0]], propagate=False) + "---\n"
           + tenant_yaml("south", south, refs, propagate=False))  # fmt: skip
     proc = run_process(sb, "apply", str(first), "--auto-approve", "--allow-mass-grant",
-                       "--parallelism", "1", "--lock-ttl", "3s", "--no-verify")  # fmt: skip
+                       "--parallelism", "1", "--lock-ttl", "1.5s", "--no-verify")  # fmt: skip
     wait_for(lambda: sum(north in a for a in accounts_by_ref(client, refs).values()) >= 5)
     proc.send_signal(signal.SIGSTOP)  # a long GC pause, a suspended laptop, a stuck VM
-    time.sleep(3.5)  # past the first apply's lock TTL
+    time.sleep(2.0)  # past the first apply's lock TTL
     code, out, err = run(sb, "apply", str(second), "--auto-approve", "--allow-mass-grant",
                          "--allow-mass-removal", "--lock-timeout", "10s", "--no-verify")  # fmt: skip
     assert code == 0, err
