@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable, Sequence
+from dataclasses import replace
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -458,3 +459,18 @@ def cross_file_problems(tenants: Sequence[Tenant]) -> list[str]:
                     f"(first at line {earlier.location.line})"
                 )
     return problems
+
+
+def select_targets(manifests: ManifestSet, targets: Sequence[str]) -> ManifestSet:
+    """`--target NAME` (repeatable): only these tenants are planned; the others' accounts are
+    then unmanaged for this run — kept as they are — and their selectors are not resolved."""
+    if not targets:
+        return manifests
+    names = {t.name for t in manifests.tenants}
+    unknown = [t for t in targets if t not in names]
+    if unknown:
+        raise ManifestError(
+            [f"error: --target {name!r} is not a tenant of these manifests (tenants: "
+             f"{', '.join(sorted(names))})" for name in unknown]
+        )  # fmt: skip
+    return replace(manifests, tenants=tuple(t for t in manifests.tenants if t.name in targets))

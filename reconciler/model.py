@@ -397,6 +397,7 @@ class Plan:
     # Other resources: the same shape as patient changes, `patient` holding "Type/id".
     resource_changes: tuple[Change, ...] = ()
     signature: str = ""  # a saved plan's HMAC over its digest (RECONCILER_PLAN_KEY), if signed
+    targets: tuple[str, ...] = ()  # --target: only these tenants were planned
 
     @property
     def is_empty(self) -> bool:

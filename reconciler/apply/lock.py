@@ -11,6 +11,7 @@ import socket
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -211,11 +212,16 @@ class ApplyLock:
                 log.warning("could not release the apply lock", lock=info.id, error=str(exc))
 
 
-def force_unlock(client: MedplumClient, lock_id: str) -> LockInfo:
+def force_unlock(
+    client: MedplumClient, lock_id: str, confirm: Callable[[LockInfo], bool] | None = None
+) -> LockInfo:
+    """Delete an apply lock — only a reconciler lock, and only if `confirm(info)` agrees."""
     resource = client.read_resource("Basic", lock_id)
     idents = {(i.get("system"), i.get("value")) for i in resource.get("identifier") or []}
     if (LOCK_SYSTEM, LOCK_VALUE) not in idents:
         raise ApplyRefused(f"Basic/{lock_id} is not a reconciler apply lock; not deleting it")
     info = LockInfo.of(resource)
+    if confirm is not None and not confirm(info):
+        raise ApplyRefused(f"kept the apply lock Basic/{lock_id}; nothing was changed")
     client.delete_resource("Basic", lock_id)
     return info

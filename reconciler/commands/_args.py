@@ -91,6 +91,7 @@ def add_server_options(parser: argparse.ArgumentParser, *, parallelism: bool = T
     if parallelism:
         group.add_argument(
             "--parallelism",
+            "-parallelism",
             type=positive_int,
             default=10,
             metavar="N",
@@ -101,4 +102,16 @@ def add_server_options(parser: argparse.ArgumentParser, *, parallelism: bool = T
 def server_options(ns: argparse.Namespace) -> ServerOptions:
     return ServerOptions(
         server=ns.server, timeout=ns.timeout, sandbox_data=ns.sandbox_data, sandbox=ns.sandbox
+    )
+
+
+def add_target_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--target",
+        "-target",
+        action="append",
+        default=[],
+        metavar="TENANT",
+        help="only this tenant (repeatable): others are left as they are, their selectors "
+        "unresolved",
     )

@@ -15,13 +15,18 @@ from reconciler.apply.access import AccessReport, AccessWriter
 from reconciler.apply.audit import audit_event
 from reconciler.apply.executor import Executor, Report
 from reconciler.apply.lock import ApplyLock
-from reconciler.commands._args import parse_duration, positive_seconds, server_options
+from reconciler.commands._args import (
+    add_target_option,
+    parse_duration,
+    positive_seconds,
+    server_options,
+)
 from reconciler.commands.progress import Progress
 from reconciler.commands.views import View
 from reconciler.connect import Connection, ServerOptions, connect, preflight
 from reconciler.errors import ApplyRefused, ExitCode, PlanFileError, UsageError
 from reconciler.logs import get_logger
-from reconciler.manifest import DEFAULT_PATHS, load_manifests
+from reconciler.manifest import DEFAULT_PATHS, load_manifests, select_targets
 from reconciler.medplum.errors import MedplumError
 from reconciler.model import (
     AccessChange,
@@ -74,6 +79,7 @@ class Options:
     audit: bool
     parallelism: int
     server: ServerOptions
+    targets: tuple[str, ...] = ()
 
     @classmethod
     def from_args(cls, ns: argparse.Namespace) -> Options:
@@ -93,16 +99,20 @@ class Options:
             audit=not ns.no_audit,
             parallelism=ns.parallelism,
             server=server_options(ns),
+            targets=tuple(ns.target),
         )
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_target_option(parser)
     from reconciler.commands._args import non_negative_int
 
     parser.add_argument(
         "paths", nargs="*", metavar="PATH", help="manifests, or one saved plan file"
     )
-    parser.add_argument("--auto-approve", action="store_true", help="do not ask for 'yes'")
+    parser.add_argument(
+        "--auto-approve", "-auto-approve", action="store_true", help="do not ask for 'yes'"
+    )
     parser.add_argument("--no-verify", action="store_true", help="skip compartment verification")
     parser.add_argument(
         "--job-timeout",
@@ -149,6 +159,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--lock-timeout",
+        "-lock-timeout",
         type=parse_duration,
         default=0.0,
         metavar="DURATION",
@@ -449,21 +460,25 @@ def _audit(conn: Connection, plan: Plan, report: Report, access: AccessReport) -
         log.warning("could not write the audit record", error=str(exc))
 
 
-def _load(paths: tuple[str, ...]) -> tuple[Plan | None, ManifestSet | None]:
+def _load(
+    paths: tuple[str, ...], targets: tuple[str, ...]
+) -> tuple[Plan | None, ManifestSet | None]:
     saved = len(paths) == 1 and looks_like_plan(paths[0])
     if not saved and any(looks_like_plan(p) for p in paths):
         raise UsageError("a saved plan must be the only path given to apply")
     if saved:
+        if targets:
+            raise UsageError("--target goes with manifests; a saved plan records its own")
         plan = load_plan(paths[0])
         _check_signature(plan, paths[0])
         _check_consistent(plan, paths[0])
         return plan, None
-    return None, load_manifests(paths)
+    return None, select_targets(load_manifests(paths), targets)
 
 
 def run(options: Options) -> int:
     view = View(json_events=options.json_events)
-    saved_plan, manifests = _load(options.paths)
+    saved_plan, manifests = _load(options.paths, options.targets)
     with connect(options.server) as conn:
         preflight(conn, need_admin="apply")
         replan = resource_replan = None
@@ -484,6 +499,7 @@ def run(options: Options) -> int:
                     parallelism=options.parallelism,
                     progress=progress.update,
                     target=conn.target,
+                    targets=options.targets,
                 )
             finally:
                 progress.close()

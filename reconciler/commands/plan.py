@@ -7,13 +7,18 @@ import os
 import sys
 from dataclasses import dataclass
 
-from reconciler.commands._args import non_negative_int, positive_int, server_options
+from reconciler.commands._args import (
+    add_target_option,
+    non_negative_int,
+    positive_int,
+    server_options,
+)
 from reconciler.commands.progress import Progress
 from reconciler.commands.redaction import redaction_key
 from reconciler.commands.views import View
 from reconciler.connect import ServerOptions, connect, preflight
 from reconciler.errors import ExitCode, UsageError
-from reconciler.manifest import DEFAULT_PATHS, load_manifests
+from reconciler.manifest import DEFAULT_PATHS, load_manifests, select_targets
 from reconciler.model import Plan
 from reconciler.plan.build import build_plan
 from reconciler.plan.estimate import DEFAULT_QUOTA_POINTS
@@ -33,6 +38,7 @@ class Options:
     quota_points: int | None  # None: no estimate
     parallelism: int
     server: ServerOptions
+    targets: tuple[str, ...] = ()
 
     @classmethod
     def from_args(cls, ns: argparse.Namespace) -> Options:
@@ -46,17 +52,24 @@ class Options:
             quota_points=None if ns.no_estimate else ns.quota_points,
             parallelism=ns.parallelism,
             server=server_options(ns),
+            targets=tuple(ns.target),
         )
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_target_option(parser)
     parser.add_argument("paths", nargs="*", metavar="PATH", help="manifest files or directories")
-    parser.add_argument("--out", metavar="FILE", help="save the plan (JSON, mode 0600) for apply")
+    parser.add_argument(
+        "--out", "-out", metavar="FILE", help="save the plan (JSON, mode 0600) for apply"
+    )
     parser.add_argument(
         "--format", choices=("text", "json", "markdown"), default="text", help="(default: text)"
     )
     parser.add_argument(
-        "--detailed-exitcode", action="store_true", help="exit 2 when there are changes"
+        "--detailed-exitcode",
+        "-detailed-exitcode",
+        action="store_true",
+        help="exit 2 when there are changes",
     )
     parser.add_argument(
         "--redact",
@@ -98,7 +111,7 @@ def run(options: Options) -> int:
             "--redact cannot be combined with --out: a redacted plan cannot be applied"
         )
     key = redaction_key() if options.redact else b""  # before any work: CI may refuse it
-    manifests = load_manifests(options.paths)
+    manifests = select_targets(load_manifests(options.paths), options.targets)
     view = View()
     with connect(options.server) as conn:
         preflight(conn, need_admin=None)
@@ -112,6 +125,7 @@ def run(options: Options) -> int:
                 parallelism=options.parallelism,
                 progress=progress.update,
                 target=conn.target,
+                targets=options.targets,
             )
         finally:
             progress.close()

@@ -8,11 +8,11 @@ from dataclasses import dataclass
 from reconciler.apply.access import AccessWriter
 from reconciler.apply.verify import expectations_for_live, find_stragglers, repair
 from reconciler.apply.verify_access import check_access
-from reconciler.commands._args import server_options
+from reconciler.commands._args import add_target_option, server_options
 from reconciler.commands.views import View
 from reconciler.connect import ServerOptions, connect, preflight
 from reconciler.errors import ExitCode, PlanError
-from reconciler.manifest import DEFAULT_PATHS, load_manifests
+from reconciler.manifest import DEFAULT_PATHS, load_manifests, select_targets
 from reconciler.medplum.client import MedplumClient
 from reconciler.model import LiveState, Phase, Tenant
 from reconciler.plan.access import plan_access
@@ -31,6 +31,7 @@ class Options:
     detailed_exitcode: bool
     parallelism: int
     server: ServerOptions
+    targets: tuple[str, ...] = ()
 
     @classmethod
     def from_args(cls, ns: argparse.Namespace) -> Options:
@@ -41,10 +42,12 @@ class Options:
             detailed_exitcode=ns.detailed_exitcode,
             parallelism=ns.parallelism,
             server=server_options(ns),
+            targets=tuple(ns.target),
         )
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_target_option(parser)
     parser.add_argument("paths", nargs="*", metavar="PATH", help="manifest files or directories")
     parser.add_argument("--repair", action="store_true", help="fix what is out of step")
     parser.add_argument(
@@ -53,12 +56,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="also prove what each managed member can see (X-Medplum-On-Behalf-Of)",
     )
     parser.add_argument(
-        "--detailed-exitcode", action="store_true", help="exit 2 when drift is found"
+        "--detailed-exitcode",
+        "-detailed-exitcode",
+        action="store_true",
+        help="exit 2 when drift is found",
     )
 
 
 def run(options: Options) -> int:
-    manifests = load_manifests(options.paths)
+    manifests = select_targets(load_manifests(options.paths), options.targets)
     view = View()
     errors: list[str] = []
     repaired = 0

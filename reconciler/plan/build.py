@@ -29,6 +29,7 @@ def build_plan(
     parallelism: int = 1,
     progress: Callable[[int], None] | None = None,
     target: str = "",
+    targets: tuple[str, ...] = (),
 ) -> tuple[Plan, LiveState]:
     """Read live state and plan; with `quota_points`, also estimate the apply's quota cost."""
     live = read_live_state(client, manifests.tenants, progress=progress, parallelism=parallelism)
@@ -52,6 +53,7 @@ def build_plan(
         managed_access=access.managed,
         server=server_identity,
         target=target,
+        targets=targets,
         created_at=iso_utc(millis=False),
         manifest_files=manifests.files,
         manifest_digest=manifests.digest,

@@ -86,6 +86,8 @@ def iter_text(plan: Plan, *, color: bool = False) -> Iterator[str]:
     """The text plan, line by line (a 100,000-patient plan is never one string)."""
     if plan.target:
         yield f"Target: {plan.target}"
+        if plan.targets:
+            yield f"Only the tenants {', '.join(plan.targets)} (--target)"
         yield ""
     for warning in plan.warnings:
         yield f"Warning: {warning}"

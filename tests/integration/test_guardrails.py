@@ -134,10 +134,15 @@ def test_expired_lock_taken_over_and_force_unlock(
     held.acquire()
     held._stop.set()
     assert held.info is not None
-    code, out, _ = cli(sb, "force-unlock", held.info.id)
+    # Without a terminal and without --force it asks nothing and removes nothing.
+    code, out, err = cli(sb, "force-unlock", held.info.id)
+    assert (code, out) == (1, "")
+    assert "stdin is not a terminal and --force was not given; nothing was changed" in err
+    assert len(locks(client)) == 1
+    code, out, _ = cli(sb, "force-unlock", held.info.id, "--force")
     assert code == 0 and out.startswith(f"Removed the apply lock Basic/{held.info.id} (held since")
     assert locks(client) == []
-    code, _, err = cli(sb, "force-unlock", create_org(client).split("/")[1])
+    code, _, err = cli(sb, "force-unlock", create_org(client).split("/")[1], "--force")
     assert code == 1
 
 

@@ -64,7 +64,7 @@ def test_kill_9_mid_apply_then_remainder_unlock_and_converge(
     code, _, err = run(sb, "apply", scenario.manifests, "--auto-approve", "--allow-mass-grant")
     if code == 1:  # still held (not yet expired): clear it by hand
         assert "another apply holds the lock" in err
-        assert run(sb, "force-unlock", locks[0]["id"])[0] == 0
+        assert run(sb, "force-unlock", locks[0]["id"], "--force")[0] == 0
         code, _, err = run(sb, "apply", scenario.manifests, "--auto-approve", "--allow-mass-grant")
     assert code == 0, err
     assert assert_invariants(client, scenario) == set()
@@ -163,7 +163,7 @@ def test_sandbox_restart_mid_apply(sandbox_factory: Any, run: Run, tmp_path: Pat
             lock = next(
                 iter(new_client.search_all("Basic", {"identifier": f"{LOCK_SYSTEM}|{LOCK_VALUE}"}))
             )
-            run(again, "force-unlock", lock["id"])
+            run(again, "force-unlock", lock["id"], "--force")
             code, _, err = run(
                 again, "apply", scenario.manifests, "--auto-approve", "--allow-mass-grant"
             )
