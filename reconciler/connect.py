@@ -11,6 +11,7 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import httpx
@@ -29,6 +30,12 @@ def normalize_server(url: str) -> str:
     parts = urlsplit(url.strip())
     if parts.scheme not in DEFAULT_PORTS or not parts.hostname:
         raise UsageError(f"not a server URL (want http(s)://host[:port]/): {url!r}")
+    if parts.path.rstrip("/").lower().endswith("/fhir/r4"):
+        raise UsageError(
+            f"{url!r} is the server's FHIR base; give its base URL "
+            f"({parts.scheme}://{parts.netloc}{parts.path.rstrip('/')[: -len('/fhir/R4')]}/): "
+            "the tool adds /fhir/R4/ and /oauth2/token itself"
+        )
     port = parts.port or DEFAULT_PORTS[parts.scheme]
     path = parts.path if parts.path.endswith("/") else parts.path + "/"
     return f"{parts.scheme}://{parts.hostname.lower()}:{port}{path}"
@@ -110,6 +117,13 @@ def connect(options: ServerOptions) -> Iterator[Connection]:
     from reconciler.sandbox.server import DEFAULT_DATA, start_embedded
 
     data = options.sandbox_data or DEFAULT_DATA
+    if data != ":memory:" and not Path(data).exists():
+        # Run from another directory, a new empty sandbox would surface later as "account
+        # matches 0 resources": say so now, with the path.
+        log.warning(
+            "creating a new, empty sandbox data file (reconciler sandbox seed fills it)",
+            path=str(Path(data).resolve()),
+        )
     sandbox = start_embedded(data)
     log.info("no server configured: using the embedded sandbox", url=sandbox.url, data=data)
     client = build_client(

@@ -11,7 +11,11 @@ from reconciler.errors import ReconcilerError
 from reconciler.medplum.client import MedplumClient
 from reconciler.medplum.reads import PAGE_SIZE, chunks
 
-SCHEMA_MODELINE = "# yaml-language-server: $schema=../schemas/tenant.schema.json"
+# No relative $schema path would hold wherever the file is written: say how to get the schema.
+SCHEMA_MODELINE = (
+    "# Editor validation: `reconciler schema tenant > tenant.schema.json`, then add\n"
+    "# `# yaml-language-server: $schema=<path to tenant.schema.json>` as the first line."
+)
 
 
 def slug(text: str) -> str:

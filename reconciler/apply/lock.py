@@ -155,10 +155,14 @@ class ApplyLock:
                 self._start_renewing()
                 return
             if time.monotonic() >= deadline:
+                waited = (
+                    f"waited {self.wait_s:g} s; "
+                    if self.wait_s
+                    else "wait with --lock-timeout, or "
+                )
                 raise ApplyRefused(
                     f"another apply holds the lock (since {other.since}, by {other.holder}); "
-                    "wait with --lock-timeout, or if it is stale: "
-                    f"reconciler force-unlock {other.id}"
+                    f"{waited}if it is stale: reconciler force-unlock {other.id}"
                 )
             time.sleep(min(self.poll_s, max(0.0, deadline - time.monotonic())))
 

@@ -36,6 +36,7 @@ def all_commands() -> list[Command]:
         apply,
         import_,
         plan,
+        schema,
         show,
         unlock,
         validate,
@@ -54,4 +55,5 @@ def all_commands() -> list[Command]:
         Command("accounts", "print a resource's accounts, one reference per line", accounts,
                 parallel=False),
         Command("force-unlock", "remove a stale apply lock", unlock, parallel=False),
+        Command("schema", "print the JSON Schema of manifests or plans", schema, connects=False),
     ]  # fmt: skip

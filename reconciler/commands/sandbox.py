@@ -112,7 +112,12 @@ def add_group(group: argparse.ArgumentParser, add: MakeParser) -> None:
 
     p = add(sub, "serve", serve, "run the local Medplum-compatible server")
     p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8103, help="0 picks a free port")
+    p.add_argument(
+        "--port",
+        type=int,
+        default=8104,
+        help="0 picks a free port (default 8104: Medplum's own dev server uses 8103)",
+    )
     p.add_argument("--data", default=DEFAULT_DATA, help="SQLite file, or :memory:")
     p.add_argument("--client", action="append", type=_client, metavar="ID:SECRET:ROLE")
     p.add_argument("--latency-ms", type=float, default=0.0)

@@ -106,6 +106,14 @@ class ClientCredentialsAuth(httpx.Auth):
                 continue
             break
         body = _json_or_none(response)
+        if response.status_code == 404:
+            raise AuthError(
+                404,
+                "POST",
+                self.token_url,
+                "no token endpoint there: not a Medplum server, or the wrong URL (the base "
+                "URL is the server's root, e.g. https://api.medplum.com/)",
+            )
         if response.status_code != 200 or not isinstance(body, dict) or "access_token" not in body:
             reason = _reason(response, body)
             raise AuthError(

@@ -40,6 +40,36 @@ def summary_line(plan: Plan) -> str:
     )
 
 
+def tenant_rows(plan: Plan) -> list[tuple[str, int, int, int, int]]:
+    """Per tenant: (name, accounts added, removed, access grants, revocations)."""
+    counts: dict[str, list[int]] = {}
+    for change in (*plan.changes, *plan.resource_changes):
+        for index, accounts in ((0, change.add), (1, change.remove)):
+            for account in accounts:
+                info = plan.managed.get(account)
+                if info is not None:
+                    counts.setdefault(info.tenant, [0, 0, 0, 0])[index] += 1
+    for access in plan.access_changes:
+        for index, items in ((2, access.grant), (3, access.revoke)):
+            for item in items:
+                counts.setdefault(item.tenant, [0, 0, 0, 0])[index] += 1
+    return [(name, *values) for name, values in sorted(counts.items())]  # type: ignore[misc]
+
+
+def tenant_lines(plan: Plan) -> list[str]:
+    rows = tenant_rows(plan)
+    if not rows:
+        return []
+    width = max(len(r[0]) for r in rows)
+    lines = ["Per tenant:"]
+    for name, add, remove, grants, revokes in rows:
+        line = f"  {name.ljust(width)}  +{add:,} -{remove:,}"
+        if grants or revokes:
+            line += f"   access +{grants:,} -{revokes:,}"
+        lines.append(line)
+    return [*lines, ""]
+
+
 def use_color(stream_isatty: bool) -> bool:
     return stream_isatty and not os.environ.get("NO_COLOR")
 
@@ -107,6 +137,7 @@ def iter_text(plan: Plan, *, color: bool = False) -> Iterator[str]:
     for access_change in plan.access_changes:
         yield from access_lines(plan, access_change, color)
         yield ""
+    yield from tenant_lines(plan)
     yield summary_line(plan)
     if plan.access_changes:
         yield access_line(plan)
@@ -137,6 +168,14 @@ def render_markdown(plan: Plan, *, limit: int = MARKDOWN_LIMIT) -> str:
     head += [f"**{summary_line(plan)}**", ""]
     if plan.access_changes:
         head += [f"**{access_line(plan)}**", ""]
+    per_tenant = tenant_rows(plan)
+    if per_tenant:
+        head += [
+            "| Tenant | Accounts added | Accounts removed | Access granted | Access revoked |",
+            "|---|---|---|---|---|",
+            *(f"| {n} | {a:,} | {r:,} | {g:,} | {v:,} |" for n, a, r, g, v in per_tenant),
+            "",
+        ]
     for warning in plan.warnings:
         head += [f"> :warning: {warning}", ""]
     if plan.estimate is not None:

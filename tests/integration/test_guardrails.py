@@ -287,7 +287,7 @@ def test_import_then_plan_shows_no_changes(make_sandbox: Any, tmp_path: Path, cl
     code, out, err = cli(sb, "import", "--account", org, "--identifier-system", "urn:test:mrn")
     assert code == 0, err
     doc = yaml.safe_load(out)
-    assert out.startswith("# yaml-language-server: $schema=")
+    assert out.startswith("# Editor validation: `reconciler schema tenant > tenant.schema.json`")
     assert doc["metadata"]["name"] == "eastside-clinic"
     assert len(doc["spec"]["patients"]) == 26
     assert doc["spec"]["patients"][0] == {"identifier": "urn:test:mrn|east-0"}

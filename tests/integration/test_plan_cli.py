@@ -49,6 +49,7 @@ def test_plan_text_json_markdown_and_exit_codes(
         f"{target}\n\n"
         "Reconciler will perform the following changes:\n\n"
         + blocks
+        + "Per tenant:\n  north  +2 -0\n  south  +0 -1\n\n"
         + "Plan: 2 patients to update, 2 accounts to add, 1 account to remove.\n"
         + "Estimated cost: 2 writes ≈ 200 quota points ≈ 0 s at an assumed 50,000 points/min\n"
     )

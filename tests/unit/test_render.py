@@ -69,6 +69,10 @@ def test_text_golden() -> None:
         "        Organization/legacy      (unmanaged, kept)\n"
         "      meta.account changes: Organization/southside -> Organization/legacy\n"
         "\n"
+        "Per tenant:\n"
+        "  northside  +1 -0\n"
+        "  southside  +0 -1\n"
+        "\n"
         "Plan: 1 patient to update, 1 account to add, 1 account to remove.\n"
     )
 

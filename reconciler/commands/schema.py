@@ -1,0 +1,31 @@
+"""`reconciler schema [tenant|plan]`: print a JSON Schema the tool ships (for editors and CI)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import dataclass
+
+from reconciler.commands.views import View
+from reconciler.errors import ExitCode
+from reconciler.schemas import load_schema
+
+
+@dataclass(frozen=True)
+class Options:
+    name: str
+
+    @classmethod
+    def from_args(cls, ns: argparse.Namespace) -> Options:
+        return cls(name=ns.name)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "name", nargs="?", choices=("tenant", "plan"), default="tenant", help="(default: tenant)"
+    )
+
+
+def run(options: Options) -> int:
+    View().raw(json.dumps(load_schema(f"{options.name}.schema.json"), indent=2) + "\n")
+    return ExitCode.OK
