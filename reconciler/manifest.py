@@ -139,6 +139,16 @@ def _schema_problems(file: str, doc: Document) -> list[str]:
     )
     out: list[str] = []
     for error in errors:
+        if error.validator == "additionalProperties":
+            # Every unknown key of a block, each at its own line (`membrship` and
+            # `propogate` in one spec are two problems, not one).
+            allowed = set(error.schema.get("properties", {}))
+            known = ", ".join(sorted(allowed))
+            base: PathKey = tuple(error.absolute_path)
+            for key in sorted(k for k in error.instance if k not in allowed):
+                message = f"unknown key {key!r} (allowed: {known})"
+                out.append(_problem(file, doc, (*base, key), message))
+            continue
         path, message = explain(error)
         out.append(_problem(file, doc, path, message))
     return out

@@ -54,6 +54,15 @@ class _Reader:
 
 def resolve_accounts(client: MedplumClient, tenants: Sequence[Tenant]) -> dict[str, str]:
     """tenant name → `Type/id`; every account must exist and resolve to exactly one resource."""
+    resolved, problems = _resolve_accounts(client, tenants)
+    if problems:
+        raise ResolveError(problems)
+    return resolved
+
+
+def _resolve_accounts(
+    client: MedplumClient, tenants: Sequence[Tenant]
+) -> tuple[dict[str, str], list[str]]:
     problems: list[str] = []
     resolved: dict[str, str] = {}
     literal: dict[str, list[Tenant]] = defaultdict(list)
@@ -100,9 +109,7 @@ def resolve_accounts(client: MedplumClient, tenants: Sequence[Tenant]) -> dict[s
                 f"{tenant.account.location}: error: spec.account: resolves to {target}, "
                 f"the account of tenant {first.name!r} too ({first.account.location.short})"
             )
-    if problems:
-        raise ResolveError(problems)
-    return resolved
+    return resolved, problems
 
 
 def read_patients(client: MedplumClient, refs: Sequence[str]) -> dict[str, LivePatient]:
@@ -142,8 +149,10 @@ def read_live_state(
     tenant's members) run `parallelism` at a time; results are merged on this thread."""
     started = time.monotonic()
     sent = client.requests_sent
-    accounts = resolve_accounts(client, tenants)
+    # Account problems are reported together with the selectors' (not one round at a time).
+    accounts, account_problems = _resolve_accounts(client, tenants)
     reader = _Reader(progress)
+    reader.problems += account_problems
     members: dict[str, set[str]] = {t.name: set() for t in tenants}
     id_selectors = [(t, s) for t in tenants for s in t.patients if s.kind is SelectorKind.ID]
     ident_selectors = [
@@ -170,7 +179,7 @@ def read_live_state(
         member_jobs = [
             pool.submit(_scan, client, [("_compartment", accounts[t.name])])
             for t in tenants
-            if t.authoritative
+            if t.authoritative and t.name in accounts
         ]
 
         # Ids: every id selector of every tenant, in batches.
@@ -217,6 +226,9 @@ def read_live_state(
                 )
             for patient in hits_:
                 members[tenant.name].add(reader.keep(patient))
+        if account_problems:
+            # Access and other resources need every account; report what we have so far.
+            raise ResolveError(reader.problems)
         memberships, grant_members, access_problems = read_access(client, tenants, accounts)
         reader.problems += access_problems
         resources, resource_members, resource_problems = read_live_resources(

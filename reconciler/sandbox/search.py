@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import copy
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -12,6 +13,7 @@ from urllib.parse import urlencode
 from reconciler.sandbox.outcomes import bad_request
 from reconciler.sandbox.store import Resource, Store
 
+DATE_PREFIX = re.compile(r"^(eq|ne|gt|lt|ge|le|sa|eb|ap)\d")
 MAX_COUNT = 1000
 DEFAULT_COUNT = 20
 COMMON_PARAMS = {"_id", "_compartment", "identifier"}
@@ -177,6 +179,10 @@ def _filters_sql(filters: Sequence[tuple[str, str]]) -> tuple[list[str], list[An
             args.insert(len(args) - 2 * len(values), name)
             continue
         base = name.split(":", 1)[0]
+        if base == "birthdate" and any(DATE_PREFIX.match(v) for v in values):
+            # Medplum compares dates with prefixes (lt, ge, …); the sandbox only matches exact
+            # dates, so it refuses rather than silently matching nobody.
+            raise bad_request(f"Unsupported search prefix for parameter: {name}")
         where.append(
             "r.seq IN (SELECT seq FROM search_index WHERE param=? AND "
             f"value IN ({','.join('?' * len(values))}))"

@@ -620,3 +620,14 @@ def test_fault_jobs_flag_faults_job_polls_too(make_sandbox: Any) -> None:
     assert quiet.req("GET", "job/00000000-0000-4000-8000-000000000000/status").status_code == 404
     loud = Api(make_sandbox("--fault", "503:1", "--fault-jobs"))
     assert loud.req("GET", "job/00000000-0000-4000-8000-000000000000/status").status_code == 503
+
+
+def test_search_features_the_sandbox_lacks_are_refused_not_silently_empty(api: Api) -> None:
+    r = api.req("GET", "Patient", params={"birthdate": "lt1965-01-01"})
+    assert r.status_code == 400
+    assert r.json()["issue"][0]["details"]["text"] == (
+        "Unsupported search prefix for parameter: birthdate"
+    )
+    assert api.req("GET", "Patient", params={"birthdate": "1965-01-01"}).status_code == 200
+    r = api.req("GET", "Patient", params={"address-city": "Oslo"})
+    assert r.status_code == 400 and "address-city" in r.json()["issue"][0]["details"]["text"]

@@ -157,7 +157,9 @@ def test_kill_9_between_revocations_and_grants_never_over_exposes_and_converges(
     (lock,) = client.search_all(
         "Basic", {"identifier": "https://github.com/medplum-tenancy-reconciler/lock|apply"}
     )
-    assert run(sb, "force-unlock", lock["id"], "--force")[0] == 0  # the dead run's lock, removed by hand
+    assert (
+        run(sb, "force-unlock", lock["id"], "--force")[0] == 0
+    )  # the dead run's lock, removed by hand
     code, out, _ = run(sb, "plan", manifests, "--format", "json", "--no-estimate")
     assert code == 0
     assert {c["membership"] for c in json.loads(out)["access_changes"]} == set(unfinished)

@@ -82,7 +82,7 @@ spec:
     ]
 
 
-def test_a_missing_account_fails_before_any_patient_is_read(
+def test_a_missing_account_is_reported_together_with_the_selectors(
     client: MedplumClient, tmp_path: Path
 ) -> None:
     path = write(
@@ -98,5 +98,9 @@ spec:
     )
     with pytest.raises(ResolveError) as info:
         read_live_state(client, load_manifests([path]).tenants)
-    assert len(info.value.problems) == 1
-    assert "Organization/00000000-0000-4000-8000-00000000dead" in info.value.problems[0]
+    assert info.value.problems == [
+        f"{path}:5:3: error: spec.account: Organization/00000000-0000-4000-8000-00000000dead "
+        "does not exist (tenant 'ghost')",
+        f"{path}:6:14: error: Patient/00000000-0000-4000-8000-000000000002 does not exist "
+        "(tenant 'ghost')",
+    ]

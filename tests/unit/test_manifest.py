@@ -349,3 +349,19 @@ def test_ctrl_c_exits_130(
     monkeypatch.setattr(validate, "run", interrupted)
     assert main(["validate", str(EXAMPLES)]) == 130
     assert capsys.readouterr().err == "Interrupted.\n"
+
+
+def test_every_unknown_key_of_a_block_is_reported(tmp_path: Path) -> None:
+    path = _write(
+        tmp_path,
+        "t.yaml",
+        "apiVersion: reconciler/v1\nkind: Tenant\nmetadata: {name: t}\nspec:\n"
+        "  account: Organization/o1\n  membrship: additive\n  propogate: false\n  patients: []\n",
+    )
+    with pytest.raises(ManifestError) as info:
+        load_manifests([str(path)])
+    allowed = "(allowed: access, account, membership, patients, propagate, resources)"
+    assert info.value.problems == [
+        f"{path.as_posix()}:6:3: error: spec.membrship: unknown key 'membrship' {allowed}",
+        f"{path.as_posix()}:7:3: error: spec.propogate: unknown key 'propogate' {allowed}",
+    ]
