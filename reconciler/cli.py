@@ -76,7 +76,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return ExitCode.ERROR
     except SystemExit as exc:  # --help / --version
         return int(exc.code or 0)
-    logs.configure(options.log_format, options.verbose - options.quiet)
+    if options.no_color:
+        os.environ["NO_COLOR"] = "1"  # plans check it too (render.use_color)
+    logs.configure(options.log_format, options.verbose - options.quiet, color=not options.no_color)
     scrub.register_environment()
     try:
         return int(options.run(options))

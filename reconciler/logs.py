@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
+import threading
 from collections.abc import MutableMapping
 from typing import Any
 
@@ -25,17 +27,40 @@ def _drop_secrets(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMa
     return event
 
 
+_status_lock = threading.RLock()
+_status_line: str = ""  # the live progress line on a terminal, redrawn under each log line
+
+
+def set_status_line(text: str) -> None:
+    """Show (or, with "", clear) the one-line progress on stderr; log lines go above it."""
+    global _status_line
+    with _status_lock:
+        _status_line = text
+        sys.stderr.write("\r\033[K" + text)
+        sys.stderr.flush()
+
+
 class _CurrentStderr:
-    """Writes to whatever sys.stderr is at the time (tests swap it; pipelines may close it)."""
+    """Writes to whatever sys.stderr is at the time (tests swap it; pipelines may close it).
+    A log line never tears the progress line: it is cleared first and redrawn after."""
+
+    _mid_line = False
 
     def write(self, text: str) -> int:
-        return sys.stderr.write(text)
+        with _status_lock:
+            if _status_line and not self._mid_line:
+                sys.stderr.write("\r\033[K")
+            written = sys.stderr.write(text)
+            self._mid_line = not text.endswith("\n")
+            if _status_line and not self._mid_line:
+                sys.stderr.write(_status_line)
+            return written
 
     def flush(self) -> None:
         sys.stderr.flush()
 
 
-def configure(log_format: str | None = None, verbosity: int = 0) -> None:
+def configure(log_format: str | None = None, verbosity: int = 0, *, color: bool = True) -> None:
     if log_format is None:
         log_format = "console" if sys.stderr.isatty() else "json"
     level = logging.INFO - 10 * verbosity
@@ -43,7 +68,8 @@ def configure(log_format: str | None = None, verbosity: int = 0) -> None:
     if log_format == "json":
         renderer = structlog.processors.JSONRenderer(sort_keys=False)
     else:
-        renderer = structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
+        colors = color and sys.stderr.isatty() and not os.environ.get("NO_COLOR")
+        renderer = structlog.dev.ConsoleRenderer(colors=colors)
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,

@@ -60,6 +60,9 @@ def add_log_options(parser: argparse.ArgumentParser) -> None:
         help="log lines on stderr (default: console on a terminal, json otherwise)",
     )
     group.add_argument("-v", "--verbose", action="count", default=0, help="more log lines")
+    group.add_argument(
+        "--no-color", action="store_true", help="no colours in plans and logs (also: NO_COLOR)"
+    )
     group.add_argument("-q", "--quiet", action="count", default=0, help="fewer log lines")
 
 

@@ -6,7 +6,7 @@ import sys
 import time
 from typing import Any
 
-from reconciler.logs import get_logger
+from reconciler.logs import get_logger, set_status_line
 
 log = get_logger("reconciler.commands.progress")
 
@@ -45,10 +45,8 @@ class Progress:
                 parts.append(f"ETA {max(0.0, (self.total - self.done) / rate):.0f}s")
         parts.append(f"{rate:,.0f}/s")
         parts += [f"{k} {v}" for k, v in self.extra.items() if v]
-        sys.stderr.write("\r\033[K" + "  ".join(parts))
-        sys.stderr.flush()
+        set_status_line("  ".join(parts))
 
     def close(self) -> None:
         if self.tty and self._last_draw:
-            sys.stderr.write("\r\033[K")
-            sys.stderr.flush()
+            set_status_line("")
