@@ -175,7 +175,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-audit", action="store_true", help="do not write the AuditEvent")
 
 
-def _approve(options: Options, view: View, target: str) -> None:
+def _can_ask(options: Options) -> None:
+    """Checked before any work: with no terminal to answer on, refuse at once (not after
+    reading the server and printing a plan nobody will approve)."""
     if options.auto_approve:
         return
     if sys.stdin is None or not sys.stdin.isatty():  # no stdin at all (closed fd 0) too
@@ -183,6 +185,12 @@ def _approve(options: Options, view: View, target: str) -> None:
             "refusing to apply: stdin is not a terminal and --auto-approve was not given; "
             "nothing was changed"
         )
+
+
+def _approve(options: Options, view: View, target: str) -> None:
+    if options.auto_approve:
+        return
+    _can_ask(options)
     answer = view.prompt("\n" + PROMPT.format(target=target)).strip()
     if answer != "yes":
         raise ApplyRefused(
@@ -479,6 +487,8 @@ def _load(
 def run(options: Options) -> int:
     view = View(json_events=options.json_events)
     saved_plan, manifests = _load(options.paths, options.targets)
+    if saved_plan is None:
+        _can_ask(options)
     with connect(options.server) as conn:
         preflight(conn, need_admin="apply")
         replan = resource_replan = None

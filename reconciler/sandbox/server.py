@@ -69,6 +69,15 @@ class SandboxHTTPServer(ThreadingHTTPServer):
     def __init__(self, address: tuple[str, int], app: App) -> None:
         super().__init__(address, _Handler)
         self.app = app
+        self.closing = False
+
+    def handle_error(self, request: object, client_address: object) -> None:
+        # A connection still open while the server stops (keep-alive, a client mid-request)
+        # meets a closed database: that is the stop, not an error worth a traceback.
+        if self.closing:
+            return
+        exc = sys.exc_info()[1]
+        print(f"sandbox: request failed: {type(exc).__name__}: {exc}", file=sys.stderr)
 
     @property
     def host_port(self) -> tuple[str, int]:
@@ -101,6 +110,7 @@ def serve(config: Config, data: str, host: str, port: int) -> int:
     try:
         server.serve_forever(poll_interval=0.2)
     finally:
+        server.closing = True
         server.server_close()
         server.app.close()
         server.app.store.close()
@@ -127,6 +137,7 @@ class Embedded:
         return f"sandbox:{Path(self.data_path).resolve()}"
 
     def stop(self) -> None:
+        self.server.closing = True
         self.server.shutdown()
         self.server.server_close()
         self.server.app.close()

@@ -39,8 +39,8 @@ def test_credentials_without_a_url_never_fall_back_to_the_sandbox(
     monkeypatch.setenv("MEDPLUM_CLIENT_ID", "ci-client")
     monkeypatch.setenv("MEDPLUM_CLIENT_SECRET", "ci-secret")
     monkeypatch.setenv("MEDPLUM_BASE_URL", "")
-    for command in ("plan", "apply", "verify"):
-        code, out, err = run(monkeypatch, capsys, command, str(EXAMPLES))
+    for command in (["plan"], ["apply", "--auto-approve"], ["verify"]):
+        code, out, err = run(monkeypatch, capsys, *command, str(EXAMPLES))
         assert (code, out) == (1, ""), command
         assert err.splitlines()[-1] == (
             "Error: MEDPLUM_CLIENT_ID/MEDPLUM_CLIENT_SECRET are set but no server is: set "

@@ -129,9 +129,15 @@ def test_unresolvable_selectors_all_listed_nothing_else(
     code, out, err = cli(sandbox, "plan", path)
     assert code == 1 and out == ""
     lines = err.splitlines()
+    # The missing account and every selector problem, in one run (not one round at a time).
     assert lines == [
         f"{path}:21:3: error: spec.account: Organization/00000000-0000-4000-8000-0000000000ff does not exist (tenant 'ghost')",
-        "Error: 1 selector or account did not resolve; nothing was changed.",
+        f"{path}:10:7: error: Patient/00000000-0000-4000-8000-00000000dead does not exist (tenant 'broken')",
+        f"{path}:11:7: error: identifier urn:test:mrn|nobody matches 0 patients, expected exactly 1 (tenant 'broken')",
+        f"{path}:12:7: error: identifier urn:test:mrn|dupe-0 matches 2 patients, expected exactly 1 (tenant 'broken')",
+        f"{path}:13:7: error: search 'name=NoSuchFamilyAnywhere' matches no patients (tenant 'broken')",
+        f"{path}:14:7: error: search 'unknownparam=1' was rejected by the server: Unknown search parameter: unknownparam (tenant 'broken')",
+        "Error: 6 selectors or accounts did not resolve; nothing was changed.",
     ]
     path = write(tmp_path, "t.yaml", broken)
     code, out, err = cli(sandbox, "plan", path)

@@ -631,3 +631,29 @@ def test_search_features_the_sandbox_lacks_are_refused_not_silently_empty(api: A
     assert api.req("GET", "Patient", params={"birthdate": "1965-01-01"}).status_code == 200
     r = api.req("GET", "Patient", params={"address-city": "Oslo"})
     assert r.status_code == 400 and "address-city" in r.json()["issue"][0]["details"]["text"]
+
+
+def test_stopping_the_sandbox_mid_request_prints_no_traceback() -> None:
+    import threading
+
+    proc = SandboxProcess(args=["--latency-ms", "300"]).start()
+    api = Api(proc)
+    results: list[int] = []
+
+    def busy() -> None:
+        try:
+            results.append(api.req("GET", "Patient").status_code)
+        except httpx.HTTPError:
+            results.append(-1)
+
+    threads = [threading.Thread(target=busy) for _ in range(4)]
+    for t in threads:
+        t.start()
+    time.sleep(0.1)  # the requests are inside the server now
+    assert proc.stop() == 0
+    for t in threads:
+        t.join(timeout=10)
+    assert proc.proc is not None and proc.proc.stderr is not None
+    err = proc.proc.stderr.read()
+    assert "Traceback" not in err, err
+    assert err.strip().splitlines()[-1] == "Sandbox stopped."
