@@ -163,11 +163,14 @@ def generated_accounts(i: int) -> tuple[list[str], str | None]:
     """Accounts and general practitioner of generated patient i (see README, "Demo data")."""
     gp = (DR_NORTH, DR_SOUTH, None)[i % 3]
     accounts: list[str] = []
-    if i % 3 == 0 and i % 5 == 0:
+    # Most clinic patients already carry their clinic (a project that adopted the tool); every
+    # fifth does not yet, and a few carry a wrong or the legacy account: the demo plan is a
+    # realistic handful of changes, not a first assignment (which the grant guard would stop).
+    if i % 3 == 0 and i % 5 != 0:
         accounts.append(ORG_NORTH)
     if i % 3 == 0 and i % 7 == 0:
         accounts.append(ORG_SOUTH)  # stale: not a Southside patient, the plan removes it
-    if i % 3 == 1 and i % 5 == 0:
+    if i % 3 == 1 and i % 5 != 0:
         accounts.append(ORG_SOUTH)
     if i % 3 == 2 and i % 13 == 0:
         accounts.append(ORG_NORTH)  # stale
