@@ -66,8 +66,15 @@ def discover(paths: Sequence[str]) -> tuple[list[Path], list[str]]:
             )
             if not found:
                 problems.append(f"{raw}: error: no manifest files (*.yaml, *.yml) in directory")
+            root = path.resolve()
             for candidate in found:
-                if candidate.is_file():
+                if candidate.is_symlink() and not candidate.resolve().is_relative_to(root):
+                    # A link out of the manifests tree (to /etc/shadow, say) is never read:
+                    # its lines would end up in error messages.
+                    problems.append(
+                        f"{candidate.as_posix()}: error: a link to a file outside {raw}; not read"
+                    )
+                elif candidate.is_file():
                     files.append(candidate)
                 elif not candidate.is_dir():  # a dangling link, a socket, …: say so, not skip
                     problems.append(f"{candidate.as_posix()}: error: not a readable file")

@@ -137,11 +137,14 @@ def _lifetime(expires_in: Any) -> float:
     if expires_in is None:
         return 3600.0
     try:
-        return float(expires_in)
+        seconds = float(expires_in)
     except (TypeError, ValueError):
         raise TransportError(
             f"the token endpoint answered an expires_in that is not a number: {expires_in!r:.40}"
         ) from None
+    # 0 or less would mean a token request before every request; keep it a minute and let a
+    # 401 (an expired token) fetch the next one.
+    return seconds if seconds > 0 else 60.0
 
 
 def _reason(response: httpx.Response, body: Any) -> str:

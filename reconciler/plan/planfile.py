@@ -21,6 +21,11 @@ MAX_PLAN_BYTES = 512 * 1024 * 1024
 
 def save_plan(plan: Plan, path: str, *, key: bytes | None = None) -> None:
     target = Path(path)
+    if target.is_symlink() or (target.exists() and not target.is_file()):
+        # Writing then renaming over /dev/stdout (a link) would replace it with a file.
+        raise PlanFileError(
+            f"cannot write plan {path}: not a regular file (use --format json for stdout)"
+        )
     directory = target.parent if str(target.parent) else Path(".")
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=directory)

@@ -496,22 +496,35 @@ def test_from_env_and_context_manager(monkeypatch: pytest.MonkeyPatch) -> None:
         MedplumClient.from_env()
 
 
-def test_token_refreshed_before_expiry() -> None:
+def test_token_refreshed_before_expiry_and_never_per_request() -> None:
+    lifetime = {"value": 0.4}
+
     def handler(request: httpx.Request) -> httpx.Response:
         if request.url.path == "/oauth2/token":
             tokens.append(1)
-            return httpx.Response(200, json={"access_token": f"t{len(tokens)}", "expires_in": 0})
+            return httpx.Response(
+                200, json={"access_token": f"t{len(tokens)}", "expires_in": lifetime["value"]}
+            )
         return httpx.Response(200, json=PATIENT)
+
+    import time
 
     tokens: list[int] = []
     client = MedplumClient(
         BASE, "c", SECRET, http=httpx.Client(transport=httpx.MockTransport(handler))
     )
     client.read_resource("Patient", "p1")
+    time.sleep(0.25)  # past half the 0.4 s lifetime: renewed before the request, not on a 401
     client.read_resource("Patient", "p1")
-    assert (
-        len(tokens) == 2
-    )  # expired (expires_in 0): a new token before the request, not after a 401
+    assert len(tokens) == 2
+    # expires_in 0 (or less) must not mean a token request before every request.
+    lifetime["value"] = 0
+    fresh = MedplumClient(
+        BASE, "c", SECRET, http=httpx.Client(transport=httpx.MockTransport(handler))
+    )
+    for _ in range(3):
+        fresh.read_resource("Patient", "p1")
+    assert len(tokens) == 3
 
 
 def test_401_without_credentials_says_which_variables_to_set() -> None:

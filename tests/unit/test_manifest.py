@@ -365,3 +365,33 @@ def test_every_unknown_key_of_a_block_is_reported(tmp_path: Path) -> None:
         f"{path.as_posix()}:6:3: error: spec.membrship: unknown key 'membrship' {allowed}",
         f"{path.as_posix()}:7:3: error: spec.propogate: unknown key 'propogate' {allowed}",
     ]
+
+
+def test_a_link_out_of_the_manifests_tree_is_not_read(tmp_path: Path) -> None:
+    outside = tmp_path / "secret.yaml"
+    outside.write_text("root:$6$not-a-real-hash:19000:0:99999:7:::\n")
+    tree = tmp_path / "tenants"
+    tree.mkdir()
+    (tree / "evil.yaml").symlink_to(outside)
+    with pytest.raises(ManifestError) as info:
+        load_manifests([str(tree)])
+    assert info.value.problems == [
+        f"{(tree / 'evil.yaml').as_posix()}: error: a link to a file outside {tree}; not read"
+    ]
+    assert "not-a-real-hash" not in str(info.value.problems)
+
+
+def test_a_saved_plan_never_replaces_a_link_or_device(tmp_path: Path) -> None:
+    from reconciler.errors import PlanFileError
+    from reconciler.model import Plan
+    from reconciler.plan.planfile import save_plan
+
+    target = tmp_path / "real.json"
+    target.write_text("keep me")
+    link = tmp_path / "link.json"
+    link.symlink_to(target)
+    with pytest.raises(PlanFileError, match="not a regular file"):
+        save_plan(Plan(changes=(), server="sandbox:x"), str(link))
+    assert link.is_symlink() and target.read_text() == "keep me"
+    with pytest.raises(PlanFileError, match="not a regular file"):
+        save_plan(Plan(changes=(), server="sandbox:x"), "/dev/null")
