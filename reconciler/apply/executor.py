@@ -19,7 +19,7 @@ from reconciler.errors import ApplyFailed, LockLost
 from reconciler.logs import get_logger
 from reconciler.medplum.accounts import get_resource_accounts
 from reconciler.medplum.client import MedplumClient
-from reconciler.medplum.errors import JobError, JobTimeout, MedplumError
+from reconciler.medplum.errors import JobError, JobTimeout, MedplumError, TransportError
 from reconciler.medplum.operations import parameter_value
 from reconciler.medplum.reads import chunks
 from reconciler.model import AccountInfo, Change, LivePatient, Plan
@@ -28,6 +28,7 @@ from reconciler.plan.live_resources import read_resources
 log = get_logger("reconciler.apply")
 
 Replan = Callable[[LivePatient], Change | None]
+UNREACHABLE_LIMIT = 3  # changes in a row that could not reach the server, retries included
 EventSink = Callable[[str, dict[str, Any]], None]
 
 
@@ -121,6 +122,9 @@ class Executor:
         self.replan_resource = replan_resource
         self.fence = fence  # raises LockLost when the apply lock is no longer known held
         self.lock_lost: str | None = None
+        self.server_lost: str | None = None
+        self._unreachable = 0
+        self._lock = threading.Lock()
         self.on_event = on_event or (lambda name, data: None)
         self.batch_size = batch_size or max(50, self.parallelism * 5)
         self.stop = threading.Event()
@@ -173,8 +177,23 @@ class Executor:
                 change, False, started, job, f"async job {exc.status}: {exc.outcome_text}"
             )
         except (MedplumError, ApplyFailed) as exc:
+            self._note_failure(exc)
             return self._outcome(change, False, started, job, str(exc))
+        self._unreachable = 0
         return self._outcome(change, True, started, job, "", propagated=propagated)
+
+    def _note_failure(self, exc: Exception) -> None:
+        """A server that stopped answering: after a few changes in a row could not reach it
+        (each already retried with backoff), start no more — report them instead of spending
+        minutes retrying each one."""
+        if not isinstance(exc, TransportError):
+            self._unreachable = 0
+            return
+        with self._lock:
+            self._unreachable += 1
+            if self._unreachable >= UNREACHABLE_LIMIT and self.server_lost is None:
+                self.server_lost = str(exc)
+                self.stop.set()
 
     def _check_fence(self) -> None:
         if self.fence is None:
@@ -310,7 +329,19 @@ class Executor:
             for index, batch in enumerate(batches):
                 if self.stop.is_set() or upcoming is None:
                     break
-                fresh = upcoming.result()
+                try:
+                    fresh = upcoming.result()
+                except MedplumError as exc:
+                    # The server is gone (or refuses reads): nothing more can be checked or
+                    # written. Every change not yet started is reported, not dropped.
+                    for change in (c for b in batches[index:] for c in b):
+                        report.outcomes.append(
+                            self._outcome(
+                                change, False, time.monotonic(), None, f"not written: {exc}"
+                            )
+                        )
+                    upcoming = None
+                    break
                 upcoming = (
                     reader.submit(self._read, batches[index + 1])
                     if index + 1 < len(batches)
@@ -343,9 +374,32 @@ class Executor:
             quota_waited_s=round(self.client.pacer.waited_s, 2),
         )
         report.lock_lost = self.lock_lost
-        report.interrupted = self.stop.is_set() and self.lock_lost is None
-        if self.verify and report.succeeded_patients:
-            self._verify(report)
+        if self.server_lost is not None:
+            started_refs = {o.patient for o in report.outcomes}
+            for change in changes:
+                if change.patient not in started_refs:
+                    report.outcomes.append(
+                        self._outcome(
+                            change,
+                            False,
+                            time.monotonic(),
+                            None,
+                            f"not written: the server stopped answering ({self.server_lost})",
+                        )
+                    )
+        report.interrupted = (
+            self.stop.is_set() and self.lock_lost is None and self.server_lost is None
+        )
+        if self.verify and report.succeeded_patients and self.server_lost is not None:
+            report.unrepaired.append(
+                "verification skipped: the server stopped answering; run reconciler verify "
+                "when it is back"
+            )
+        elif self.verify and report.succeeded_patients:
+            try:
+                self._verify(report)
+            except MedplumError as exc:  # the server went away after the writes
+                report.unrepaired.append(f"verification could not run: {exc}")
         return report
 
     def _verify(self, report: Report) -> None:

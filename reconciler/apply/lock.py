@@ -20,7 +20,7 @@ from reconciler.clock import iso_utc, parse_iso_utc
 from reconciler.errors import ApplyRefused, LockLost
 from reconciler.logs import get_logger
 from reconciler.medplum.client import MedplumClient
-from reconciler.medplum.errors import HTTPStatusError
+from reconciler.medplum.errors import HTTPStatusError, MedplumError
 
 log = get_logger("reconciler.apply.lock")
 
@@ -197,23 +197,39 @@ class ApplyLock:
             self.lost = "its renewal is overdue (the process was paused or the server is slow)"
             raise LockLost(f"lost the apply lock: {self.lost}")
 
-    def release(self) -> None:
+    def release(self, *, quick: bool = False) -> str | None:
+        """Remove the lock if this run still holds it. Never raises: returns None when done,
+        else one line for the person (the lock is left to expire, with its id). `quick` (a
+        second Ctrl-C): one DELETE with a short deadline and no retries, no check first."""
         self._stop.set()
         if self._renewer is not None:
             self._renewer.join(timeout=5)
         info, self.info = self.info, None
         if info is None:
-            return
+            return None
         try:
+            if quick:
+                self.client.request("DELETE", f"Basic/{info.id}", deadline_s=3.0, retries=0)
+                log.info("apply lock released", lock=info.id)
+                return None
             current = LockInfo.of(self.client.read_resource("Basic", info.id))
             if current.run != self.run_id:
                 log.warning("the apply lock was taken over; not releasing it", lock=info.id)
-                return
+                return None
             self.client.delete_resource("Basic", info.id)
             log.info("apply lock released", lock=info.id)
+            return None
         except HTTPStatusError as exc:
-            if exc.status != 404:
-                log.warning("could not release the apply lock", lock=info.id, error=str(exc))
+            if exc.status == 404:
+                return None
+            reason = str(exc)
+        except MedplumError as exc:  # the server is gone, or never answered
+            reason = str(exc)
+        log.warning("could not release the apply lock", lock=info.id, error=reason)
+        return (
+            f"The apply lock Basic/{info.id} was not released ({reason}); it expires by "
+            f"itself after --lock-ttl, or remove it with: reconciler force-unlock {info.id}"
+        )
 
 
 def force_unlock(

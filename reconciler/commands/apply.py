@@ -575,6 +575,7 @@ def _execute(
         lock.acquire()
     else:
         log.warning("apply lock disabled (--lock=false): another apply may run at the same time")
+    executor: Executor | None = None
     try:
         view.event(
             "apply_start",
@@ -630,7 +631,17 @@ def _execute(
             restore()
         if options.audit and (report.outcomes or report.repaired or access.report.outcomes):
             _audit(conn, plan, report, access.report)
+    except KeyboardInterrupt:  # a second Ctrl-C: release the lock on the way out, quickly
+        if lock is not None:
+            note = lock.release(quick=True)
+            lock = None
+            if note:
+                view.message(note)
+        raise
     finally:
         if lock is not None:
-            lock.release()
+            gone = executor is not None and executor.server_lost is not None
+            note = lock.release(quick=gone)
+            if note:
+                view.message(note)
     return report, access.report

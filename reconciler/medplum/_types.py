@@ -40,6 +40,7 @@ class Requester(Protocol):
         ok: Iterable[int] = (),
         expect_json: bool = True,
         deadline_s: float | None = None,
+        retries: int | None = None,
     ) -> Result: ...
 
     def search(self, resource_type: str, params: Params | None = None) -> dict[str, Any]: ...

@@ -148,6 +148,7 @@ class MedplumClient(ReadsMixin, OperationsMixin):
         ok: Iterable[int] = (),
         expect_json: bool = True,
         deadline_s: float | None = None,
+        retries: int | None = None,
     ) -> Result:
         """Send one FHIR request with auth, pacing and retries; raise on any non-2xx answer.
         Each attempt has a total deadline (`timeout`, or `deadline_s` when shorter) covering
@@ -179,7 +180,7 @@ class MedplumClient(ReadsMixin, OperationsMixin):
                     min(self.timeout, deadline_s) if deadline_s is not None else self.timeout,
                 )  # fmt: skip
             except httpx.TransportError as exc:
-                wait = self._retry_wait(attempt, started, None)
+                wait = self._retry_wait(attempt, started, None, retries)
                 if wait is None:
                     raise TransportError(
                         f"{method} {shown} failed after {attempt + 1} attempts: {_describe(exc)}"
@@ -200,7 +201,7 @@ class MedplumClient(ReadsMixin, OperationsMixin):
             if status in RETRY_STATUSES:
                 body = _json_or_none(response)
                 server_wait = _server_wait(response, body) if status == 429 else None
-                wait = self._retry_wait(attempt, started, server_wait)
+                wait = self._retry_wait(attempt, started, server_wait, retries)
                 if wait is not None:
                     if status == 429:
                         self.pacer.block_for(wait)
@@ -245,8 +246,10 @@ class MedplumClient(ReadsMixin, OperationsMixin):
             extensions={"reason_phrase": response.extensions.get("reason_phrase", b"")},
         )
 
-    def _retry_wait(self, attempt: int, started: float, server_wait: float | None) -> float | None:
-        if attempt >= self.max_retries:
+    def _retry_wait(
+        self, attempt: int, started: float, server_wait: float | None, retries: int | None
+    ) -> float | None:
+        if attempt >= (self.max_retries if retries is None else retries):
             return None
         wait = self._backoff(attempt + 1)
         if server_wait is not None:

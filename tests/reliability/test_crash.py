@@ -171,3 +171,23 @@ def test_sandbox_restart_mid_apply(sandbox_factory: Any, run: Run, tmp_path: Pat
         assert assert_invariants(new_client, scenario) == set()
     finally:
         restarted.stop()
+
+
+def test_server_lost_mid_apply_ends_with_the_summary_and_a_lock_line(
+    sandbox_factory: Any, run: Run, tmp_path: Path
+) -> None:
+    sb = sandbox_factory("--latency-ms", "10", process=True)
+    client = sb.client()
+    scenario = build(client, tmp_path, n=60, compartment=0)
+    initial = len(assert_invariants(client, scenario))
+    proc = run_process(sb, "apply", scenario.manifests, "--auto-approve", "--allow-mass-grant",
+                       "--parallelism", "2", "--timeout", "2")  # fmt: skip
+    wait_for(lambda: initial - len(assert_invariants(client, scenario)) >= 3)
+    assert sb.proc.proc is not None
+    sb.proc.proc.send_signal(signal.SIGKILL)  # the server is gone for good
+    code, out, err = finish(proc, timeout=180)
+    assert code == 1, err
+    assert re.search(r"^Apply failed: \d+ of \d+ patients not updated\.$", out, re.M), out
+    assert "Traceback" not in err
+    assert re.search(r"The apply lock Basic/\S+ was not released .*reconciler force-unlock \S+$",
+                     err, re.M), err  # fmt: skip

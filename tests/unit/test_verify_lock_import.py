@@ -102,3 +102,20 @@ def test_import_of_an_account_without_members_is_an_error(client: MedplumClient)
     org = create_org(client)
     with pytest.raises(ReconcilerError, match="has no member patients"):
         write_manifest(client, org, io.StringIO())
+
+
+def test_release_never_raises_and_says_how_to_clear_a_lock_it_could_not_remove(
+    client: MedplumClient,
+) -> None:
+    lock = ApplyLock(client, plan_digest="sha256:gone")
+    lock.acquire()
+    lock._stop.set()
+    assert lock.info is not None
+    lock_id = lock.info.id
+    # The server is gone: one quick DELETE (a second Ctrl-C), no retries, a line to act on.
+    lock.client = MedplumClient("http://127.0.0.1:9", "c", "s3cr3t-x", timeout=1)
+    started = time.monotonic()
+    note = lock.release(quick=True)
+    assert time.monotonic() - started < 5
+    assert note is not None and note.startswith(f"The apply lock Basic/{lock_id} was not released")
+    assert note.endswith(f"or remove it with: reconciler force-unlock {lock_id}")
