@@ -145,6 +145,9 @@ class LivePatient:
     version_id: str
     accounts: tuple[str, ...]
     identifier: str | None = None  # first identifier as system|value
+    # Account entries that are more than a plain reference (a display, an identifier-only
+    # Reference): key -> original entry as JSON, written back as they were.
+    originals: tuple[tuple[str, str], ...] = ()
 
 
 def entry_json(entry: dict[str, Any]) -> str:

@@ -7,6 +7,7 @@ in flight finish; a second Ctrl-C aborts.
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -17,12 +18,12 @@ from typing import Any
 from reconciler.apply.verify import expectations_for_changes, find_stragglers, repair
 from reconciler.errors import ApplyFailed, LockLost
 from reconciler.logs import get_logger
-from reconciler.medplum.accounts import get_resource_accounts
+from reconciler.medplum.accounts import account_entries, entry_for
 from reconciler.medplum.client import MedplumClient
 from reconciler.medplum.errors import JobError, JobTimeout, MedplumError, TransportError
 from reconciler.medplum.operations import parameter_value
 from reconciler.medplum.reads import chunks
-from reconciler.model import AccountInfo, Change, LivePatient, Plan
+from reconciler.model import AccountInfo, Change, LivePatient, Plan, Step
 from reconciler.plan.live_resources import read_resources
 
 log = get_logger("reconciler.apply")
@@ -123,6 +124,7 @@ class Executor:
         self.fence = fence  # raises LockLost when the apply lock is no longer known held
         self.lock_lost: str | None = None
         self.server_lost: str | None = None
+        self._originals: dict[str, tuple[tuple[str, str], ...]] = {}
         self._unreachable = 0
         self._lock = threading.Lock()
         self.on_event = on_event or (lambda name, data: None)
@@ -142,7 +144,10 @@ class Executor:
                 if step.propagate:
                     sent = time.monotonic()
                     result = self.client.set_accounts_result(
-                        change.patient, list(step.accounts), propagate=True, prefer_async=True
+                        change.patient,
+                        self._entries(change, step),
+                        propagate=True,
+                        prefer_async=True,
                     )
                     unknown |= result.retried
                     if result.status == 202:
@@ -157,7 +162,7 @@ class Executor:
                             unknown = timed_out = True
                 else:
                     result = self.client.set_accounts_result(
-                        change.patient, list(step.accounts), propagate=False
+                        change.patient, self._entries(change, step), propagate=False
                     )
                     unknown |= result.retried
             if unknown and not self._patient_matches(change):
@@ -210,7 +215,15 @@ class Executor:
             fresh = self.client.read_resource(*change.patient.split("/", 1))
         except MedplumError:
             return False
-        return set(get_resource_accounts(fresh)) == set(change.after)
+        return {key for key, _ in account_entries(fresh)} == set(change.after)
+
+    def _entries(self, change: Change, step: Step) -> list[str | dict[str, Any]]:
+        """The list to send: each account as it was read (display, identifier-only
+        References kept whole), from the re-read right before this write."""
+        originals = {
+            key: json.loads(entry) for key, entry in self._originals.get(change.patient, ())
+        }
+        return [entry_for(key, originals) for key in step.accounts]
 
     def _outcome(
         self,
@@ -273,6 +286,7 @@ class Executor:
                 )
                 continue
             if now.version_id == change.version_id:
+                self._originals[change.patient] = now.originals
                 yield change
                 continue
             if self.replan is None:  # a saved plan: applied exactly, or not at all
@@ -293,6 +307,7 @@ class Executor:
                 report.skipped += 1  # _refresh runs on the submitting thread only
                 log.debug("patient", patient=change.patient, action="update", result="already done")
                 continue
+            self._originals[change.patient] = now.originals
             yield replanned
 
     def run(self, plan: Plan, progress: Callable[[int, int], None] | None = None) -> Report:

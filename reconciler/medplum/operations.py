@@ -109,8 +109,10 @@ class OperationsMixin(Requester):
         refs = [account_refs] if isinstance(account_refs, (str, Mapping)) else list(account_refs)
         parameter: list[dict[str, Any]] = []
         for item in refs:
-            reference = item["reference"] if isinstance(item, Mapping) else item
-            parameter.append({"name": "accounts", "valueReference": {"reference": reference}})
+            # A Mapping is sent as it is: Medplum stores the given References whole, so a
+            # `display` or an identifier-only Reference survives the write.
+            value = dict(item) if isinstance(item, Mapping) else {"reference": item}
+            parameter.append({"name": "accounts", "valueReference": value})
         if propagate:
             parameter.append({"name": "propagate", "valueBoolean": True})
         headers = {"Prefer": "respond-async"} if prefer_async else None

@@ -4,6 +4,7 @@ version. Request count grows with pages (1000 patients each), never one request 
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from collections import defaultdict
@@ -14,7 +15,7 @@ from urllib.parse import parse_qsl
 
 from reconciler.errors import ResolveError
 from reconciler.logs import get_logger
-from reconciler.medplum.accounts import first_identifier, get_resource_accounts
+from reconciler.medplum.accounts import account_entries, first_identifier
 from reconciler.medplum.client import MedplumClient
 from reconciler.medplum.errors import HTTPStatusError
 from reconciler.medplum.reads import PAGE_SIZE, chunks
@@ -31,10 +32,12 @@ Progress = Callable[[int], None]
 
 def to_live_patient(resource: dict[str, Any]) -> LivePatient:
     # Interning: 100,000 patients share a handful of account strings (plan RSS at scale).
+    entries = account_entries(resource)
     return LivePatient(
         reference=f"Patient/{resource['id']}",
         version_id=str((resource.get("meta") or {}).get("versionId", "")),
-        accounts=tuple(sys.intern(a) for a in get_resource_accounts(resource)),
+        accounts=tuple(sys.intern(key) for key, _ in entries),
+        originals=tuple((k, json.dumps(e, sort_keys=True)) for k, e in entries if e is not None),
         identifier=first_identifier(resource),
     )
 

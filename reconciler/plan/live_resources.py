@@ -4,12 +4,13 @@ types it names paged by cursor — never one request per resource."""
 
 from __future__ import annotations
 
+import json
 from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any
 from urllib.parse import parse_qsl
 
-from reconciler.medplum.accounts import first_identifier, get_resource_accounts
+from reconciler.medplum.accounts import account_entries, first_identifier
 from reconciler.medplum.client import MedplumClient
 from reconciler.medplum.errors import HTTPStatusError
 from reconciler.model import LivePatient, ResourceSelector, SelectorKind, Tenant
@@ -18,11 +19,13 @@ ELEMENTS = ("meta", "identifier")
 
 
 def to_live_resource(resource: dict[str, Any]) -> LivePatient:
+    entries = account_entries(resource)
     return LivePatient(
         reference=f"{resource['resourceType']}/{resource['id']}",
         version_id=str((resource.get("meta") or {}).get("versionId", "")),
-        accounts=tuple(get_resource_accounts(resource)),
+        accounts=tuple(key for key, _ in entries),
         identifier=first_identifier(resource),
+        originals=tuple((k, json.dumps(e, sort_keys=True)) for k, e in entries if e is not None),
     )
 
 

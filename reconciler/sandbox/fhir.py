@@ -42,20 +42,32 @@ def _no_charge(points: int) -> None:
     return None
 
 
-def _set_accounts_meta(resource: Resource, accounts: Sequence[str]) -> None:
+def _set_accounts_meta(resource: Resource, accounts: Sequence[str | Resource]) -> None:
+    """Strings are references; a dict is a whole Reference, stored as given (Medplum stores
+    the `accounts` of $set-accounts whole: a `display` or an identifier-only one survives)."""
     meta = resource.setdefault("meta", {})
     meta.pop("account", None)
     if accounts:
-        meta["accounts"] = [{"reference": a} for a in accounts]
+        meta["accounts"] = [dict(a) if isinstance(a, dict) else {"reference": a} for a in accounts]
     else:
         meta.pop("accounts", None)
 
 
-def _explicit_accounts(body: Resource) -> list[str] | None:
+def _entries(resource: Resource) -> list[Resource]:
+    return [dict(e) for e in (resource.get("meta") or {}).get("accounts") or []
+            if isinstance(e, dict)]  # fmt: skip
+
+
+def _explicit_accounts(body: Resource) -> list[str | Resource] | None:
+    """The accounts a body gives, each Reference whole (Medplum stores them as given)."""
     meta = body.get("meta") or {}
     if "accounts" not in meta and "account" not in meta:
         return None
-    return accounts_of(body)
+    entries: list[str | Resource] = list(_entries(body))
+    legacy = meta.get("account")
+    if isinstance(legacy, dict) and legacy not in entries:
+        entries.append(dict(legacy))
+    return entries
 
 
 class Repository:
@@ -117,6 +129,7 @@ class Repository:
         # An admin's (extended) or any Patient create keeps the given accounts; a member whose
         # policy has a compartment creates into it; otherwise a resource linked to a Patient
         # inherits the Patient's accounts (medplum-api.md, "Who sets accounts").
+        accounts: Sequence[str | Resource]
         if explicit is not None and caller.admin and extended:
             accounts = explicit
         elif compartment is not None and not caller.admin:
@@ -164,15 +177,16 @@ class Repository:
                         resource[field] = existing[field]
                     else:
                         resource.pop(field, None)
+            kept: Sequence[str | Resource]
             if explicit is not None and caller.admin and extended:
-                accounts = explicit
+                kept = explicit
             elif rtype != "Patient" and linked_patient(resource):
-                accounts = self._derived_accounts(resource)
+                kept = self._derived_accounts(resource)
             else:
-                accounts = accounts_of(existing)
+                kept = _entries(existing)  # as they were, whole
             resource["id"] = rid
             resource["meta"] = {"author": caller.author}
-            _set_accounts_meta(resource, accounts)
+            _set_accounts_meta(resource, kept)
             return self.store.put(conn, resource)
 
     def delete(self, rtype: str, rid: str) -> None:
@@ -186,7 +200,7 @@ class Repository:
         self,
         rtype: str,
         rid: str,
-        accounts: Sequence[str],
+        accounts: Sequence[Resource],
         caller: Caller,
         *,
         propagate: bool,
@@ -202,7 +216,11 @@ class Repository:
         if target is None:
             raise not_found()
         old = accounts_of(target)
-        new = list(dict.fromkeys(accounts))
+        new: list[Resource] = []
+        for entry in accounts:
+            if entry not in new:
+                new.append(dict(entry))
+        new_refs = [e.get("reference") for e in new]
         charge(100)
         with self.store.transaction() as conn:
             current = self.store.get(rtype, rid)
@@ -213,8 +231,9 @@ class Repository:
         updated = 1
         if not propagate or rtype != "Patient":
             return updated
-        additions = [a for a in new if a not in old]
-        removals = [a for a in old if a not in new]
+        # Only the difference propagates, compared by reference (set-accounts.ts).
+        additions = [e for e in new if e.get("reference") not in old]
+        removals = [a for a in old if a not in new_refs]
         # Like Medplum's set-accounts.ts: every compartment resource is charged a write and
         # counted in resourcesUpdated, changed or not; an unchanged one keeps its version.
         members = self.store.compartment_members(f"Patient/{rid}")[:cap]
@@ -225,9 +244,10 @@ class Repository:
                 fresh = self.store.get(member["resourceType"], member["id"])
                 if fresh is None:
                     continue
-                have = accounts_of(fresh)
-                want = [a for a in have if a not in removals]
-                want += [a for a in additions if a not in want]
+                have = _entries(fresh)
+                want = [e for e in have if e.get("reference") not in removals]
+                refs = [e.get("reference") for e in want]
+                want += [a for a in additions if a.get("reference") not in refs]
                 if want == have:
                     continue
                 _set_accounts_meta(fresh, want)
@@ -236,21 +256,21 @@ class Repository:
         return updated
 
 
-def parse_set_accounts(body: Any) -> tuple[list[str], bool]:
+def parse_set_accounts(body: Any) -> tuple[list[Resource], bool]:
     """`Parameters` with repeated `accounts` (valueReference) and optional `propagate`."""
     if body is None or body == b"":
         return [], False
     if not isinstance(body, dict) or body.get("resourceType") != "Parameters":
         raise bad_request("Expected Parameters")
-    accounts: list[str] = []
+    accounts: list[Resource] = []
     propagate = False
     for param in body.get("parameter") or []:
         name = param.get("name")
         if name == "accounts":
-            ref = (param.get("valueReference") or {}).get("reference")
-            if not isinstance(ref, str) or "/" not in ref:
-                raise bad_request("Invalid accounts parameter")
-            accounts.append(ref)
+            value = param.get("valueReference")
+            if not isinstance(value, dict):  # Medplum reads it by its declared type
+                continue
+            accounts.append(dict(value))
         elif name == "propagate":
             propagate = bool(param.get("valueBoolean"))
     return accounts, propagate

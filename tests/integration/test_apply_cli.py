@@ -319,3 +319,36 @@ def test_apply_json_events_parse_line_by_line_at_parallelism_16(
     assert sorted(e["patient"] for e in events if e["event"] == "change_complete") == sorted(refs)
     assert events[0]["event"] == "apply_start" and events[-1]["event"] == "apply_summary"
     assert events[-1]["updated"] == 1_200
+
+
+def test_account_entries_that_are_more_than_a_reference_are_kept_whole(
+    sandbox: InProcessSandbox, tmp_path: Path, cli: Cli
+) -> None:
+    # Hardening, point 8: a display and an identifier-only Reference were dropped from the
+    # plan and from the list apply sent — lost for good.
+    client = sandbox.client()
+    north, legacy = create_org(client), create_org(client)
+    kept = [
+        {"reference": legacy, "display": "Legacy Billing"},
+        {"identifier": {"system": "urn:billing", "value": "acct-7"}},
+    ]
+    (ref,) = create_patients(client, 1)
+    patient = client.read_resource(*ref.split("/"))
+    client.update_resource({**patient, "meta": {"accounts": kept}})
+    obs = client.create_resource(
+        {"resourceType": "Observation", "status": "final", "code": {"text": "x"},
+         "subject": {"reference": ref}}
+    )  # fmt: skip
+    manifests = write(tmp_path, "t.yaml", tenant_yaml("north", north, [ref]))
+    code, out, _ = cli(sandbox, "plan", manifests, "--no-estimate")
+    assert code == 0
+    assert 'raw:{"identifier":{"system":"urn:billing","value":"acct-7"}}' in out  # shown as is
+    assert "(unmanaged, kept)" in out
+    code, out, err = cli(sandbox, "apply", manifests, "--auto-approve")
+    assert code == 0, err
+    after = client.read_resource(*ref.split("/"))["meta"]["accounts"]
+    assert after == [*kept, {"reference": north}]
+    # Propagation moved only the difference: the Observation gained north, kept its own.
+    assert get_resource_accounts(client.read_resource("Observation", obs["id"]))[-1] == north
+    code, out, _ = cli(sandbox, "plan", manifests, "-q")
+    assert out.splitlines()[-1] == "No changes. Live accounts match the manifests."
