@@ -6,7 +6,8 @@ so the mirror holds for additions (--allow-mass-grant), and for memberships gran
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from functools import partial
 
 from reconciler.model import LiveState, MassGrant, MassRemoval, Plan, Tenant
 from reconciler.plan.access import MASS_GRANT_MEMBERSHIPS
@@ -30,30 +31,37 @@ def _members(live: LiveState, account: str, resources: bool = False) -> int:
     return sum(1 for p in population.values() if account in p.accounts)
 
 
-def mass_grants(plan: Plan, tenants: Sequence[Tenant], live: LiveState) -> list[MassGrant]:
-    """Tenants whose account the plan adds to more than 10 patients and to more than 50 %
-    more patients than the tenant has today."""
+# (resources?, the word for what a tenant gains, the word for what it loses)
+KINDS = ((False, "patients", "members"), (True, "other resources", "other resources"))
+
+
+def _flagged(
+    plan: Plan, accounts: dict[str, str], members: Callable[[str, bool], int], *, adding: bool
+) -> list[tuple[str, int, int, str]]:
+    """(tenant, count, current members, word) where a plan adds (or removes) a tenant's
+    account to more than 10 and to more than 50 % of its current members: the one rule of
+    both guards, for patients and for other resources."""
     found = []
-    for resources, what in ((False, "patients"), (True, "other resources")):
-        added = _per_tenant(plan, adding=True, resources=resources)
-        for tenant in tenants:
-            members = _members(live, live.accounts[tenant.name], resources)
-            count = added.get(tenant.name, 0)
-            if count > MIN_PATIENTS and count > SHARE * members:
-                found.append(MassGrant(tenant.name, count, members, what))
+    for resources, gained, lost in KINDS:
+        counts = _per_tenant(plan, adding=adding, resources=resources)
+        for tenant, account in accounts.items():
+            current = members(account, resources)
+            count = counts.get(tenant, 0)
+            if count > MIN_PATIENTS and count > SHARE * current:
+                found.append((tenant, count, current, gained if adding else lost))
     return found
+
+
+def mass_grants(plan: Plan, tenants: Sequence[Tenant], live: LiveState) -> list[MassGrant]:
+    accounts = {t.name: live.accounts[t.name] for t in tenants}
+    members = partial(_members, live)
+    return [MassGrant(*row) for row in _flagged(plan, accounts, members, adding=True)]
 
 
 def mass_removals(plan: Plan, tenants: Sequence[Tenant], live: LiveState) -> list[MassRemoval]:
-    found = []
-    for resources, what in ((False, "members"), (True, "other resources")):
-        removed = _per_tenant(plan, adding=False, resources=resources)
-        for tenant in tenants:
-            members = _members(live, live.accounts[tenant.name], resources)
-            count = removed.get(tenant.name, 0)
-            if count > MIN_PATIENTS and count > SHARE * members:
-                found.append(MassRemoval(tenant.name, count, members, what))
-    return found
+    accounts = {t.name: live.accounts[t.name] for t in tenants}
+    members = partial(_members, live)
+    return [MassRemoval(*row) for row in _flagged(plan, accounts, members, adding=False)]
 
 
 def removal_problems(
@@ -99,17 +107,11 @@ def guards_from_counts(
     """The removal and grant guards of a saved plan, recomputed from what it will really write
     and the tenants' current member counts (`members[(account, resources)]`), never from the
     guard fields stored in the file."""
-    accounts = {info.tenant: ref for ref, info in plan.managed.items()}
-    removals: list[MassRemoval] = []
-    grants: list[MassGrant] = []
-    kinds = ((False, "members", "patients"), (True, "other resources", "other resources"))
-    for resources, member_word, grant_word in kinds:
-        removed = _per_tenant(plan, adding=False, resources=resources)
-        added = _per_tenant(plan, adding=True, resources=resources)
-        for tenant, account in sorted(accounts.items()):
-            count = members.get((account, resources), 0)
-            if removed[tenant] > MIN_PATIENTS and removed[tenant] > SHARE * count:
-                removals.append(MassRemoval(tenant, removed[tenant], count, member_word))
-            if added[tenant] > MIN_PATIENTS and added[tenant] > SHARE * count:
-                grants.append(MassGrant(tenant, added[tenant], count, grant_word))
-    return tuple(removals), tuple(grants)
+    accounts = dict(sorted((info.tenant, ref) for ref, info in plan.managed.items()))
+
+    def count(account: str, resources: bool) -> int:
+        return members.get((account, resources), 0)
+
+    removals = tuple(MassRemoval(*r) for r in _flagged(plan, accounts, count, adding=False))
+    grants = tuple(MassGrant(*r) for r in _flagged(plan, accounts, count, adding=True))
+    return removals, grants
