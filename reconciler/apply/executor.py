@@ -134,6 +134,13 @@ class Executor:
     # --- one patient -----------------------------------------------------------------------
 
     def _apply_one(self, change: Change) -> Outcome:
+        self.client.pacer.begin_change()
+        try:
+            return self._write_change(change)
+        finally:
+            self.client.pacer.end_change()
+
+    def _write_change(self, change: Change) -> Outcome:
         started = time.monotonic()
         job: str | None = None
         unknown = timed_out = False
@@ -312,14 +319,16 @@ class Executor:
 
     def run(self, plan: Plan, progress: Callable[[int, int], None] | None = None) -> Report:
         report = Report(planned=len(plan.changes), resources_planned=len(plan.resource_changes))
-        # Keep enough of the quota unspent for the writes already in flight (each change writes
-        # its patient and, propagating, its compartment), so the pacer stops before a 429.
+        # Each change in flight pledges what it will charge (its patient and, propagating, its
+        # compartment): the estimate's share first, then what finished changes were seen to
+        # charge, so the pacer stops before the jobs exhaust the window under our requests.
         per_change = 500
         if plan.estimate and plan.changes:
             per_change = max(100, plan.estimate.quota_points // len(plan.changes))
-        self.client.pacer.reserve_points = max(
-            self.client.pacer.reserve_points, self.parallelism * per_change
-        )
+        self.client.pacer.estimated_change_points = per_change
+        # With the jobs' charges pledged, the reserve only covers our own requests between two
+        # responses: a poll (1 point) or a re-read (a search, 20) per worker.
+        self.client.pacer.reserve_points = 25 * self.parallelism
         # Patients first, then other resources (Practitioners, Locations, …), in one stream.
         changes = [*plan.changes, *plan.resource_changes]
         in_flight: set[Future[Outcome]] = set()

@@ -69,7 +69,14 @@ def throttle_wait_s(body: Any) -> float | None:
 
 class Pacer:
     """Keeps `reserve` points of the FHIR quota unspent; when the remainder falls below it, every
-    thread waits for the window's reset. A 429 blocks every thread until its wait is over."""
+    thread waits for the window's reset. A 429 blocks every thread until its wait is over.
+
+    Async jobs charge the same quota between our requests, so a remainder read from the last
+    response is already stale. Each change in flight pledges what a change is seen to charge
+    (`begin_change`); the pacer counts the remainder minus the pledges not yet seen charged, and
+    stops sending before the jobs can exhaust the window — a synchronous request sent into an
+    exhausted window is refused (429), while a job just sleeps to the reset and goes on.
+    """
 
     def __init__(
         self,
@@ -88,6 +95,12 @@ class Pacer:
         self.waited_s = 0.0
         self.max_seen = 0  # the largest remainder seen: a lower bound of the window's limit
         self.on_wait: Callable[[float, str], None] | None = None
+        self.estimated_change_points = 0  # from the plan's estimate; the floor of a pledge
+        self._window_ends = 0.0  # the earliest reset any response announced for this window
+        self._pledged = 0  # points the changes in flight may still charge, not yet seen spent
+        self._in_flight = 0
+        self._charged = 0  # points seen spent while changes ran
+        self._changes_done = 0
 
     def effective_reserve(self) -> int:
         """Never hold back more than a quarter of the window (the limit is not sent; the
@@ -101,14 +114,67 @@ class Pacer:
         if not limits:
             return
         with self._lock:
-            self.last.update(limits)
-            self._observed_at = self.clock()
+            now = self.clock()
             fhir = limits.get("fhirInteractions")
-            if fhir is not None:
-                self.max_seen = max(self.max_seen, fhir.remaining)
-            if fhir is not None and fhir.remaining < self.effective_reserve():
-                until = self._observed_at + fhir.reset_s
-                self._blocked_until = max(self._blocked_until, until)
+            previous = self.last.get("fhirInteractions")
+            self.last.update(limits)
+            self._observed_at = now
+            if fhir is None:
+                return
+            if previous is not None and self._in_flight:
+                self._account(previous, fhir, now)
+            # Medplum's windows are fixed: every response of one window names the same reset,
+            # rounded up to a second, so the earliest is the closest to the true one.
+            ends = now + fhir.reset_s
+            if now >= self._window_ends or ends < self._window_ends:
+                self._window_ends = ends
+            self.max_seen = max(self.max_seen, fhir.remaining)
+            if fhir.remaining - self._pledged < self.effective_reserve():
+                self._blocked_until = max(self._blocked_until, self._window_ends)
+
+    def _account(self, previous: Limit, fhir: Limit, now: float) -> None:
+        """Count what was spent since the last response against the pledges in flight."""
+        if now >= self._window_ends:
+            # A new window: the jobs spent at most what the old one had left, then what this
+            # one has already used. How much they really spent is unknown, so it settles the
+            # pledges but does not count as seen charged (it would inflate every later pledge).
+            spent = min(self._pledged, previous.remaining) + max(0, self.max_seen - fhir.remaining)
+        else:
+            spent = max(0, previous.remaining - fhir.remaining)
+            self._charged += spent
+        self._pledged = max(0, self._pledged - spent)
+
+    def change_points(self) -> int:
+        """What one change is expected to charge: the most of the estimate and what the changes
+        finished so far were seen to charge on average, plus a tenth."""
+        with self._lock:
+            return self._change_points()
+
+    def _change_points(self) -> int:
+        # The drops seen while changes ran, over the changes that made them: those finished and
+        # those still running (counted whole, which errs low while few have finished — the
+        # estimate stays the floor).
+        seen = 0
+        if self._changes_done:
+            seen = (self._charged * 11) // (10 * (self._changes_done + self._in_flight))
+        return max(self.estimated_change_points, seen)
+
+    def begin_change(self) -> None:
+        """Pledge a change's points; if the window cannot take them, wait for the next one."""
+        with self._lock:
+            self._pledged += self._change_points()
+            self._in_flight += 1
+            fhir = self.last.get("fhirInteractions")
+            now = self.clock()
+            short = fhir is not None and fhir.remaining - self._pledged < self.effective_reserve()
+            if short and now < self._window_ends:
+                self._blocked_until = max(self._blocked_until, self._window_ends)
+
+    def end_change(self) -> None:
+        with self._lock:
+            self._in_flight = max(0, self._in_flight - 1)
+            self._changes_done += 1
+            self._pledged = min(self._pledged, self._in_flight * self._change_points())
 
     def block_for(self, seconds: float) -> None:
         with self._lock:
@@ -137,7 +203,12 @@ class Pacer:
             if self.on_wait is not None:
                 self.on_wait(delay, "quota")
             if not waited:
-                log.info("waiting for quota", seconds=round(delay, 2))
+                log.info(
+                    "waiting for quota",
+                    seconds=round(delay, 2),
+                    remaining=self.remaining,
+                    pledged=self._pledged,
+                )
             self.sleep(min(delay, 1.0))
             waited += min(delay, 1.0)
         if waited:
