@@ -36,6 +36,12 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_error(413)
             return
         body = self.rfile.read(length) if length else b""
+        if len(body) < length:
+            # The client went away mid-body (killed, timed out). Like Medplum's body parser
+            # ("request aborted"), handle nothing: a missing body read as empty would run
+            # $set-accounts with no accounts and clear the resource's.
+            self.close_connection = True
+            return
         host, port = self.server.host_port
         request = Request(
             method=self.command,

@@ -657,3 +657,30 @@ def test_stopping_the_sandbox_mid_request_prints_no_traceback() -> None:
     err = proc.proc.stderr.read()
     assert "Traceback" not in err, err
     assert err.strip().splitlines()[-1] == "Sandbox stopped."
+
+
+def test_a_request_cut_short_is_never_handled(sandbox: InProcessSandbox, api: Api) -> None:
+    # A client killed while sending: the headers arrive, the body does not. Medplum's body
+    # parser answers "request aborted" and handles nothing; a sandbox that read the missing
+    # body as empty ran $set-accounts with no accounts and cleared the patient's (found by
+    # tests/reliability/test_crash.py: kill -9 mid-apply left a patient with no account).
+    import socket
+    from urllib.parse import urlsplit
+
+    tenant = org(api)
+    patient = api.create({"resourceType": "Patient", "meta": {"accounts": [{"reference": tenant}]}})
+    ref = f"Patient/{patient['id']}"
+    host, port = urlsplit(sandbox.url).hostname, urlsplit(sandbox.url).port
+    body = json.dumps({"resourceType": "Parameters", "parameter": []}).encode()
+    head = (
+        f"POST /fhir/R4/{ref}/$set-accounts HTTP/1.1\r\nHost: {host}\r\n"
+        f"Authorization: Bearer {sandbox.token()}\r\nContent-Type: application/fhir+json\r\n"
+        f"Content-Length: {len(body) + 100}\r\n\r\n"
+    ).encode()
+    for sent in (head, head + body[:10], head + body):  # no body, a partial one, one too short
+        with socket.create_connection((str(host), int(port or 80))) as conn:
+            conn.sendall(sent)
+            conn.shutdown(socket.SHUT_WR)
+            conn.settimeout(5)
+            assert conn.recv(4096) == b""  # no answer: the connection is dropped
+    assert accounts(api.read(ref)) == [tenant]
