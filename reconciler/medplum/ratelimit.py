@@ -129,8 +129,7 @@ class Pacer:
             if now >= self._window_ends or ends < self._window_ends:
                 self._window_ends = ends
             self.max_seen = max(self.max_seen, fhir.remaining)
-            if fhir.remaining - self._pledged < self.effective_reserve():
-                self._blocked_until = max(self._blocked_until, self._window_ends)
+            self._block_if_short(now)
 
     def _account(self, previous: Limit, fhir: Limit, now: float) -> None:
         """Count what was spent since the last response against the pledges in flight."""
@@ -164,11 +163,15 @@ class Pacer:
         with self._lock:
             self._pledged += self._change_points()
             self._in_flight += 1
-            fhir = self.last.get("fhirInteractions")
-            now = self.clock()
-            short = fhir is not None and fhir.remaining - self._pledged < self.effective_reserve()
-            if short and now < self._window_ends:
-                self._blocked_until = max(self._blocked_until, self._window_ends)
+            self._block_if_short(self.clock())
+
+    def _block_if_short(self, now: float) -> None:
+        """Hold every thread to the window's reset when the remainder, less what the changes in
+        flight may still charge, is under the reserve (a window already over holds nothing)."""
+        fhir = self.last.get("fhirInteractions")
+        short = fhir is not None and fhir.remaining - self._pledged < self.effective_reserve()
+        if short and now < self._window_ends:
+            self._blocked_until = max(self._blocked_until, self._window_ends)
 
     def end_change(self) -> None:
         with self._lock:
