@@ -26,7 +26,7 @@ import time
 import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
 
@@ -70,6 +70,19 @@ def wanted_tenant(i: int, fraction: float) -> int:
     return (i + 1) % 3 if step and i % step == 0 else i % 3
 
 
+class SandboxIds:
+    """The ids the sandbox seed writes (uuid5); a seeded remote copy (`remote.Seeded`) answers
+    the same two questions from what the server assigned."""
+
+    org_id = staticmethod(org_id)
+    patient_id = staticmethod(patient_id)
+
+
+class Ids(Protocol):
+    def org_id(self, t: int) -> str: ...
+    def patient_id(self, i: int) -> str: ...
+
+
 def seed(path: Path, patients: int, per_patient: int) -> None:
     store = Store(str(path))
 
@@ -104,19 +117,20 @@ def seed(path: Path, patients: int, per_patient: int) -> None:
     store.close()
 
 
-def write_manifests(directory: Path, patients: int, fraction: float) -> int:
+def write_manifests(directory: Path, patients: int, fraction: float, ids: Ids | None = None) -> int:
+    ids = ids or SandboxIds()
     directory.mkdir(parents=True, exist_ok=True)
     members: list[list[str]] = [[], [], []]
     changes = 0
     for i in range(patients):
         t = wanted_tenant(i, fraction)
         changes += t != live_tenant(i)
-        members[t].append(f"    - Patient/{patient_id(i)}\n")
+        members[t].append(f"    - Patient/{ids.patient_id(i)}\n")
     for t, name in enumerate(TENANTS):
         with (directory / f"{name}.yaml").open("w") as fh:
             fh.write(
                 f"apiVersion: reconciler/v1\nkind: Tenant\nmetadata:\n  name: {name}\n"
-                f"spec:\n  account: Organization/{org_id(t)}\n  patients:\n"
+                f"spec:\n  account: Organization/{ids.org_id(t)}\n  patients:\n"
             )
             fh.writelines(members[t])
     return changes
@@ -149,6 +163,7 @@ class Sandbox:
         if not line.startswith("Sandbox listening on "):
             raise SystemExit(f"sandbox did not start: {line!r}")
         self.url = line.removeprefix("Sandbox listening on ")
+        self.creds = CLIENT
 
     def stats(self, reset: bool = False) -> dict[str, Any]:
         if reset:
@@ -160,17 +175,32 @@ class Sandbox:
         self.proc.wait(timeout=30)
 
 
-def run_cli(sb: Sandbox, name: str, *args: str) -> tuple[Run, str, str]:
+@dataclass
+class Remote:
+    """A server the benchmark does not own (`--server URL`): no /sandbox/stats there, so
+    requests are counted by the client (the CLI's `requests sent` event, pymedplum's hook)."""
+
+    url: str
+    creds: tuple[str, str]
+
+
+Target = Sandbox | Remote
+
+
+def run_cli(sb: Target, name: str, *args: str) -> tuple[Run, str, str]:
     env = {
         **os.environ,
         "MEDPLUM_BASE_URL": sb.url,
-        "MEDPLUM_CLIENT_ID": CLIENT[0],
-        "MEDPLUM_CLIENT_SECRET": CLIENT[1],
+        "MEDPLUM_CLIENT_ID": sb.creds[0],
+        "MEDPLUM_CLIENT_SECRET": sb.creds[1],
     }
-    sb.stats(reset=True)
+    counted_here = isinstance(sb, Sandbox)
+    if counted_here:
+        sb.stats(reset=True)
     started = time.monotonic()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "reconciler", *args, "--log-format", "json"],
+        [sys.executable, "-m", "reconciler", *args, "--log-format", "json"]
+        + ([] if counted_here else ["-v"]),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -179,7 +209,11 @@ def run_cli(sb: Sandbox, name: str, *args: str) -> tuple[Run, str, str]:
     out, err = proc.communicate()
     wall = time.monotonic() - started
     rss = _RSS.get(proc.pid)
-    requests = int(sb.stats().get("requests", 0)) - 1  # minus the stats call itself
+    if isinstance(sb, Sandbox):
+        requests = int(sb.stats().get("requests", 0)) - 1  # minus the stats call itself
+    else:
+        sent = [e for e in events(err) if e.get("event") == "requests sent"]
+        requests = int(sent[-1]["requests"]) if sent else -1
     if proc.returncode not in (0, 2):
         raise SystemExit(f"{name} failed ({proc.returncode}):\n{out[-2000:]}\n{err[-2000:]}")
     return Run(name, wall, requests, rss), out, err
@@ -217,37 +251,55 @@ def events(stderr: str) -> list[dict[str, Any]]:
 # --- the naive pymedplum loop -------------------------------------------------------------------
 
 
-def naive(sb: Sandbox, patients: int, fraction: float, sample: int) -> tuple[Run, Run]:
-    """What users write today: read each patient, compare, $set-accounts + wait, one by one."""
+def naive(
+    sb: Target,
+    patients: int,
+    fraction: float,
+    sample: int,
+    ids: Ids | None = None,
+) -> tuple[Run, Run]:
+    """What users write today: read each patient, compare, $set-accounts + wait, one by one.
+    Requests are counted on the wire by an httpx hook on pymedplum's own client."""
     from pymedplum import MedplumClient, get_resource_accounts
 
+    ids = ids or SandboxIds()
+    sent = [0]
+
+    def count(_: httpx.Request) -> None:
+        sent[0] += 1
+
     client = MedplumClient(
-        base_url=sb.url + "/",
-        client_id=CLIENT[0],
-        client_secret=CLIENT[1],
+        base_url=sb.url.rstrip("/") + "/",
+        client_id=sb.creds[0],
+        client_secret=sb.creds[1],
         allow_insecure_http=True,
+        http_client=httpx.Client(
+            timeout=60, follow_redirects=False, event_hooks={"request": [count]}
+        ),
     )
-    chosen = sorted(random.Random(7).sample(range(patients), min(sample, patients)))
-    sb.stats(reset=True)
+    chosen = naive_sample(patients, sample)
+    client.read_resource("Patient", ids.patient_id(chosen[0]))  # token fetched before timing
+    sent[0] = 0
     read_started = time.monotonic()
     todo = []
     for i in chosen:
-        patient = client.read_resource("Patient", patient_id(i))
-        want = f"Organization/{org_id(wanted_tenant(i, fraction))}"
+        patient = client.read_resource("Patient", ids.patient_id(i))
+        want = f"Organization/{ids.org_id(wanted_tenant(i, fraction))}"
         have = get_resource_accounts(patient)
         if have != [want]:
             todo.append((i, want))
     read_wall = time.monotonic() - read_started
-    read_requests = int(sb.stats().get("requests", 0)) - 1
-    sb.stats(reset=True)
+    read_requests = sent[0]
+    sent[0] = 0
     apply_started = time.monotonic()
     for i, want in todo:
         job = client.set_accounts(
-            f"Patient/{patient_id(i)}", [want], propagate=True, prefer_async=True
+            f"Patient/{ids.patient_id(i)}", [want], propagate=True, prefer_async=True
         )
         client.wait_for_async_job(job, timeout=300)
     apply_wall = time.monotonic() - apply_started
-    apply_requests = int(sb.stats().get("requests", 0)) - 1
+    apply_requests = sent[0]
+    client.close()
     scale = patients / len(chosen)
     changes_total = sum(1 for i in range(patients) if wanted_tenant(i, fraction) != live_tenant(i))
     apply_scale = changes_total / max(1, len(todo))
@@ -261,9 +313,18 @@ def naive(sb: Sandbox, patients: int, fraction: float, sample: int) -> tuple[Run
         "naive apply loop",
         apply_wall * apply_scale,
         round(apply_requests * apply_scale),
-        extra={"sampled_changes": len(todo), "scaled_by": round(apply_scale, 2)},
+        extra={
+            "sampled_changes": len(todo),
+            "scaled_by": round(apply_scale, 2),
+            "ms_per_request": round(apply_wall * 1000 / max(1, apply_requests), 1),
+        },
     )
     return plan, apply
+
+
+def naive_sample(patients: int, sample: int) -> list[int]:
+    """The patients the naive loop visits (the same ones in every run)."""
+    return sorted(random.Random(7).sample(range(patients), min(sample, patients)))
 
 
 # --- scenarios ---------------------------------------------------------------------------------
@@ -368,6 +429,87 @@ def main_scenario(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         results["ratios"]["naive_apply_over_ours_apply_command"] = round(
             naive_apply.wall_s / apply.wall_s, 1
         )
+    return results
+
+
+def server_scenario(args: argparse.Namespace, work: Path) -> dict[str, Any]:
+    """The main comparison on any Medplum (`--server URL`, credentials from MEDPLUM_CLIENT_ID /
+    MEDPLUM_CLIENT_SECRET): seed a fresh copy over HTTP, plan, apply, plan again, verify; seed
+    a second copy of the naive loop's sample and run it; delete what was seeded."""
+    from benchmarks import remote
+    from reconciler.medplum import MedplumClient
+
+    client_id = os.environ.get("MEDPLUM_CLIENT_ID")
+    secret = os.environ.get("MEDPLUM_CLIENT_SECRET")
+    if not client_id or not secret:
+        raise SystemExit(
+            "--server needs MEDPLUM_CLIENT_ID and MEDPLUM_CLIENT_SECRET (a project admin)"
+        )
+    target = Remote(args.server, (client_id, secret))
+    client = MedplumClient(args.server, client_id, secret, timeout=120)
+    run_id = remote.new_run_id()
+    created = remote.Created()
+    results: dict[str, Any] = {
+        "run_id": run_id,
+        "identifier_system": f"urn:reconciler-bench:{run_id}",
+    }
+    runs: list[Run] = []
+    try:
+        started = time.monotonic()
+        ours = remote.seed(
+            client, run_id=run_id, label="ours", tenants=TENANTS, indices=range(args.patients),
+            per_patient=args.resources_per_patient, live_tenant=live_tenant, created=created,
+        )  # fmt: skip
+        results["seed_s"] = round(time.monotonic() - started, 2)
+        results["seeded"] = len(created.refs)
+        results["latency"] = remote.probe_latency(client, f"Organization/{ours.org_id(0)}")
+        tenants = str(work / "server-tenants")
+        changes = write_manifests(Path(tenants), args.patients, args.change_fraction, ours)
+        results["changes"] = changes
+        parallel = ("--parallelism", str(args.parallelism))
+        plan, _, _ = run_cli(target, "ours: plan", "plan", tenants, *parallel)
+        bare, _, _ = run_cli(target, "ours: plan --no-estimate", "plan", tenants, "--no-estimate")
+        apply, out, err = run_cli(
+            target, "ours: apply --no-verify", "apply", tenants, "--auto-approve", "--no-verify",
+            *parallel,
+        )  # fmt: skip
+        if f"Apply complete! {changes:,} patient" not in out:
+            raise SystemExit(f"apply did not complete:\n{out[-1500:]}")
+        writes = next(e for e in events(err) if e.get("event") == "writes finished")
+        apply.extra = {
+            "write_phase_s": round(writes["duration_ms"] / 1000, 2),
+            "writes_estimated": writes.get("writes_estimated"),
+            "writes_made": writes.get("writes_made"),
+        }
+        again, out, _ = run_cli(target, "ours: plan again", "plan", tenants, "--detailed-exitcode")
+        if "No changes. Live accounts match the manifests." not in out:
+            raise SystemExit("the plan after apply is not empty")
+        proof, out, _ = run_cli(target, "ours: verify", "verify", tenants, *parallel)
+        proof.extra = {"result": out.strip().splitlines()[-1] if out.strip() else ""}
+        runs += [plan, bare, apply, again, proof]
+        if not args.skip_naive:
+            copy = remote.seed(
+                client, run_id=run_id, label="naive", tenants=TENANTS,
+                indices=naive_sample(args.patients, args.naive_sample),
+                per_patient=args.resources_per_patient, live_tenant=live_tenant, created=created,
+            )  # fmt: skip
+            naive_plan, naive_apply = naive(
+                target, args.patients, args.change_fraction, args.naive_sample, copy
+            )
+            runs += [naive_plan, naive_apply]
+            results["ratios"] = {
+                "naive_plan_over_ours": round(naive_plan.wall_s / plan.wall_s, 1),
+                "naive_apply_over_ours_apply_command": round(naive_apply.wall_s / apply.wall_s, 1),
+            }
+    finally:
+        results["runs"] = [asdict(r) for r in runs]
+        if args.keep_seeded:
+            results["kept"] = (
+                f"{len(created.refs):,} resources, identifier system {results['identifier_system']}"
+            )
+        else:
+            results["deleted"] = remote.delete_created(client, created)
+        client.close()
     return results
 
 
@@ -701,7 +843,10 @@ def table(results: dict[str, Any]) -> str:
             lines.append(
                 f"{r['name']:34} {r['wall_s']:>10.2f} {r['requests']:>10,} {rss:>12}  {notes}"
             )
-        for key in ("floor_s", "changes", "ratios", "naive", "pacing", "seed_s"):
+        for key in (
+            "floor_s", "changes", "ratios", "naive", "pacing", "seed_s", "seeded", "latency",
+            "run_id", "deleted", "kept",
+        ):  # fmt: skip
             if key in data:
                 lines.append(f"   {key}: {data[key]}")
     return "\n".join(lines)
@@ -748,15 +893,30 @@ def main() -> int:
     parser.add_argument(
         "--skip-main", action="store_true", help="only the --rss/--quota/--access scenarios"
     )
+    parser.add_argument(
+        "--server",
+        metavar="URL",
+        help="run the main comparison on this Medplum instead of sandboxes (credentials from "
+        "MEDPLUM_CLIENT_ID/MEDPLUM_CLIENT_SECRET); seeds fresh data, deletes only that",
+    )
+    parser.add_argument(
+        "--keep-seeded", action="store_true", help="with --server: leave the seeded data there"
+    )
     parser.add_argument("--json", metavar="FILE")
     args = parser.parse_args()
+    sandbox_only = [f"--{k.replace('_', '-')}" for k in ("rss_patients", "quota", "access",
+                    "other_resources") if getattr(args, k)]  # fmt: skip
+    if args.server and sandbox_only:
+        parser.error(f"{', '.join(sandbox_only)} need the sandbox's meters: not with --server")
     if args.quick:
         args.patients, args.naive_sample = 500, 20
     _install_rss_hook()
     results: dict[str, Any] = {"config": {k: v for k, v in vars(args).items() if k != "json"}}
     with tempfile.TemporaryDirectory(prefix="reconciler-bench-") as tmp:
         work = Path(tmp)
-        if not args.skip_main:
+        if args.server:
+            results["server"] = server_scenario(args, work)
+        elif not args.skip_main:
             results["main"] = main_scenario(args, work)
         if args.rss_patients:
             results["rss"] = rss_scenario(args, work)

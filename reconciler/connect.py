@@ -112,7 +112,7 @@ def connect(options: ServerOptions) -> Iterator[Connection]:
         try:
             yield Connection(client, identity, f"{identity} ({shown})")
         finally:
-            client.close()
+            _close(client)
         return
     from reconciler.sandbox.server import DEFAULT_DATA, start_embedded
 
@@ -132,8 +132,14 @@ def connect(options: ServerOptions) -> Iterator[Connection]:
     try:
         yield Connection(client, sandbox.identity, f"embedded sandbox ({data})")
     finally:
-        client.close()
+        _close(client)
         sandbox.stop()
+
+
+def _close(client: MedplumClient) -> None:
+    # What a command cost the server, for `-v` and for benchmarks on servers without counters.
+    log.debug("requests sent", requests=client.requests_sent)
+    client.close()
 
 
 @dataclass(frozen=True)
