@@ -149,6 +149,7 @@ class WhoAmI:
 
     membership: str
     admin: bool
+    profile: str | None = None  # what the server stamps as meta.author on our writes
 
 
 def who_am_i(client: MedplumClient) -> WhoAmI | None:
@@ -162,19 +163,26 @@ def who_am_i(client: MedplumClient) -> WhoAmI | None:
     membership = body.get("membership") if isinstance(body, dict) else None
     if not isinstance(membership, dict):
         return None
-    return WhoAmI(f"ProjectMembership/{membership.get('id')}", membership.get("admin") is True)
+    profile = membership.get("profile")
+    ref = profile.get("reference") if isinstance(profile, dict) else None
+    return WhoAmI(
+        f"ProjectMembership/{membership.get('id')}",
+        membership.get("admin") is True,
+        ref if isinstance(ref, str) and ref else None,
+    )
 
 
-def preflight(conn: Connection, *, need_admin: str | None = None) -> None:
+def preflight(conn: Connection, *, need_admin: str | None = None) -> WhoAmI | None:
     """Before any planning work: the credentials work, and for `need_admin` (the action, e.g.
     "apply") the client is a project admin — else one line, and nothing read or written."""
     me = who_am_i(conn.client)
     if me is None:
         log.warning("could not check the client's role: the server has no /auth/me")
-        return
+        return None
     if need_admin and not me.admin:
         raise PreflightError(
             f"{need_admin} needs a project admin: the client {conn.client.client_id!r} "
             f"({me.membership}) is not one of {conn.target} ($set-accounts and membership "
             "writes are for project admins only); nothing was read or written"
         )
+    return me

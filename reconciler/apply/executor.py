@@ -15,6 +15,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any
 
+from reconciler.apply.foreign import Correction, Written, find_correction, parse_history
 from reconciler.apply.verify import expectations_for_changes, find_stragglers, repair
 from reconciler.errors import ApplyFailed, LockLost
 from reconciler.logs import get_logger
@@ -30,6 +31,7 @@ log = get_logger("reconciler.apply")
 
 Replan = Callable[[LivePatient], Change | None]
 UNREACHABLE_LIMIT = 3  # changes in a row that could not reach the server, retries included
+CORRECTION_ROUNDS = 3  # history re-checks after correcting another writer's lost change
 EventSink = Callable[[str, dict[str, Any]], None]
 
 
@@ -57,6 +59,10 @@ class Report:
     unrepaired: list[str] = field(default_factory=list)  # "Type/id (Patient/p): reason"
     interrupted: bool = False
     lock_lost: str | None = None
+    # Other writers' unmanaged account changes that a write of ours overwrote, made good again.
+    foreign_restored: int = 0  # accounts put back
+    foreign_dropped: int = 0  # accounts taken out again
+    foreign_unchecked: list[str] = field(default_factory=list)  # "Type/id: why not checked"
 
     @property
     def succeeded(self) -> list[Outcome]:
@@ -113,6 +119,7 @@ class Executor:
         fence: Callable[[], None] | None = None,
         on_event: EventSink | None = None,
         batch_size: int | None = None,
+        author: str | None = None,
     ) -> None:
         self.client = client
         self.managed = managed
@@ -130,6 +137,8 @@ class Executor:
         self.on_event = on_event or (lambda name, data: None)
         self.batch_size = batch_size or max(50, self.parallelism * 5)
         self.stop = threading.Event()
+        self.author = author  # our versions' meta.author (the client's profile), when known
+        self._written: dict[str, Written] = {}
 
     # --- one patient -----------------------------------------------------------------------
 
@@ -192,6 +201,12 @@ class Executor:
             self._note_failure(exc)
             return self._outcome(change, False, started, job, str(exc))
         self._unreachable = 0
+        with self._lock:
+            self._written[change.patient] = Written(
+                change.patient,
+                [(change.version_id, frozenset(step.accounts)) for step in change.steps],
+                any(step.propagate for step in change.steps),
+            )
         return self._outcome(change, True, started, job, "", propagated=propagated)
 
     def _note_failure(self, exc: Exception) -> None:
@@ -414,6 +429,13 @@ class Executor:
         report.interrupted = (
             self.stop.is_set() and self.lock_lost is None and self.server_lost is None
         )
+        if self._written and self.lock_lost is None and self.server_lost is None:
+            try:
+                self._keep_foreign_changes(report)
+            except LockLost:
+                report.lock_lost = self.lock_lost
+            except MedplumError as exc:
+                report.foreign_unchecked.append(f"{len(self._written)} resources: {exc}")
         if self.verify and report.succeeded_patients and self.server_lost is not None:
             report.unrepaired.append(
                 "verification skipped: the server stopped answering; run reconciler verify "
@@ -425,6 +447,99 @@ class Executor:
             except MedplumError as exc:  # the server went away after the writes
                 report.unrepaired.append(f"verification could not run: {exc}")
         return report
+
+    # --- other writers' changes ------------------------------------------------------------
+
+    def _keep_foreign_changes(self, report: Report) -> None:
+        """Read the history of everything written; where a write of ours overwrote another
+        writer's unmanaged account change, make it good (module `foreign`)."""
+        started = time.monotonic()
+        pending = list(self._written.values())
+        managed = set(self.managed)
+        for _ in range(CORRECTION_ROUNDS):
+            corrections: list[tuple[Written, Correction]] = []
+            for written, history in self._histories(pending):
+                if isinstance(history, str):
+                    report.foreign_unchecked.append(f"{written.ref}: {history}")
+                    continue
+                found = find_correction(written, parse_history(history), managed, self.author)
+                if isinstance(found, str):
+                    report.foreign_unchecked.append(f"{written.ref}: {found}")
+                elif found is not None:
+                    corrections.append((written, found))
+            if not corrections:
+                break
+            with ThreadPoolExecutor(self.parallelism, thread_name_prefix="correct") as pool:
+                results = list(pool.map(lambda wc: self._correct(*wc), corrections))
+            pending = []
+            for (written, correction), error in zip(corrections, results, strict=True):
+                if error:
+                    report.unrepaired.append(
+                        f"{written.ref}: could not keep another writer's account change "
+                        f"({', '.join(correction.restore + correction.drop)}): {error}"
+                    )
+                    continue
+                report.foreign_restored += len(correction.restore)
+                report.foreign_dropped += len(correction.drop)
+                written.writes.append((correction.based_on, frozenset(correction.keys)))
+                pending.append(written)
+        else:
+            for written in pending:
+                report.unrepaired.append(
+                    f"{written.ref}: another writer keeps changing its accounts; check it by hand"
+                )
+        log.info(
+            "other writers' changes checked",
+            resources=len(self._written),
+            restored=report.foreign_restored,
+            dropped=report.foreign_dropped,
+            unchecked=len(report.foreign_unchecked),
+            duration_ms=round((time.monotonic() - started) * 1000),
+        )
+
+    def _histories(
+        self, pending: Sequence[Written]
+    ) -> Iterator[tuple[Written, list[dict[str, Any]] | str]]:
+        by_ref = {w.ref: w for w in pending}
+        slices = list(chunks(list(by_ref), 50))
+        with ThreadPoolExecutor(self.parallelism, thread_name_prefix="history") as pool:
+            for part in pool.map(lambda refs: list(self.client.read_histories(refs)), slices):
+                for ref, history in part:
+                    yield by_ref[ref], history
+
+    def _correct(self, written: Written, correction: Correction) -> str:
+        """One `$set-accounts` with the corrected list; "" when done, else why not."""
+        try:
+            self._check_fence()
+            sent = time.monotonic()
+            result = self.client.set_accounts_result(
+                written.ref,
+                correction.entries,
+                propagate=written.propagate,
+                prefer_async=written.propagate,
+            )
+            if result.status == 202:
+                job = result.headers.get("Content-Location") or result.body
+                self.client.wait_for_async_job(job, timeout=self.job_timeout, started_at=sent)
+        except LockLost:
+            raise
+        except MedplumError as exc:
+            return str(exc)
+        log.info(
+            "kept another writer's account change",
+            resource=written.ref,
+            restored=list(correction.restore),
+            dropped=list(correction.drop),
+        )
+        self.on_event(
+            "change_corrected",
+            {
+                ("patient" if written.ref.startswith("Patient/") else "resource"): written.ref,
+                "restored": list(correction.restore),
+                "dropped": list(correction.drop),
+            },
+        )
+        return ""
 
     def _verify(self, report: Report) -> None:
         expectations = expectations_for_changes(

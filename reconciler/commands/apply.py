@@ -376,6 +376,9 @@ def _report(report: Report, access: AccessReport, view: View, target: str) -> in
             "propagated": report.propagated,
             "interrupted": report.interrupted,
             "lock_lost": report.lock_lost,
+            "foreign_restored": report.foreign_restored,
+            "foreign_dropped": report.foreign_dropped,
+            "foreign_unchecked": len(report.foreign_unchecked),
             "memberships_planned": access.planned,
             "memberships_updated": len(access.updated),
             "memberships_failed": len(access.failed),
@@ -419,6 +422,7 @@ def _report(report: Report, access: AccessReport, view: View, target: str) -> in
         view.result(f"Updated: {done}.")
         if access.planned:
             view.result(access_line)
+        view.results(_foreign_lines(report))
         return ExitCode.ERROR
     view.result(f"Apply complete! {counts}.")
     if access.planned:
@@ -432,7 +436,29 @@ def _report(report: Report, access: AccessReport, view: View, target: str) -> in
         )
     if report.skipped:
         view.result(f"{plural(report.skipped, 'patient')} already matched when re-read; skipped.")
+    view.results(_foreign_lines(report))
     return ExitCode.OK
+
+
+def _foreign_lines(report: Report) -> list[str]:
+    """Other writers' changes during the apply: what was made good, and what could not be
+    checked (the server's history did not tell) — never silently assumed fine."""
+    lines = []
+    if report.foreign_restored or report.foreign_dropped:
+        lines.append(
+            "Kept other writers' changes made during apply: "
+            f"{plural(report.foreign_restored, 'unmanaged account')} put back, "
+            f"{report.foreign_dropped} taken out again."
+        )
+    if report.foreign_unchecked:
+        lines.append(
+            f"Could not check {plural(len(report.foreign_unchecked), 'resource')} for other "
+            "writers' changes made during apply; run plan again and look at them:"
+        )
+        lines += [f"  {line}" for line in report.foreign_unchecked[:10]]
+        if len(report.foreign_unchecked) > 10:
+            lines.append(f"  ... and {len(report.foreign_unchecked) - 10} more")
+    return lines
 
 
 def _audit(conn: Connection, plan: Plan, report: Report, access: AccessReport) -> None:
@@ -490,7 +516,7 @@ def run(options: Options) -> int:
     if saved_plan is None:
         _can_ask(options)
     with connect(options.server) as conn:
-        preflight(conn, need_admin="apply")
+        me = preflight(conn, need_admin="apply")
         replan = resource_replan = None
         access_replan = None
         if saved_plan is not None:
@@ -548,8 +574,9 @@ def run(options: Options) -> int:
         if saved_plan is None:
             _approve(options, view, conn.target)
         report, access = _execute(
-            conn, plan, (replan, resource_replan), access_replan, options, view
-        )
+            conn, plan, (replan, resource_replan), access_replan, options, view,
+            author=me.profile if me else None,
+        )  # fmt: skip
     return _report(report, access, view, conn.target)
 
 
@@ -563,6 +590,8 @@ def _execute(
     access_replan: Callable[[LiveMembership], AccessChange | None] | None,
     options: Options,
     view: View,
+    *,
+    author: str | None,
 ) -> tuple[Report, AccessReport]:
     lock: ApplyLock | None = None
     if options.lock:
@@ -609,6 +638,7 @@ def _execute(
             replan_resource=replans[1],
             fence=fence,
             on_event=view.event,
+            author=author,
         )
         restore = _install_interrupt(executor, view)
         progress = Progress("applying", total=len(plan.changes))

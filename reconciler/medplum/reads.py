@@ -14,6 +14,7 @@ T = TypeVar("T")
 
 PAGE_SIZE = 1000
 COMPARTMENT_BATCH = 100  # patients per system-level compartment search (URL stays < 16 KiB)
+HISTORY_BATCH = 50  # instance histories per batch Bundle (each up to 100 versions)
 
 
 class ReadsMixin(Requester):
@@ -136,6 +137,35 @@ class ReadsMixin(Requester):
                 params.append(("_elements", ",".join(elements)))
             bundle = _bundle(self.request("GET", self.fhir_base, params=params).body)
             yield from self._pages(bundle)
+
+    def read_histories(
+        self, refs: Sequence[str], *, batch_size: int = HISTORY_BATCH
+    ) -> Iterator[tuple[str, list[dict[str, Any]] | str]]:
+        """Each resource's instance history (`{ref}/_history`: newest first, at most 100
+        versions on Medplum), `batch_size` resources a `batch` Bundle: (ref, entries) — or
+        (ref, reason) when the server answered that entry with an error."""
+        for chunk in chunks(list(dict.fromkeys(refs)), batch_size):
+            bundle = {
+                "resourceType": "Bundle",
+                "type": "batch",
+                "entry": [{"request": {"method": "GET", "url": f"{r}/_history"}} for r in chunk],
+            }
+            answers = _bundle(self.request("POST", self.fhir_base, json=bundle).body).get("entry")
+            if not isinstance(answers, list) or len(answers) != len(chunk):
+                raise TransportError("the server answered a batch of history reads unexpectedly")
+            for ref, answer in zip(chunk, answers, strict=True):
+                response = answer.get("response") if isinstance(answer, dict) else None
+                status = str((response or {}).get("status") or "")
+                history = answer.get("resource") if isinstance(answer, dict) else None
+                if status[:1] == "2" and isinstance(history, dict):
+                    entries = history.get("entry")
+                    yield ref, [e for e in entries or [] if isinstance(e, dict)]
+                else:
+                    text = outcome_text((response or {}).get("outcome"))
+                    yield (
+                        ref,
+                        f"history read answered {status or '?'}" + (f": {text}" if text else ""),
+                    )
 
     def compartment_sizes(
         self,

@@ -36,7 +36,7 @@ from reconciler.sandbox.outcomes import (
     outcome,
     throttled,
 )
-from reconciler.sandbox.quota import READ, SEARCH, WRITE, QuotaMeter, RequestMeter
+from reconciler.sandbox.quota import HISTORY, READ, SEARCH, WRITE, QuotaMeter, RequestMeter
 from reconciler.sandbox.store import Resource, Store
 
 FHIR_PREFIX = "/fhir/R4"
@@ -357,6 +357,11 @@ class App:
                 self.repo.delete(rtype, rid)
                 return Response(200, all_ok())
             raise _method_not_allowed()
+        if parts[2] == "_history" and len(parts) in (3, 4):
+            if method != "GET":
+                raise _method_not_allowed()
+            charge(HISTORY if len(parts) == 3 else READ)
+            return self._history(caller, rtype, rid, parts[3] if len(parts) == 4 else None, view)
         if len(parts) == 3 and parts[2] == "$set-accounts" and method == "POST":
             if caller.admin:  # anyone else: 403 (sync) or a failing job, in _set_accounts
                 self._check_visible(caller, rtype, rid, write=True)
@@ -370,6 +375,40 @@ class App:
                 self.repo, rtype, rid, parts[2][1:], method, query, view, base
             )
         raise not_found()
+
+    def _history(
+        self, caller: Caller, rtype: str, rid: str, vid: str | None, view: View
+    ) -> Response:
+        """Instance history (newest first, at most 100 versions, deletions as 410 entries) or
+        one version (vread), like Medplum's readHistory/readVersion. The caller must be able to
+        read the resource as it is now; a deleted one's history is for unrestricted callers."""
+        versions = self.store.history(rtype, rid)
+        if versions is None:
+            raise not_found()
+        if versions[0][2] is not None:
+            self._check_visible(caller, rtype, rid, write=False)
+        elif not caller.member.policy.unrestricted or rtype in ADMIN_TYPES:
+            raise not_found()
+        if vid is not None:
+            for version_id, _, resource in versions:
+                if version_id == vid and resource is not None:
+                    return Response(200, view(resource), headers=_resource_headers(resource))
+            raise not_found()
+        entries = []
+        for version_id, last_updated, resource in versions:
+            entry: dict[str, Any] = {
+                "fullUrl": f"{rtype}/{rid}",
+                "request": {"method": "GET", "url": f"{rtype}/{rid}/_history/{version_id}"},
+            }
+            if resource is None:
+                entry["response"] = {"status": "410", "outcome": outcome(
+                    "deleted", f"Deleted on {last_updated}", oid="gone"
+                )}  # fmt: skip
+            else:
+                entry["response"] = {"status": "200", "outcome": all_ok()}
+                entry["resource"] = view(resource)
+            entries.append(entry)
+        return Response(200, {"resourceType": "Bundle", "type": "history", "entry": entries})
 
     # --- access policy enforcement (sandbox/access.py) -------------------------------------
 

@@ -227,6 +227,7 @@ class Repository:
             if current is None:
                 raise not_found()
             _set_accounts_meta(current, new)
+            current["meta"]["author"] = caller.author  # the target's version is the caller's
             self.store.put(conn, current)
         updated = 1
         if not propagate or rtype != "Patient":

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from reconciler.sandbox.clock import Clock, SystemClock
 from reconciler.sandbox.outcomes import FhirError, throttled
 
-READ, SEARCH, WRITE = 1, 20, 100
+READ, HISTORY, SEARCH, WRITE = 1, 10, 20, 100  # fhirquota.ts FhirQuotaCost
 UNMETERED_POINTS = 10_000_000
 REQUESTS_PER_WINDOW = 60_000
 PROJECT_FACTOR = 10

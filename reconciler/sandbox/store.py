@@ -38,7 +38,20 @@ CREATE TABLE IF NOT EXISTS search_index (
 CREATE INDEX IF NOT EXISTS ix_search_value ON search_index (param, value, seq);
 CREATE INDEX IF NOT EXISTS ix_search_seq ON search_index (seq);
 CREATE INDEX IF NOT EXISTS ix_resources_updated ON resources (type, last_updated, seq);
+-- Earlier versions, kept when a resource is replaced or deleted (content NULL: a deletion).
+-- The current version lives in `resources` only, so the seed's bulk insert writes no history.
+CREATE TABLE IF NOT EXISTS history (
+  hseq INTEGER PRIMARY KEY AUTOINCREMENT,
+  type TEXT NOT NULL,
+  id TEXT NOT NULL,
+  version_id TEXT NOT NULL,
+  last_updated TEXT NOT NULL,
+  content TEXT
+);
+CREATE INDEX IF NOT EXISTS ix_history ON history (type, id, hseq);
 """
+
+HISTORY_LIMIT = 100  # Medplum's instance history: the newest 100 versions, newest first
 
 # Which references put a resource into a Patient's compartment (a subset of the FHIR R4 Patient
 # CompartmentDefinition's params that covers the resources the sandbox serves).
@@ -208,6 +221,7 @@ class Store:
         ).fetchone()
         if row:
             seq = row[0]
+            self._keep_version(conn, seq)
             conn.execute(
                 "UPDATE resources SET version_id=?, last_updated=?, content=? WHERE seq=?",
                 (meta["versionId"], meta["lastUpdated"], content, seq),
@@ -232,9 +246,41 @@ class Store:
         ).fetchone()
         if not row:
             return False
+        self._keep_version(conn, row[0])
+        conn.execute(
+            "INSERT INTO history (type, id, version_id, last_updated, content) "
+            "VALUES (?, ?, ?, ?, NULL)",
+            (rtype, rid, new_id(), now_iso()),
+        )
         conn.execute("DELETE FROM search_index WHERE seq=?", (row[0],))
         conn.execute("DELETE FROM resources WHERE seq=?", (row[0],))
         return True
+
+    @staticmethod
+    def _keep_version(conn: sqlite3.Connection, seq: int) -> None:
+        conn.execute(
+            "INSERT INTO history (type, id, version_id, last_updated, content) "
+            "SELECT type, id, version_id, last_updated, content FROM resources WHERE seq=?",
+            (seq,),
+        )
+
+    def history(self, rtype: str, rid: str) -> list[tuple[str, str, Resource | None]] | None:
+        """(versionId, lastUpdated, resource or None for a deletion), newest first, at most
+        HISTORY_LIMIT; None when the resource never existed."""
+        with self.reading() as conn:
+            current = conn.execute(
+                "SELECT version_id, last_updated, content FROM resources WHERE type=? AND id=?",
+                (rtype, rid),
+            ).fetchone()
+            older = conn.execute(
+                "SELECT version_id, last_updated, content FROM history WHERE type=? AND id=? "
+                "ORDER BY hseq DESC LIMIT ?",
+                (rtype, rid, HISTORY_LIMIT),
+            ).fetchall()
+        rows = ([current] if current else []) + older
+        if not rows:
+            return None
+        return [(v, t, json.loads(c) if c else None) for v, t, c in rows[:HISTORY_LIMIT]]
 
     def bulk_insert(self, resources: Iterable[Resource], *, replace: bool = False) -> int:
         """Fast path for the seed: versions stamped here, one transaction, executemany."""

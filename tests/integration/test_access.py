@@ -143,6 +143,12 @@ def test_grant_with_if_match_then_412_then_the_member_sees_only_its_tenant(world
     assert count(world.member) == 3
 
 
+def test_history_is_as_visible_as_the_resource(world: World) -> None:
+    assert world.grant(world.entry(world.north)).status_code == 200
+    assert world.member.req("GET", f"{world.north_patient}/_history").status_code == 200
+    assert world.member.req("GET", f"{world.south_patient}/_history").status_code == 404
+
+
 def test_two_tenant_entries_combine(world: World) -> None:
     assert world.grant(world.entry(world.north), world.entry(world.south)).status_code == 200
     assert count(world.member) == 2

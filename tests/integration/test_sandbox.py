@@ -684,3 +684,43 @@ def test_a_request_cut_short_is_never_handled(sandbox: InProcessSandbox, api: Ap
             conn.settimeout(5)
             assert conn.recv(4096) == b""  # no answer: the connection is dropped
     assert accounts(api.read(ref)) == [tenant]
+
+
+def test_instance_history_like_medplum(make_sandbox: Any) -> None:
+    """Newest first, the caller's $set-accounts version authored by the caller, a deletion as a
+    410 entry, vread, 10 quota points (fhirquota.ts HISTORY), and in a batch Bundle too."""
+    sandbox = make_sandbox("--fhir-quota", "100000")
+    api = Api(sandbox)
+    a, b = org(api, "A"), org(api, "B")
+    pid = api.create({"resourceType": "Patient", "meta": {"accounts": [{"reference": a}]}})["id"]
+    assert api.set_accounts(f"Patient/{pid}", [a, b]).status_code == 200
+    r = api.req("GET", f"Patient/{pid}/_history")
+    assert r.status_code == 200 and r.json()["type"] == "history"
+    entries = r.json()["entry"]
+    assert [accounts(e["resource"]) for e in entries] == [[a, b], [a]]
+    assert (
+        entries[0]["resource"]["meta"]["author"]["reference"] == "ClientApplication/sandbox-admin"
+    )
+    newest = entries[0]["resource"]["meta"]["versionId"]
+    assert entries[0]["request"] == {"method": "GET", "url": f"Patient/{pid}/_history/{newest}"}
+    before = fhir_points(api.req("GET", f"Patient/{pid}"))
+    after = fhir_points(api.req("GET", f"Patient/{pid}/_history"))
+    assert before - after == 10
+    old = entries[1]["resource"]["meta"]["versionId"]
+    assert accounts(api.read(f"Patient/{pid}/_history/{old}")) == [a]
+    batch = api.req("POST", "", json={"resourceType": "Bundle", "type": "batch", "entry": [
+        {"request": {"method": "GET", "url": f"Patient/{pid}/_history"}}]})  # fmt: skip
+    assert len(batch.json()["entry"][0]["resource"]["entry"]) == 2
+    assert api.req("DELETE", f"Patient/{pid}").status_code == 200
+    gone = api.req("GET", f"Patient/{pid}/_history").json()["entry"]
+    assert [e["response"]["status"] for e in gone] == ["410", "200", "200"]
+    assert (
+        api.req("GET", "Patient/00000000-0000-4000-8000-000000000000/_history").status_code == 404
+    )
+    assert api.req("POST", f"Patient/{pid}/_history").status_code == 405
+
+
+def fhir_points(response: httpx.Response) -> int:
+    header = response.headers["RateLimit"]
+    part = next(p for p in header.split(",") if "fhirInteractions" in p)
+    return int(part.split(";r=")[1].split(";")[0])
