@@ -142,7 +142,9 @@ class AccessWriter:
             if self.fence is not None:
                 self.fence()  # LockLost (an ApplyFailed): this membership is not written
             try:
-                written = self.client.update_resource(body, if_match=fresh.version_id)
+                written = self.client.update_resource(
+                    body, if_match=fresh.version_id, fence=self.fence
+                )
             except HTTPStatusError as exc:
                 if exc.status == 412 and attempt < MAX_TRIES:
                     log.info("membership moved while writing; re-reading", membership=ref)

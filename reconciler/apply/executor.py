@@ -164,6 +164,7 @@ class Executor:
                         self._entries(change, step),
                         propagate=True,
                         prefer_async=True,
+                        fence=self._check_fence,
                     )
                     unknown |= result.retried
                     if result.status == 202:
@@ -178,7 +179,10 @@ class Executor:
                             unknown = timed_out = True
                 else:
                     result = self.client.set_accounts_result(
-                        change.patient, self._entries(change, step), propagate=False
+                        change.patient,
+                        self._entries(change, step),
+                        propagate=False,
+                        fence=self._check_fence,
                     )
                     unknown |= result.retried
             if unknown and not self._patient_matches(change):
@@ -517,6 +521,7 @@ class Executor:
                 correction.entries,
                 propagate=written.propagate,
                 prefer_async=written.propagate,
+                fence=self._check_fence,
             )
             if result.status == 202:
                 job = result.headers.get("Content-Location") or result.body

@@ -83,6 +83,7 @@ class ApplyLock:
         ttl_s: float = DEFAULT_TTL_S,
         wait_s: float = 0.0,
         poll_s: float = 1.0,
+        request_deadline_s: float = 0.0,
     ) -> None:
         self.client = client
         self.plan_digest = plan_digest
@@ -95,8 +96,11 @@ class ApplyLock:
         self._stop = threading.Event()
         self._renewer: threading.Thread | None = None
         # Fencing: writes may start only while the lock is known held — until the last
-        # successful take or renewal plus the TTL, minus a margin for a write in flight.
-        self.margin_s = min(ttl_s / 3, 60.0)
+        # successful take or renewal plus the TTL, minus a margin for a write in flight: at
+        # least a whole request deadline, so a write started at the last moment has ended
+        # (or been abandoned) before the lock can expire on the server. Apply refuses a TTL
+        # under twice the deadline, so the margin stays below the renewal interval's slack.
+        self.margin_s = max(min(ttl_s / 3, 60.0), request_deadline_s)
         self._held_until = 0.0
         self.lost: str | None = None
 

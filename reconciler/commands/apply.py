@@ -515,6 +515,12 @@ def run(options: Options) -> int:
     saved_plan, manifests = _load(options.paths, options.targets)
     if saved_plan is None:
         _can_ask(options)
+    if options.lock and options.lock_ttl < 2 * options.server.timeout:
+        raise UsageError(
+            f"--lock-ttl {options.lock_ttl:g}s is too short for --timeout "
+            f"{options.server.timeout:g}s: the lock must outlive a write in flight, so give a "
+            "TTL of at least twice the request timeout; nothing was read or written"
+        )
     with connect(options.server) as conn:
         me = preflight(conn, need_admin="apply")
         replan = resource_replan = None
@@ -600,6 +606,7 @@ def _execute(
             plan_digest=plan_digest(plan),
             ttl_s=options.lock_ttl,
             wait_s=options.lock_timeout,
+            request_deadline_s=options.server.timeout,
         )
         lock.acquire()
     else:

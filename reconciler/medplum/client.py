@@ -149,8 +149,11 @@ class MedplumClient(ReadsMixin, OperationsMixin):
         expect_json: bool = True,
         deadline_s: float | None = None,
         retries: int | None = None,
+        fence: Callable[[], None] | None = None,
     ) -> Result:
         """Send one FHIR request with auth, pacing and retries; raise on any non-2xx answer.
+        `fence` runs before every attempt, retries included (apply's lock check: a write is
+        never re-sent once the lock is no longer known held; it raises to stop).
         Each attempt has a total deadline (`timeout`, or `deadline_s` when shorter) covering
         connect, headers and the whole body, and a size cap: a server that drips its answer or
         sends an endless body gets a clean error, never a hang or a memory blow-up."""
@@ -168,6 +171,8 @@ class MedplumClient(ReadsMixin, OperationsMixin):
         retried = False
         while True:
             self.pacer.wait_turn()
+            if fence is not None:
+                fence()
             with self._stats_lock:
                 self.requests_sent += 1
             try:
@@ -314,11 +319,12 @@ class MedplumClient(ReadsMixin, OperationsMixin):
         *,
         accounts: Sequence[str] | None = None,
         if_match: str | None = None,
+        fence: Callable[[], None] | None = None,
     ) -> dict[str, Any]:
         body = _with_accounts(resource, accounts)
         headers = {"If-Match": f'W/"{if_match}"'} if if_match else None
         path = f"{body['resourceType']}/{body['id']}"
-        return _resource(self.request("PUT", path, json=body, headers=headers).body)
+        return _resource(self.request("PUT", path, json=body, headers=headers, fence=fence).body)
 
     def delete_resource(self, resource_type: str, resource_id: str) -> None:
         self.request("DELETE", f"{resource_type}/{resource_id}")

@@ -139,7 +139,7 @@ def test_kill_9_between_revocations_and_grants_never_over_exposes_and_converges(
         }
 
     proc = run_process(sb, "apply", manifests, "--auto-approve", "--allow-mass-grant",
-                       "--parallelism", "2", "--lock-ttl", "2s")  # fmt: skip
+                       "--parallelism", "2", "--lock-ttl", "2s", "--timeout", "1")  # fmt: skip
     # Kill it once some revocations landed (each member is written twice: revoke, then grant).
     wait_for(lambda: sum(north_entry not in e for e in entries().values()) >= 3, step=0.01)
     proc.send_signal(signal.SIGKILL)

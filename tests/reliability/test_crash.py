@@ -43,6 +43,8 @@ def test_kill_9_mid_apply_then_remainder_unlock_and_converge(
         "2",
         "--lock-ttl",
         "3s",
+        "--timeout",
+        "1.5",
     )
     goal = random.Random().randint(4, 15)  # a random point after some writes
     wait_for(lambda: initial - len(assert_invariants(client, scenario)) >= goal)
@@ -86,6 +88,8 @@ def test_expired_lock_of_a_killed_apply_is_taken_over(
         "1",
         "--lock-ttl",
         "1s",
+        "--timeout",
+        "0.5",
     )
     wait_for(
         lambda: bool(

@@ -44,7 +44,8 @@ def test_a_paused_apply_that_lost_its_lock_writes_nothing_more(
     write(second, "t.yaml", tenant_yaml("north", north, [refs[0]], propagate=False) + "---\n"
           + tenant_yaml("south", south, refs, propagate=False))  # fmt: skip
     proc = run_process(sb, "apply", str(first), "--auto-approve", "--allow-mass-grant",
-                       "--parallelism", "1", "--lock-ttl", "1.5s", "--no-verify")  # fmt: skip
+                       "--parallelism", "1", "--lock-ttl", "1.5s", "--timeout", "0.75",
+                       "--no-verify")  # fmt: skip
     wait_for(lambda: sum(north in a for a in accounts_by_ref(client, refs).values()) >= 5)
     proc.send_signal(signal.SIGSTOP)  # a long GC pause, a suspended laptop, a stuck VM
     time.sleep(2.0)  # past the first apply's lock TTL
@@ -64,3 +65,27 @@ def test_a_paused_apply_that_lost_its_lock_writes_nothing_more(
     changed = [r for r in refs if now[r] != after_second[r]]
     assert len(changed) <= 1, changed
     assert all(south in now[r] for r in refs[1:] if r not in changed)
+
+
+def test_a_lock_ttl_shorter_than_twice_the_request_timeout_is_refused(
+    sandbox_factory: Any, run: Run, tmp_path: Path
+) -> None:
+    """The lock must outlive a write in flight: a TTL the request deadline could outlast is a
+    usage error before anything is read or written."""
+    sb = sandbox_factory()
+    client = sb.client()
+    north = create_org(client)
+    refs = create_patients(client, 3)
+    manifests = write(tmp_path, "t.yaml", tenant_yaml("north", north, refs))
+    before = sb.snapshot()
+    code, out, err = run(sb, "apply", manifests, "--auto-approve", "--lock-ttl", "50s",
+                         "--timeout", "30")  # fmt: skip
+    assert code == 1
+    assert err.strip().splitlines()[-1] == (
+        "Error: --lock-ttl 50s is too short for --timeout 30s: the lock must outlive a write in "
+        "flight, so give a TTL of at least twice the request timeout; nothing was read or written"
+    )
+    assert out == "" and sb.snapshot() == before
+    code, out, err = run(sb, "apply", manifests, "--auto-approve", "--lock-ttl", "60s",
+                         "--timeout", "30")  # fmt: skip
+    assert code == 0, err

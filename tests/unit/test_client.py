@@ -264,6 +264,31 @@ def test_retried_write_is_flagged_outcome_unknown() -> None:
     }
 
 
+def test_a_fenced_write_is_never_resent_once_the_fence_says_stop() -> None:
+    """Apply's lock check runs before every attempt: a 504'd write whose lock was lost while
+    it waited is not sent again (it might land after another apply took the lock over)."""
+    server = Server()
+    server.add(
+        "/fhir/R4/Patient/p1/$set-accounts",
+        httpx.Response(504, json=outcome("transient", "Gateway Timeout")),
+    )
+    client, _ = make(server)
+    checks: list[int] = []
+
+    class Lost(Exception):
+        pass
+
+    def fence() -> None:
+        checks.append(len(server.fhir()))
+        if len(checks) > 1:
+            raise Lost("lost the apply lock")
+
+    with pytest.raises(Lost):
+        client.set_accounts_result("Patient/p1", ["Organization/o1"], fence=fence)
+    assert checks == [0, 1]  # checked before the first attempt and before the retry
+    assert len(server.fhir()) == 1  # the retry was never sent
+
+
 def test_non_json_and_html_bodies_are_transport_errors() -> None:
     server = Server()
     server.add(
