@@ -13,7 +13,9 @@ Managed accounts are the manifests' to decide and stay as written. A correction 
 when nobody touched that account after our write (its presence is the same in every later
 version), so a later writer's decision is never undone; and our versions are recognised by
 their accounts (a step's exact list) and, where the server shows it, their author — a version
-we cannot prove ours is treated as another writer's, which can only make us correct less.
+we cannot prove ours is treated as another writer's, which can only make us correct less; and
+a correction resting on a version whose author the server does not show is reported instead
+of made (putting an account back is a grant).
 """
 
 from __future__ import annotations
@@ -94,6 +96,7 @@ def find_correction(
         return None  # deleted since: nothing to keep
     restore: dict[str, tuple[int, dict[str, Any] | None]] = {}  # key → (index lost at, entry)
     drop: dict[str, int] = {}  # key → index revived at
+    unproven = False  # a correction would rest on a version not shown to be ours
     next_write = 0
     for i in range(by_id[first] + 1, len(versions)):
         version, replaced = versions[i], versions[i - 1]
@@ -105,21 +108,33 @@ def find_correction(
         if match is None or (author and version.author and version.author != author):
             continue  # someone else's version
         next_write = match + 1
+        proven = bool(author) and version.author == author
         read_at = by_id.get(written.writes[match][0])
         if read_at is None or replaced.deleted:
             continue
         read = versions[read_at]
+        found = False
         for key in replaced.keys:  # added by someone else after our read, missing from ours
             if key not in managed and key not in read.keys and key not in version.keys:
                 restore.setdefault(key, (i, replaced.originals.get(key)))
+                found = True
         for key in read.keys:  # removed by someone else after our read, written back by us
             if key not in managed and key not in replaced.keys and key in version.keys:
                 drop.setdefault(key, i)
+                found = True
+        unproven |= found and not proven
     # A correction only where no later version touched that account.
     keep_back = [k for k, (i, _) in restore.items() if all(k not in v.keys for v in versions[i:])]
     take_out = [k for k, i in drop.items() if all(k in v.keys for v in versions[i:])]
     if not keep_back and not take_out:
         return None
+    if unproven:
+        # Correcting is writing access (a put-back is a grant): only from versions shown to be
+        # ours. Without an author to compare, say what may be lost instead.
+        return (
+            "another writer's change to " + ", ".join(keep_back + take_out) + " may have been "
+            "overwritten; the server does not show which versions are apply's own (meta.author)"
+        )
     current = versions[-1]
     keys = [k for k in current.keys if k not in take_out] + keep_back
     originals = {**current.originals}
