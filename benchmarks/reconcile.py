@@ -362,8 +362,12 @@ def main_scenario(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         if f"Apply complete! {changes:,} patient" not in out:
             raise SystemExit(f"apply did not complete:\n{out[-1500:]}")
         writes = next(e for e in events(err) if e.get("event") == "writes finished")
+        others = next(
+            (e for e in events(err) if e.get("event") == "other writers' changes checked"), {}
+        )
         apply.extra = {
             "write_phase_s": round(writes["duration_ms"] / 1000, 2),
+            "history_check_s": round(others.get("duration_ms", 0) / 1000, 2),
             "writes_estimated": writes.get("writes_estimated"),
             "writes_made": writes.get("writes_made"),
         }
