@@ -4,11 +4,15 @@
     python benchmarks/reconcile.py --quick         # N=500, naive sample 20: about a minute
     python benchmarks/reconcile.py --rss-patients 100000   # also: plan RSS over 100,000 patients
     python benchmarks/reconcile.py --quota         # the quota scenario (about a minute)
+    MEDPLUM_CLIENT_ID=… MEDPLUM_CLIENT_SECRET=… \
+      python benchmarks/reconcile.py --server https://medplum.example/   # on any Medplum
 
 Each scenario seeds a sandbox data file directly, copies it per contender, starts
 `reconciler sandbox serve --latency-ms L` on a free loopback port, and measures wall time,
 HTTP requests (the sandbox's /sandbox/stats counter) and peak RSS (the child's rusage). Figures
 are printed as a table; `--json FILE` writes them all with the ratios. No timing is asserted.
+With `--server` the main comparison runs on that server instead (benchmarks/remote.py: seeded
+over HTTP, requests counted by the clients, only what it seeded deleted).
 """
 
 from __future__ import annotations
