@@ -103,14 +103,20 @@ def run(
         for key, value in sb.env().items():
             if key.startswith("MEDPLUM_"):
                 monkeypatch.setenv(key, value)
-        capsys.readouterr()
-        code = main([*args, "--log-format", "json"])
-        out, err = capsys.readouterr()
-        record(out, err)
-        FIGURES["CLI runs"] += 1
-        return code, out, err
+        return _main_recorded(capsys, args)
 
     return invoke
+
+
+def _main_recorded(
+    capsys: pytest.CaptureFixture[str], args: tuple[str, ...]
+) -> tuple[int, str, str]:
+    capsys.readouterr()
+    code = main([*args, "--log-format", "json"])
+    out, err = capsys.readouterr()
+    record(out, err)
+    FIGURES["CLI runs"] += 1
+    return code, out, err
 
 
 def run_process(sb: Sandbox, *args: str, **kwargs: Any) -> subprocess.Popen[str]:
@@ -125,3 +131,26 @@ def finish(proc: subprocess.Popen[str], timeout: float = 120) -> tuple[int, str,
     record(out, err)
     FIGURES["CLI runs"] += 1
     return proc.returncode, out, err
+
+
+def run_through(
+    transport: Any,
+    sb: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    *args: str,
+) -> tuple[int, str, str]:
+    """Run the CLI in-process with every request going through `transport` (a racing writer in
+    front of an AppSandbox); the output is recorded for the leak checks."""
+    import httpx
+
+    import reconciler.connect
+
+    def build_client(url: str, client_id: Any, secret: Any, **_: Any) -> MedplumClient:
+        return MedplumClient(url, client_id, secret, http=httpx.Client(transport=transport))
+
+    monkeypatch.setattr(reconciler.connect, "build_client", build_client)
+    monkeypatch.setenv("MEDPLUM_BASE_URL", sb.url)
+    monkeypatch.setenv("MEDPLUM_CLIENT_ID", "sandbox-admin")
+    monkeypatch.setenv("MEDPLUM_CLIENT_SECRET", "sandbox-secret")
+    return _main_recorded(capsys, args)

@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 
 from reconciler.model import AccessKey, entry_json
-from tests.reliability.conftest import FIGURES, finish, run_process
+from tests.reliability.conftest import FIGURES, finish, run_process, run_through
 from tests.reliability.test_crash import wait_for
 from tests.sandbox_process import AppSandbox
 
@@ -85,28 +85,14 @@ class RacingTransport(httpx.BaseTransport):
 def test_a_412_rereads_and_replans_and_the_other_writers_entry_survives(
     tmp_path: Path, monkeypatch: Any, capsys: Any
 ) -> None:
-    import reconciler.connect
-    from reconciler.cli import main
-    from reconciler.medplum.client import MedplumClient
-    from tests.reliability.conftest import record
-
     sb = AppSandbox()
     admin = sb.client()
     north, south, policy, refs, unmanaged = _setup(admin, 4)
     manifests = _manifests(tmp_path, north, south, policy, refs)
     racing = RacingTransport(sb.transport, sb.client())
-
-    def build_client(url: str, client_id: Any, secret: Any, **_: Any) -> MedplumClient:
-        return MedplumClient(url, client_id, secret, http=httpx.Client(transport=racing))
-
-    monkeypatch.setattr(reconciler.connect, "build_client", build_client)
-    monkeypatch.setenv("MEDPLUM_BASE_URL", sb.url)
-    monkeypatch.setenv("MEDPLUM_CLIENT_ID", "sandbox-admin")
-    monkeypatch.setenv("MEDPLUM_CLIENT_SECRET", "sandbox-secret")
-    capsys.readouterr()
-    code = main(["apply", manifests, "--auto-approve", "--log-format", "json", "--no-verify"])
-    out, err = capsys.readouterr()
-    record(out, err)
+    code, out, err = run_through(
+        racing, sb, monkeypatch, capsys, "apply", manifests, "--auto-approve", "--no-verify"
+    )
     assert code == 0, out + err
     assert "Access updated: 4 grants added, 4 grants revoked, on 4 memberships." in out
     assert len(racing.raced) == 4

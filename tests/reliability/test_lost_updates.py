@@ -14,7 +14,7 @@ import pytest
 from reconciler.medplum.accounts import get_resource_accounts
 from reconciler.medplum.client import MedplumClient
 from tests.integration.helpers import create_org
-from tests.reliability.conftest import FIGURES, finish, record, run_process
+from tests.reliability.conftest import FIGURES, finish, run_process, run_through
 from tests.reliability.helpers import build, state
 from tests.sandbox_process import AppSandbox
 
@@ -49,8 +49,6 @@ class RacingTransport(httpx.BaseTransport):
 def test_another_writers_change_made_between_reread_and_write_survives(
     parallelism: int, tmp_path: Path, monkeypatch: Any, capsys: Any
 ) -> None:
-    import reconciler.connect
-    from reconciler.cli import main
 
     sb = AppSandbox()
     admin = sb.client()
@@ -58,18 +56,10 @@ def test_another_writers_change_made_between_reread_and_write_survives(
     foreign = create_org(admin, "Foreign clinic")
     racing = RacingTransport(sb.transport, sb.client(), foreign, scenario.legacy)
 
-    def build_client(url: str, client_id: Any, secret: Any, **_: Any) -> MedplumClient:
-        return MedplumClient(url, client_id, secret, http=httpx.Client(transport=racing))
-
-    monkeypatch.setattr(reconciler.connect, "build_client", build_client)
-    monkeypatch.setenv("MEDPLUM_BASE_URL", sb.url)
-    monkeypatch.setenv("MEDPLUM_CLIENT_ID", "sandbox-admin")
-    monkeypatch.setenv("MEDPLUM_CLIENT_SECRET", "sandbox-secret")
-    capsys.readouterr()
-    code = main(["apply", scenario.manifests, "--auto-approve", "--log-format", "json",
-                 "--parallelism", str(parallelism)])  # fmt: skip
-    out, err = capsys.readouterr()
-    record(out, err)
+    code, out, err = run_through(
+        racing, sb, monkeypatch, capsys, "apply", scenario.manifests, "--auto-approve",
+        "--parallelism", str(parallelism),
+    )  # fmt: skip
     assert code == 0, out + err
     added = sorted(p for p, how in racing.raced.items() if how == "added")
     removed = sorted(p for p, how in racing.raced.items() if how == "removed")
@@ -88,9 +78,9 @@ def test_another_writers_change_made_between_reread_and_write_survives(
         patient = resource["subject"]["reference"]
         assert set(get_resource_accounts(resource)) == want[patient], (patient, resource["id"])
     # The next plan has nothing to do: foreign and legacy are not the manifests' accounts.
-    capsys.readouterr()
-    assert main(["plan", scenario.manifests, "--detailed-exitcode", "--no-estimate"]) == 0
-    assert "No changes." in capsys.readouterr().out
+    code, out, _ = run_through(racing, sb, monkeypatch, capsys, "plan", scenario.manifests,
+                               "--detailed-exitcode", "--no-estimate")  # fmt: skip
+    assert code == 0 and "No changes." in out
     sb.stop()
 
 
