@@ -915,7 +915,9 @@ def main() -> int:
     sandbox_only = [f"--{k.replace('_', '-')}" for k in ("rss_patients", "quota", "access",
                     "other_resources") if getattr(args, k)]  # fmt: skip
     if args.server and sandbox_only:
-        parser.error(f"{', '.join(sandbox_only)}: sandbox-only (they read its meters); not with --server")
+        parser.error(
+            f"{', '.join(sandbox_only)}: sandbox-only (they read its meters); not with --server"
+        )
     if args.quick:
         args.patients, args.naive_sample = 500, 20
     _install_rss_hook()
