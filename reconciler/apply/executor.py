@@ -23,7 +23,7 @@ from reconciler.medplum.accounts import account_entries, entry_for
 from reconciler.medplum.client import MedplumClient
 from reconciler.medplum.errors import JobError, JobTimeout, MedplumError, TransportError
 from reconciler.medplum.operations import parameter_value
-from reconciler.medplum.reads import chunks
+from reconciler.medplum.reads import HISTORY_BATCH, chunks
 from reconciler.model import AccountInfo, Change, LivePatient, Plan, Step
 from reconciler.plan.live_resources import read_resources
 
@@ -505,7 +505,8 @@ class Executor:
         self, pending: Sequence[Written]
     ) -> Iterator[tuple[Written, list[dict[str, Any]] | str]]:
         by_ref = {w.ref: w for w in pending}
-        slices = list(chunks(list(by_ref), 50))
+        # One batch Bundle per slice; the slices run side by side.
+        slices = list(chunks(list(by_ref), HISTORY_BATCH))
         with ThreadPoolExecutor(self.parallelism, thread_name_prefix="history") as pool:
             for part in pool.map(lambda refs: list(self.client.read_histories(refs)), slices):
                 for ref, history in part:
