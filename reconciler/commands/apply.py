@@ -476,6 +476,8 @@ def _audit(conn: Connection, plan: Plan, report: Report, access: AccessReport) -
         "accounts_added": report.added,
         "accounts_removed": report.removed,
         "compartment_repaired": report.repaired,
+        "foreign_accounts_restored": report.foreign_restored,
+        "foreign_accounts_dropped": report.foreign_dropped,
     }
     success = (
         not report.failed and not report.unrepaired and not report.interrupted and not access.failed

@@ -68,6 +68,10 @@ def test_another_writers_change_made_between_reread_and_write_survives(
         f"Kept other writers' changes made during apply: {len(added)} unmanaged accounts put "
         f"back, {len(removed)} taken out again." in out
     ), out
+    (audit,) = admin.search_all("AuditEvent", {})
+    details = {d["type"]: d["valueString"] for d in audit["entity"][0]["detail"]}
+    assert details["foreign_accounts_restored"] == str(len(added))
+    assert details["foreign_accounts_dropped"] == str(len(removed))
     want = {p: set(a) for p, a in scenario.desired.items()}
     for p in added:
         want[p].add(foreign)
