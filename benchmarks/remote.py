@@ -17,6 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
+from reconciler import scrub
 from reconciler.medplum import MedplumClient
 
 BATCH_ENTRIES = 200  # ~60 KB a Bundle: well under Medplum's default 1 MB JSON body limit
@@ -69,7 +70,10 @@ def post_batch(client: MedplumClient, entries: Sequence[dict[str, Any]]) -> list
                 str(i.get("details", {}).get("text") or i.get("diagnostics") or i.get("code"))
                 for i in outcome.get("issue") or []
             )
-            raise SystemExit(f"a batch entry failed with {status}: {text or 'no details'}")
+            # The client registered its secret and token: a server echoing them gets `***`.
+            raise SystemExit(
+                scrub.scrub(f"a batch entry failed with {status}: {text or 'no details'}")
+            )
     return answers
 
 

@@ -155,8 +155,8 @@ class Executor:
         unknown = timed_out = False
         propagated = 0
         try:
+            # The lock is checked before every attempt of each write (`fence`), retries included.
             for step in change.steps:
-                self._check_fence()
                 if step.propagate:
                     sent = time.monotonic()
                     result = self.client.set_accounts_result(
@@ -515,7 +515,6 @@ class Executor:
     def _correct(self, written: Written, correction: Correction) -> str:
         """One `$set-accounts` with the corrected list; "" when done, else why not."""
         try:
-            self._check_fence()
             sent = time.monotonic()
             result = self.client.set_accounts_result(
                 written.ref,
