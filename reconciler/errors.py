@@ -9,7 +9,7 @@ ReconcilerError
 ├── PreflightError          the client cannot do what the command needs (not a project admin)
 ├── ApplyRefused            apply declined: not approved, guard tripped, lock held
 ├── ApplyFailed             apply logic: a change that could not be confirmed on the server
-│   └── LockLost            the apply lock can no longer be proven held: no new write starts
+├── LockLost                the apply lock can no longer be proven held: the phase ends
 └── MedplumError            (reconciler.medplum.errors) anything the client raises
     ├── TransportError      could not reach the server (connect, timeout, bad answer)
     ├── HTTPStatusError     the server said no: status + OperationOutcome text
@@ -78,5 +78,5 @@ class ApplyFailed(ReconcilerError):
     timed out). Raised and caught inside the executor; the message becomes the change's reason."""
 
 
-class LockLost(ApplyFailed):
-    pass
+class LockLost(ReconcilerError):
+    """Not a failure of one change: once raised, no write starts and the running phase ends."""

@@ -10,6 +10,7 @@ from typing import TextIO
 from reconciler.errors import ReconcilerError
 from reconciler.medplum.client import MedplumClient
 from reconciler.medplum.reads import PAGE_SIZE, chunks
+from reconciler.plan.entries import parse_entry
 
 # No relative $schema path would hold wherever the file is written: say how to get the schema.
 SCHEMA_MODELINE = (
@@ -116,13 +117,12 @@ def current_grants(client: MedplumClient, account: str) -> dict[tuple[str, str],
     for membership in client.search_all("ProjectMembership", []):
         ref = f"ProjectMembership/{membership['id']}"
         for entry in membership.get("access") or []:
-            policy = (
-                (entry.get("policy") or {}).get("reference") if isinstance(entry, dict) else None
-            )
-            for param in (entry.get("parameter") or []) if policy else []:
-                target = (param.get("valueReference") or {}).get("reference")
-                if target == account and isinstance(param.get("name"), str):
-                    members = grants.setdefault((str(policy), param["name"]), [])
+            parsed = parse_entry(entry)
+            if parsed is None or parsed.policy is None:
+                continue
+            for param in parsed.parameters:
+                if param.reference == account:
+                    members = grants.setdefault((parsed.policy, param.name), [])
                     if ref not in members:
                         members.append(ref)
     return grants

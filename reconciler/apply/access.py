@@ -13,20 +13,20 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
 
-from reconciler.errors import ApplyFailed
+from reconciler.apply.events import EventSink, MembershipFinished, ignore
+from reconciler.errors import ApplyFailed, LockLost
 from reconciler.logs import get_logger
 from reconciler.medplum.client import MedplumClient
 from reconciler.medplum.errors import HTTPStatusError, MedplumError
 from reconciler.model import AccessChange, AccessItem, AccessStep, LiveMembership, Phase
-from reconciler.plan.live_access import to_live_membership
+from reconciler.plan.records import to_live_membership
+from reconciler.plan.versions import DURING_APPLY, moved
 
 log = get_logger("reconciler.apply.access")
 
 MAX_TRIES = 3
 Replan = Callable[[LiveMembership], AccessChange | None]
-EventSink = Callable[[str, dict[str, Any]], None]
 
 
 @dataclass
@@ -68,14 +68,14 @@ class AccessWriter:
         changes: Sequence[AccessChange],
         *,
         replan: Replan | None = None,
-        on_event: EventSink | None = None,
+        on_event: EventSink = ignore,
         parallelism: int = 10,
         fence: Callable[[], None] | None = None,
     ) -> None:
         self.client = client
         self.changes = {c.membership: c for c in changes}
         self.replan = replan  # None: a saved plan, applied exactly
-        self.on_event = on_event or (lambda name, data: None)
+        self.on_event = on_event
         self.parallelism = max(1, parallelism)
         self.fence = fence
         # What each membership should hold after each phase, and the version we last saw or
@@ -84,8 +84,11 @@ class AccessWriter:
         self._versions: dict[str, str] = {c.membership: c.version_id for c in changes}
         self._lock = threading.Lock()
         self.report = AccessReport(planned=len(changes))
+        self.lock_lost: str | None = None  # set when a write met a lost lock: the phase ends
 
     def run(self, phase: Phase) -> None:
+        if self.lock_lost is not None:
+            return
         todo = [
             ref
             for ref, change in self._pending.items()
@@ -102,8 +105,14 @@ class AccessWriter:
 
     def _write(self, ref: str, phase: Phase) -> None:
         started = time.monotonic()
+        if self.lock_lost is not None:
+            return
         try:
             result = self._write_with_retries(ref, phase)
+        except LockLost as exc:
+            with self._lock:
+                self.lock_lost = self.lock_lost or str(exc)
+            return
         except (MedplumError, ApplyFailed) as exc:
             self._finish(ref, AccessOutcome(ref, False, reason=str(exc)), started)
             return
@@ -115,12 +124,10 @@ class AccessWriter:
             resource = self.client.read_resource(*ref.split("/", 1))
             fresh = to_live_membership(resource)
             change = self._pending[ref]
-            if fresh.version_id != self._versions[ref]:
+            reason = moved(self._versions[ref], fresh.version_id, since=DURING_APPLY)
+            if reason is not None:
                 if self.replan is None:
-                    raise ApplyFailed(
-                        f"changed during apply (version {self._versions[ref]}, now "
-                        f"{fresh.version_id})"
-                    )
+                    raise ApplyFailed(reason)
                 replanned = self.replan(fresh)
                 if replanned is None:
                     return AccessOutcome(ref, True, skipped=True)
@@ -140,7 +147,7 @@ class AccessWriter:
                 )
             body = {**resource, "access": [json.loads(e) for e in step.access]}
             if self.fence is not None:
-                self.fence()  # LockLost (an ApplyFailed): this membership is not written
+                self.fence()  # LockLost: this membership is not written, the phase ends
             try:
                 written = self.client.update_resource(
                     body, if_match=fresh.version_id, fence=self.fence
@@ -174,13 +181,7 @@ class AccessWriter:
             **({"reason": outcome.reason} if outcome.reason else {}),
         )
         self.on_event(
-            "membership_complete" if outcome.ok else "membership_errored",
-            {
-                "membership": ref,
-                "grant": [i.to_json() for i in outcome.granted],
-                "revoke": [i.to_json() for i in outcome.revoked],
-                **({"error": outcome.reason} if outcome.reason else {}),
-            },
+            MembershipFinished(ref, outcome.ok, outcome.granted, outcome.revoked, outcome.reason)
         )
 
     def finish_unstarted(self, reason: str) -> None:

@@ -5,10 +5,13 @@ and at most ~1000 resources, and a cut-short propagation is not redone by repeat
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
+from reconciler.apply.report import Report
+from reconciler.apply.writes import set_accounts
 from reconciler.logs import get_logger
 from reconciler.medplum.accounts import get_resource_accounts
 from reconciler.medplum.client import MedplumClient
@@ -57,7 +60,7 @@ def expectations_for_changes(
     """After apply: what each applied change added or removed with propagation."""
     propagating = _propagating(managed)
     return {
-        c.patient: Expectation(
+        c.ref: Expectation(
             must_have=frozenset(a for a in c.add if a in propagating),
             must_not=frozenset(a for a in c.remove if a in propagating),
         )
@@ -109,7 +112,7 @@ def repair(
 
     def fix(item: Straggler) -> bool:
         try:
-            client.set_accounts_result(item.resource, list(item.want), propagate=False)
+            set_accounts(client, item.resource, item.want, propagate=False, job_timeout=0)
         except MedplumError as exc:
             if on_error is not None:
                 on_error(item, str(exc))
@@ -125,3 +128,36 @@ def repair(
         return 0
     with ThreadPoolExecutor(max_workers=max(1, parallelism)) as pool:
         return sum(pool.map(fix, items))
+
+
+def verify_changes(
+    client: MedplumClient,
+    report: Report,
+    managed: Mapping[str, AccountInfo],
+    *,
+    parallelism: int = 10,
+) -> None:
+    """After apply: read the compartments of the patients it updated, repair stragglers, and
+    put the figures in the report."""
+    expectations = expectations_for_changes((o.change for o in report.succeeded_patients), managed)
+    started = time.monotonic()
+    stragglers, read = find_stragglers(client, expectations)
+    report.verified = True
+    report.compartment_read = read
+    report.stragglers = len(stragglers)
+    report.repaired = repair(
+        client,
+        stragglers,
+        parallelism=parallelism,
+        on_error=lambda s, reason: report.unrepaired.append(
+            f"{s.patient}: compartment resource {s.resource} not repaired: {reason}"
+        ),
+    )
+    log.info(
+        "verified",
+        patients=len(expectations),
+        compartment_resources=read,
+        stragglers=len(stragglers),
+        repaired=report.repaired,
+        duration_ms=round((time.monotonic() - started) * 1000),
+    )

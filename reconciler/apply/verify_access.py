@@ -3,7 +3,7 @@
 it sees, and compare with the tenant's live member count; a membership whose entries are all
 managed must also see exactly the union of those tenants' patients — no more. Plus the
 membership drift itself: managed entries the manifests want and the membership lacks, or holds
-and should not."""
+and should not. The results are data (Mismatch records); views word them."""
 
 from __future__ import annotations
 
@@ -13,26 +13,55 @@ from dataclasses import dataclass
 
 from reconciler.medplum.client import MedplumClient
 from reconciler.medplum.errors import HTTPStatusError
-from reconciler.model import AccessChange, LiveMembership, LiveState, Tenant
+from reconciler.model import AccessChange, AccessKey, LiveMembership, LiveState, Tenant
 from reconciler.plan.access import AccessRules, access_rules, desired_entries
 
-ON_BEHALF_OF = "X-Medplum-On-Behalf-Of"
+
+@dataclass(frozen=True)
+class EntryDrift:
+    """A managed entry the membership lacks (`missing`) or holds though no tenant grants it."""
+
+    membership: str
+    key: AccessKey
+    tenant: str
+    missing: bool
+
+
+@dataclass(frozen=True)
+class SeenCount:
+    """What the member sees, counted on its behalf, differs from what the manifests give it:
+    one tenant's patients (`tenant`), or in all (`tenant` None, `tenants` the union's)."""
+
+    membership: str
+    resource_type: str
+    seen: int
+    expected: int
+    tenant: str | None = None
+    tenants: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Unchecked:
+    membership: str
+    reason: str
+
+
+Mismatch = EntryDrift | SeenCount | Unchecked
 
 
 @dataclass(frozen=True)
 class AccessCheck:
-    memberships: int
-    tenants: int
-    mismatches: list[str]
+    memberships: int  # checked
+    tenants: int  # whose accounts some checked entry names
+    mismatches: list[Mismatch]
 
 
-def _count(client: MedplumClient, compartment: str | None, as_member: str | None) -> int:
-    params = [("_summary", "count")]
-    if compartment:
-        params.append(("_compartment", compartment))
-    headers = {ON_BEHALF_OF: as_member} if as_member else None
-    body = client.request("GET", "Patient", params=params, headers=headers).body
-    return int(body.get("total") or 0) if isinstance(body, dict) else 0
+def drift_of(changes: Sequence[AccessChange]) -> list[Mismatch]:
+    found: list[Mismatch] = []
+    for change in changes:
+        found += [EntryDrift(change.membership, i.key, i.tenant, True) for i in change.grant]
+        found += [EntryDrift(change.membership, i.key, i.tenant, False) for i in change.revoke]
+    return found
 
 
 def check_access(
@@ -44,21 +73,11 @@ def check_access(
     parallelism: int = 10,
 ) -> AccessCheck:
     rules = access_rules(tenants, live)
-    mismatches: list[str] = []
-    for change in drift:
-        for item in change.grant:
-            mismatches.append(
-                f"{change.membership}: lacks {item.key.describe()} (tenant {item.tenant})"
-            )
-        for item in change.revoke:
-            mismatches.append(
-                f"{change.membership}: holds {item.key.describe()}, which tenant {item.tenant} "
-                "does not grant it"
-            )
+    mismatches = drift_of(drift)
     accounts = sorted(rules.owners)
     with ThreadPoolExecutor(max(1, parallelism), thread_name_prefix="verify-access") as pool:
-        totals = dict(zip(accounts, pool.map(lambda a: _count(client, a, None), accounts),
-                          strict=True))  # fmt: skip
+        counts = pool.map(lambda a: client.count("Patient", [("_compartment", a)]), accounts)
+        totals = dict(zip(accounts, counts, strict=True))
         results = pool.map(
             lambda ref: _check_one(client, rules, live.memberships[ref], totals),
             sorted(live.memberships),
@@ -76,7 +95,7 @@ def check_access(
 
 def _check_one(
     client: MedplumClient, rules: AccessRules, membership: LiveMembership, totals: dict[str, int]
-) -> list[str] | None:
+) -> list[Mismatch] | None:
     """The mismatches of one membership; None when it holds and wants no managed entry."""
     ref = membership.reference
     live_keys = [rules.key_of(e) for e in membership.entries]
@@ -84,26 +103,21 @@ def _check_one(
     wanted = [k for k in map(rules.key_of, desired_entries(membership, rules)) if k]
     if not wanted and not any(live_keys):
         return None
-    lines: list[str] = []
+    found: list[Mismatch] = []
     for key in wanted:
         try:
-            seen = _count(client, key.account, ref)
+            seen = client.count("Patient", [("_compartment", key.account)], on_behalf_of=ref)
         except HTTPStatusError as exc:
-            return [f"{ref}: could not be checked as the member: {exc.outcome_text}"]
+            return [Unchecked(ref, exc.outcome_text)]
         if seen != totals[key.account]:
-            lines.append(
-                f"{ref}: sees {seen:,} of tenant {rules.owners[key.account].name}'s "
-                f"{totals[key.account]:,} patients"
-            )
+            name = rules.owners[key.account].name
+            found.append(SeenCount(ref, "Patient", seen, totals[key.account], tenant=name))
     # Only when nothing unmanaged can widen it: every live entry is managed.
     if all(live_keys) and not membership.has_access_policy and wanted:
         accounts = sorted({k.account for k in wanted})
-        union = _count(client, ",".join(accounts), None)
-        seen_all = _count(client, None, ref)
+        union = client.count("Patient", [("_compartment", ",".join(accounts))])
+        seen_all = client.count("Patient", on_behalf_of=ref)
         if seen_all != union:
-            names = ", ".join(sorted(rules.owners[a].name for a in accounts))
-            lines.append(
-                f"{ref}: sees {seen_all:,} patients in all, expected {union:,} (the patients "
-                f"of {names})"
-            )
-    return lines
+            names = tuple(sorted(rules.owners[a].name for a in accounts))
+            found.append(SeenCount(ref, "Patient", seen_all, union, tenants=names))
+    return found

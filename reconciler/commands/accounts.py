@@ -6,10 +6,10 @@ import argparse
 from dataclasses import dataclass
 
 from reconciler.commands._args import server_options
-from reconciler.commands.views import View
 from reconciler.connect import ServerOptions, connect
 from reconciler.errors import ExitCode, UsageError
 from reconciler.medplum.accounts import get_resource_accounts
+from reconciler.views.output import Output
 
 
 def split_reference(ref: str, what: str = "a reference") -> tuple[str, str]:
@@ -37,5 +37,5 @@ def run(options: Options) -> int:
     rtype, rid = split_reference(options.reference)
     with connect(options.server) as conn:
         resource = conn.client.read_resource(rtype, rid)
-    View().results(get_resource_accounts(resource))
+    Output().results(get_resource_accounts(resource))
     return ExitCode.OK

@@ -9,10 +9,10 @@ from dataclasses import dataclass
 
 from reconciler.commands._args import server_options
 from reconciler.commands.accounts import split_reference
-from reconciler.commands.views import View
 from reconciler.connect import ServerOptions, connect
 from reconciler.errors import ExitCode, UsageError
 from reconciler.importer import slug, write_manifest
+from reconciler.views.output import Output
 
 
 @dataclass(frozen=True)
@@ -72,7 +72,7 @@ def run(options: Options) -> int:
                 f"--resources expects resource types other than Patient, got {rtype!r}"
             )
     name = slug(options.name) if options.name else None
-    view = View()
+    view = Output()
     with connect(options.server) as conn:
         # The manifest is streamed line by line: 100,000 members never sit in one string.
         count, by = write_manifest(

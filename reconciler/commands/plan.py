@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 from dataclasses import dataclass
 
 from reconciler.commands._args import (
@@ -13,18 +12,16 @@ from reconciler.commands._args import (
     positive_int,
     server_options,
 )
-from reconciler.commands.progress import Progress
 from reconciler.commands.redaction import redaction_key
-from reconciler.commands.views import View
 from reconciler.connect import ServerOptions, connect, preflight
 from reconciler.errors import ExitCode, UsageError
 from reconciler.manifest import DEFAULT_PATHS, load_manifests, select_targets
-from reconciler.model import Plan
 from reconciler.plan.build import build_plan
 from reconciler.plan.estimate import DEFAULT_QUOTA_POINTS
-from reconciler.plan.jsonform import write_plan_json
 from reconciler.plan.planfile import save_plan
-from reconciler.plan.render import iter_text, redact, render_markdown, use_color
+from reconciler.plan.render import redact
+from reconciler.views.plan import PLAN_VIEWS, plan_view
+from reconciler.views.progress import Progress
 
 
 @dataclass(frozen=True)
@@ -63,7 +60,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--out", "-out", metavar="FILE", help="save the plan (JSON, mode 0600) for apply"
     )
     parser.add_argument(
-        "--format", choices=("text", "json", "markdown"), default="text", help="(default: text)"
+        "--format", choices=tuple(PLAN_VIEWS), default="text", help="(default: text)"
     )
     parser.add_argument(
         "--detailed-exitcode",
@@ -94,17 +91,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-estimate", action="store_true", help="skip the quota cost estimate")
 
 
-def render(plan: Plan, fmt: str, view: View) -> None:
-    """Print a plan in one of the three formats; text and JSON are streamed."""
-    if fmt == "text":
-        view.results(iter_text(plan, color=use_color(sys.stdout.isatty())))
-    elif fmt == "json":
-        write_plan_json(plan, sys.stdout)  # streamed: large plans are never one string
-        sys.stdout.flush()
-    else:
-        view.raw(render_markdown(plan))
-
-
 def run(options: Options) -> int:
     if options.redact and options.out:
         raise UsageError(
@@ -112,7 +98,7 @@ def run(options: Options) -> int:
         )
     key = redaction_key() if options.redact else b""  # before any work: CI may refuse it
     manifests = select_targets(load_manifests(options.paths), options.targets)
-    view = View()
+    view = plan_view(options.format)
     with connect(options.server) as conn:
         preflight(conn, need_admin=None)
         progress = Progress("reading live state")
@@ -129,21 +115,13 @@ def run(options: Options) -> int:
             )
         finally:
             progress.close()
-    render(redact(the_plan, key) if options.redact else the_plan, options.format, view)
+    view.plan(redact(the_plan, key) if options.redact else the_plan)
     if options.max_removals is not None and the_plan.removed > options.max_removals:
-        # A diagnostic of this run, not part of the plan: a saved plan (and its digest) does
-        # not depend on which flags the person who planned it gave.
-        view.message(
-            f"Warning: the plan removes {the_plan.removed:,} accounts, more than --max-removals "
-            f"{options.max_removals:,}; apply will refuse"
-        )
+        view.removals_over_limit(the_plan.removed, options.max_removals)
     if options.out:
         plan_key = os.environ.get("RECONCILER_PLAN_KEY")
         save_plan(the_plan, options.out, key=plan_key.encode() if plan_key else None)
-        view.message(
-            f"\nSaved the plan to {options.out}. To apply exactly these changes, run:\n"
-            f"    reconciler apply {options.out}"
-        )
+        view.saved(options.out)
     if options.detailed_exitcode and not the_plan.is_empty:
         return ExitCode.CHANGES
     return ExitCode.OK

@@ -7,8 +7,8 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from reconciler.commands.views import View
 from reconciler.errors import ExitCode, UsageError
+from reconciler.views.output import Output
 
 if TYPE_CHECKING:
     from reconciler.sandbox.app import Config
@@ -96,7 +96,7 @@ def seed(options: argparse.Namespace) -> int:
     finally:
         store.close()
     elapsed = time.monotonic() - started
-    View().result(
+    Output().result(
         f"Seeded {options.data}: {result.patients:,} patients, {result.resources:,} resources "
         f"({result.written:,} new) in {elapsed:.1f} s."
     )

@@ -6,9 +6,9 @@ import argparse
 import json
 from dataclasses import dataclass
 
-from reconciler.commands.views import View
 from reconciler.errors import ExitCode
 from reconciler.schemas import load_schema
+from reconciler.views.output import Output
 
 
 @dataclass(frozen=True)
@@ -27,5 +27,5 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(options: Options) -> int:
-    View().raw(json.dumps(load_schema(f"{options.name}.schema.json"), indent=2) + "\n")
+    Output().raw(json.dumps(load_schema(f"{options.name}.schema.json"), indent=2) + "\n")
     return ExitCode.OK

@@ -6,12 +6,11 @@ from __future__ import annotations
 import argparse
 from dataclasses import dataclass
 
-from reconciler.commands.plan import render
 from reconciler.commands.redaction import redaction_key
-from reconciler.commands.views import View
 from reconciler.errors import ExitCode
 from reconciler.plan.planfile import load_plan
 from reconciler.plan.render import redact
+from reconciler.views.plan import PLAN_VIEWS, plan_view
 
 
 @dataclass(frozen=True)
@@ -28,7 +27,7 @@ class Options:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("plan_file", metavar="PLANFILE", help="a plan saved with plan --out")
     parser.add_argument(
-        "--format", choices=("text", "json", "markdown"), default="text", help="(default: text)"
+        "--format", choices=tuple(PLAN_VIEWS), default="text", help="(default: text)"
     )
     parser.add_argument(
         "--redact",
@@ -40,5 +39,5 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(options: Options) -> int:
     key = redaction_key() if options.redact else b""
     plan = load_plan(options.plan_file)  # checked: schema and digest; no server is contacted
-    render(redact(plan, key) if options.redact else plan, options.format, View())
+    plan_view(options.format).plan(redact(plan, key) if options.redact else plan)
     return ExitCode.OK

@@ -9,9 +9,9 @@ from dataclasses import dataclass
 
 from reconciler.apply.lock import LockInfo, force_unlock
 from reconciler.commands._args import server_options
-from reconciler.commands.views import View
 from reconciler.connect import ServerOptions, connect, preflight
 from reconciler.errors import ApplyRefused, ExitCode
+from reconciler.views.output import Output
 
 
 @dataclass(frozen=True)
@@ -30,7 +30,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--force", action="store_true", help="do not ask for 'yes'")
 
 
-def _confirm(view: View) -> Callable[[LockInfo], bool]:
+def _confirm(view: Output) -> Callable[[LockInfo], bool]:
     """Removing a live lock lets two applies write at once: ask, on a terminal only."""
 
     def ask(info: LockInfo) -> bool:
@@ -52,9 +52,9 @@ def run(options: Options) -> int:
     with connect(options.server) as conn:
         preflight(conn, need_admin="force-unlock")
         info = force_unlock(
-            conn.client, options.lock_id, None if options.force else _confirm(View())
+            conn.client, options.lock_id, None if options.force else _confirm(Output())
         )
-    View().result(
+    Output().result(
         f"Removed the apply lock Basic/{info.id} (held since {info.since} by {info.holder})."
     )
     return ExitCode.OK

@@ -5,10 +5,10 @@ from __future__ import annotations
 import argparse
 from dataclasses import dataclass
 
-from reconciler.commands.views import View
 from reconciler.errors import ExitCode
 from reconciler.manifest import DEFAULT_PATHS, load_manifests
 from reconciler.plan.render import plural
+from reconciler.views.output import Output
 
 
 @dataclass(frozen=True)
@@ -27,7 +27,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(options: Options) -> int:
     manifests = load_manifests(options.paths)
     tenants, files = len(manifests.tenants), len(manifests.files)
-    View().result(
+    Output().result(
         f"{plural(tenants, 'tenant')} in {plural(files, 'file')} "
         f"{'is' if tenants == 1 else 'are'} valid."
     )

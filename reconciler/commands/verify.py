@@ -1,26 +1,17 @@
-"""`reconciler verify`: every compartment resource carries its patient's managed accounts."""
+"""`reconciler verify`: every compartment resource carries its patient's managed accounts; with
+`--access`, what each managed member can see, proven on the server."""
 
 from __future__ import annotations
 
 import argparse
 from dataclasses import dataclass
 
-from reconciler.apply.access import AccessWriter
-from reconciler.apply.verify import expectations_for_live, find_stragglers, repair
-from reconciler.apply.verify_access import check_access
+from reconciler.apply.verification import verify
 from reconciler.commands._args import add_target_option, server_options
-from reconciler.commands.views import View
 from reconciler.connect import ServerOptions, connect, preflight
-from reconciler.errors import ExitCode, PlanError
+from reconciler.errors import ExitCode
 from reconciler.manifest import DEFAULT_PATHS, load_manifests, select_targets
-from reconciler.medplum.client import MedplumClient
-from reconciler.model import LiveState, Phase, Tenant
-from reconciler.plan.access import plan_access
-from reconciler.plan.live import read_live_state
-from reconciler.plan.planner import managed_accounts
-from reconciler.plan.render import plural
-
-MAX_SHOWN = 50
+from reconciler.views.verify import VERIFY_VIEWS
 
 
 @dataclass(frozen=True)
@@ -65,86 +56,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(options: Options) -> int:
     manifests = select_targets(load_manifests(options.paths), options.targets)
-    view = View()
-    errors: list[str] = []
-    repaired = 0
+    view = VERIFY_VIEWS["text"]()
     with connect(options.server) as conn:
         preflight(conn, need_admin="verify --repair" if options.repair else None)
-        live = read_live_state(conn.client, manifests.tenants, parallelism=options.parallelism)
-        expectations = expectations_for_live(live, managed_accounts(manifests.tenants, live))
-        stragglers, read = find_stragglers(conn.client, expectations)
-        if stragglers and options.repair:
-            repaired = repair(
-                conn.client,
-                stragglers,
-                parallelism=options.parallelism,
-                on_error=lambda s, reason: errors.append(f"  {s.resource} ({s.patient}): {reason}"),
-            )
-        access_drift, access_lines = 0, list[str]()
-        if options.access:
-            access_drift, access_lines = _verify_access(
-                conn.client, manifests.tenants, live, options
-            )
-    patients = len({s.patient for s in stragglers})
-    view.result(
-        f"Checked {plural(read, 'compartment resource')} of "
-        f"{plural(len(live.patients), 'patient')}: {plural(len(stragglers), 'resource')} of "
-        f"{plural(patients, 'patient')} out of step."
-    )
-    view.results(
-        f"  {s.resource} ({s.patient}): has {list(s.have)}, should have {list(s.want)}"
-        for s in stragglers[:MAX_SHOWN]
-    )
-    if len(stragglers) > MAX_SHOWN:
-        view.result(f"  ... and {len(stragglers) - MAX_SHOWN} more")
-    view.results(access_lines)
-    if options.repair and stragglers:
-        view.result(f"Repaired {repaired} of {len(stragglers)}.")
-        view.results(errors)
-        if repaired != len(stragglers):
-            return ExitCode.ERROR
-        stragglers = []
-    if access_drift < 0:
-        return ExitCode.ERROR  # a repair failed
-    if stragglers or access_drift:
+        result = verify(
+            conn.client,
+            manifests.tenants,
+            repair_drift=options.repair,
+            access=options.access,
+            parallelism=options.parallelism,
+        )
+    view.result(result)
+    if result.repair_failed:
+        return ExitCode.ERROR
+    if result.drift:
         return ExitCode.CHANGES if options.detailed_exitcode else ExitCode.ERROR
     return ExitCode.OK
-
-
-def _verify_access(
-    client: MedplumClient,
-    tenants: tuple[Tenant, ...],
-    live: LiveState,
-    options: Options,
-) -> tuple[int, list[str]]:
-    """The access proof; with --repair, membership drift is written back and checked again.
-    Returns (drift that remains, -1 when a repair failed; the lines to print)."""
-    drift = plan_access(tenants, live)
-    if drift.problems:
-        raise PlanError(drift.problems)
-    check = check_access(client, tenants, live, drift.changes, parallelism=options.parallelism)
-    count = len(check.mismatches)
-    lines = [
-        f"Checked access of {plural(check.memberships, 'membership')} to "
-        f"{plural(check.tenants, 'tenant')}: {count:,} mismatch{'' if count == 1 else 'es'}.",
-        *(f"  {line}" for line in check.mismatches),
-    ]
-    if not options.repair or not drift.changes:
-        return count, lines
-    writer = AccessWriter(client, drift.changes, parallelism=options.parallelism)
-    writer.run(Phase.REVOKE)
-    writer.run(Phase.GRANT)
-    report = writer.report
-    lines.append(
-        f"Repaired access of {len(report.updated)} of {plural(report.planned, 'membership')}: "
-        f"{plural(report.granted, 'grant')} added, {plural(report.revoked, 'grant')} revoked."
-    )
-    lines += [f"  {o.membership}: {o.reason}" for o in report.failed]
-    if report.failed:
-        return -1, lines
-    fresh = read_live_state(client, tenants, parallelism=options.parallelism)
-    after = check_access(
-        client, tenants, fresh, plan_access(tenants, fresh).changes, parallelism=options.parallelism
-    )
-    lines += [f"  still: {line}" for line in after.mismatches]
-    return len(after.mismatches), lines

@@ -13,6 +13,7 @@ from reconciler.medplum.errors import TransportError, outcome_text
 T = TypeVar("T")
 
 PAGE_SIZE = 1000
+ON_BEHALF_OF = "X-Medplum-On-Behalf-Of"
 COMPARTMENT_BATCH = 100  # patients per system-level compartment search (URL stays < 16 KiB)
 HISTORY_BATCH = 50  # instance histories per batch Bundle (each up to 100 versions)
 
@@ -55,13 +56,21 @@ class ReadsMixin(Requester):
             bundle = _bundle(self.request("GET", next_url).body)
 
     def count(
-        self, resource_type: str, params: Mapping[str, str] | Sequence[tuple[str, str]] = ()
+        self,
+        resource_type: str,
+        params: Mapping[str, str] | Sequence[tuple[str, str]] = (),
+        *,
+        on_behalf_of: str | None = None,
     ) -> int:
         """`Type?…&_summary=count` — one type at a time: Medplum 5.0.10 miscounts multi-type
-        system-level counts (medplum-api.md, "Counting")."""
+        system-level counts (medplum-api.md, "Counting"). `on_behalf_of` (a membership
+        reference; admin clients only) counts what that member can see."""
         query = list(params.items()) if isinstance(params, Mapping) else list(params)
-        bundle = self.search(resource_type, [*query, ("_summary", "count")])
-        return int(bundle.get("total") or 0)
+        headers = {ON_BEHALF_OF: on_behalf_of} if on_behalf_of else None
+        body = self.request(
+            "GET", resource_type, params=[*query, ("_summary", "count")], headers=headers
+        ).body
+        return int(_bundle(body).get("total") or 0)
 
     def post_search(self, resource_type: str, form: Mapping[str, str]) -> Iterator[dict[str, Any]]:
         """POST `{type}/_search` with a form body (long lists do not fit a URL)."""

@@ -15,10 +15,8 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 from reconciler.model import (
     AccessChange,
@@ -31,6 +29,7 @@ from reconciler.model import (
     Tenant,
     entry_json,
 )
+from reconciler.plan.entries import parse_entry
 
 MASS_GRANT_MEMBERSHIPS = 10
 
@@ -53,20 +52,12 @@ class AccessRules:
 
     def key_of(self, entry_text: str) -> AccessKey | None:
         """The managed key of a live entry, or None when the entry is not managed."""
-        try:
-            entry = json.loads(entry_text)
-        except ValueError:
+        parsed = parse_entry(entry_text)
+        if parsed is None or parsed.policy is None:
             return None
-        policy = (entry.get("policy") or {}).get("reference") if isinstance(entry, dict) else None
-        if not isinstance(policy, str):
-            return None
-        for param in entry.get("parameter") or []:
-            if not isinstance(param, dict):
-                continue
-            name = param.get("name")
-            ref = (param.get("valueReference") or {}).get("reference")
-            if (policy, name) in self.names and ref in self.owners:
-                return AccessKey(policy, str(name), str(ref))
+        for param in parsed.parameters:
+            if (parsed.policy, param.name) in self.names and param.reference in self.owners:
+                return AccessKey(parsed.policy, param.name, str(param.reference))
         return None
 
     def item(self, key: AccessKey) -> AccessItem:
@@ -179,18 +170,3 @@ def plan_access(tenants: Sequence[Tenant], live: LiveState) -> AccessPlan:
 def _tenants(items: Sequence[AccessItem]) -> str:
     names = sorted({i.tenant for i in items})
     return ", ".join(f"tenant {n}" for n in names) if names else "its remaining entries"
-
-
-def entry_summary(entry_text: str) -> str:
-    """`AccessPolicy/x  name=Ref` for display; unmanaged entries show what they hold."""
-    try:
-        entry: Any = json.loads(entry_text)
-    except ValueError:
-        return entry_text
-    policy = str((entry.get("policy") or {}).get("reference") or "?")
-    params = []
-    for p in entry.get("parameter") or []:
-        if isinstance(p, dict):
-            value = (p.get("valueReference") or {}).get("reference") or p.get("valueString")
-            params.append(f"{p.get('name')}={value}")
-    return "  ".join([policy, *params])

@@ -6,13 +6,13 @@ it writes, whatever someone edited and re-digested. Pure."""
 from __future__ import annotations
 
 from reconciler.model import AccessChange, Change, Phase, Plan, Step
-from reconciler.plan.access import entry_summary
+from reconciler.plan.entries import entry_summary
 from reconciler.plan.planner import steps_for
 
 MAX_SHOWN = 5
 
 
-def _change_problems(plan: Plan, change: Change, *, patient: bool) -> list[str]:
+def _change_problems(plan: Plan, change: Change) -> list[str]:
     problems: list[str] = []
     add = tuple(a for a in change.after if a not in change.before)
     remove = tuple(a for a in change.before if a not in change.after)
@@ -27,7 +27,7 @@ def _change_problems(plan: Plan, change: Change, *, patient: bool) -> list[str]:
         problems.append("its tenants do not follow from its accounts")
     steps = (
         steps_for(change.before, change.after, plan.managed)
-        if patient
+        if change.is_patient
         else (Step(tuple(change.after), False),)
     )
     if change.steps != steps:
@@ -59,11 +59,13 @@ def _access_problems(plan: Plan, change: AccessChange) -> list[str]:
 def inconsistencies(plan: Plan) -> list[str]:
     problems: list[str] = []
     for change in plan.changes:
-        problems += [f"{change.patient}: {p}" for p in _change_problems(plan, change, patient=True)]
+        if not change.is_patient:
+            problems.append(f"{change.ref}: not a Patient, listed among the patients")
+        problems += [f"{change.ref}: {p}" for p in _change_problems(plan, change)]
     for change in plan.resource_changes:
-        problems += [
-            f"{change.patient}: {p}" for p in _change_problems(plan, change, patient=False)
-        ]
+        if change.is_patient:
+            problems.append(f"{change.ref}: a Patient, listed among the other resources")
+        problems += [f"{change.ref}: {p}" for p in _change_problems(plan, change)]
     for access in plan.access_changes:
         problems += [f"{access.membership}: {p}" for p in _access_problems(plan, access)]
     return problems

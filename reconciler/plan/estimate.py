@@ -22,7 +22,7 @@ DEFAULT_QUOTA_POINTS = 50_000
 def estimate(
     client: MedplumClient, plan: Plan, *, quota_points: int = DEFAULT_QUOTA_POINTS
 ) -> Estimate:
-    runs = {c.patient: sum(s.propagate for s in c.steps) for c in plan.changes}
+    runs = {c.ref: sum(s.propagate for s in c.steps) for c in plan.changes}
     propagating = [ref for ref, n in runs.items() if n]
     sample = propagating[:: max(1, math.ceil(len(propagating) / SAMPLE))]
     sizes = client.compartment_sizes(sample) if sample else {}

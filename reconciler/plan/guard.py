@@ -9,6 +9,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from functools import partial
 
+from reconciler.errors import ApplyRefused
 from reconciler.model import LiveState, MassGrant, MassRemoval, Plan, Tenant
 from reconciler.plan.access import MASS_GRANT_MEMBERSHIPS
 
@@ -99,6 +100,33 @@ def grant_problems(plan: Plan, *, allow_mass_grant: bool, max_grants: int | None
             f"--max-grants {max_grants:,}"
         )
     return problems
+
+
+def refuse_unguarded(
+    plan: Plan,
+    *,
+    allow_mass_removal: bool,
+    max_removals: int | None,
+    allow_mass_grant: bool,
+    max_grants: int | None,
+) -> None:
+    """Raise ApplyRefused when a guard trips and the flag that lets it through is absent."""
+    problems = removal_problems(
+        plan, plan.mass_removals, allow_mass_removal=allow_mass_removal, max_removals=max_removals
+    )
+    if problems:
+        raise ApplyRefused(
+            "refusing to apply: "
+            + "; ".join(problems)
+            + " (review the plan; --allow-mass-removal to proceed); nothing was changed"
+        )
+    problems = grant_problems(plan, allow_mass_grant=allow_mass_grant, max_grants=max_grants)
+    if problems:
+        raise ApplyRefused(
+            "refusing to apply: "
+            + "; ".join(problems)
+            + " (review the plan; --allow-mass-grant to proceed); nothing was changed"
+        )
 
 
 def guards_from_counts(

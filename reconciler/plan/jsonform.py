@@ -42,7 +42,7 @@ def digest_of(data: dict[str, Any]) -> str:
 
 def change_to_json(change: Change) -> dict[str, Any]:
     return {
-        "patient": change.patient,
+        "patient": change.ref,
         "version_id": change.version_id,
         "identifier": change.identifier,
         "before": list(change.before),
@@ -61,7 +61,7 @@ def resource_change_to_json(change: Change) -> dict[str, Any]:
 
 def _change_from_json(c: dict[str, Any], key: str) -> Change:
     return Change(
-        patient=c[key],
+        ref=c[key],
         version_id=c["version_id"],
         identifier=c.get("identifier"),
         before=tuple(c["before"]),
@@ -141,8 +141,7 @@ def _header(plan: Plan) -> dict[str, Any]:
     if plan.resource_changes:
         data["summary"]["resources"] = len(plan.resource_changes)
         data["resource_changes"] = [
-            resource_change_to_json(c)
-            for c in sorted(plan.resource_changes, key=lambda c: c.patient)
+            resource_change_to_json(c) for c in sorted(plan.resource_changes, key=lambda c: c.ref)
         ]
     if plan.access_changes:
         data["summary"].update(
@@ -164,7 +163,7 @@ def _header(plan: Plan) -> dict[str, Any]:
 
 
 def _sorted_changes(plan: Plan) -> list[Change]:
-    return sorted(plan.changes, key=lambda c: c.patient)
+    return sorted(plan.changes, key=lambda c: c.ref)
 
 
 def plan_digest(plan: Plan) -> str:

@@ -1,57 +1,58 @@
 """The planner: a pure function from (tenants, live state) to a Plan. No I/O here.
 
-Semantics are design section 3: managed accounts are the tenants' accounts; every other account
-is unmanaged and kept in place; authoritative tenants remove their account from non-members,
-additive ones never remove; new accounts are appended in tenant load order; order-only
-differences are no change.
+Semantics are design section 3 (and 9 for other resources): managed accounts are the tenants'
+accounts; every other account is unmanaged and kept in place; authoritative tenants remove
+their account from non-members in their scope, additive ones never remove; new accounts are
+appended in tenant load order; order-only differences are no change.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
-from reconciler.model import AccountInfo, Change, LiveState, Plan, Step, Tenant
+from reconciler.model import AccountInfo, Change, LiveResource, LiveState, Plan, Step, Tenant
 
 
 def managed_accounts(tenants: Sequence[Tenant], live: LiveState) -> dict[str, AccountInfo]:
     return {live.accounts[t.name]: AccountInfo(t.name, t.membership, t.propagate) for t in tenants}
 
 
-def desired_accounts(
-    reference: str, current: Sequence[str], tenants: Sequence[Tenant], live: LiveState
-) -> list[str]:
-    drop = {
-        live.accounts[t.name]
-        for t in tenants
-        if t.authoritative and reference not in live.members[t.name]
-    }
-    desired = [a for a in current if a not in drop]
-    for tenant in tenants:
-        account = live.accounts[tenant.name]
-        if reference in live.members[tenant.name] and account not in desired:
-            desired.append(account)
-    return desired
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """What one tenant says about one resource: is it a member, and may the tenant take its
+    account away (authoritative, and the resource is within the tenant's scope)."""
+
+    account: str
+    member: bool
+    may_remove: bool
 
 
-def desired_resource_accounts(
-    reference: str, current: Sequence[str], tenants: Sequence[Tenant], live: LiveState
-) -> list[str]:
-    """The same rule for other resources (design section 9), with authoritative scope per
-    type: a tenant removes its account only from resources of the types it names."""
-    rtype = reference.split("/", 1)[0]
-    drop = {
-        live.accounts[t.name]
-        for t in tenants
-        if t.authoritative
-        and rtype in t.resource_types
-        and reference not in live.resource_members.get(t.name, frozenset())
-    }
-    desired = [a for a in current if a not in drop]
+def claims(ref: str, tenants: Sequence[Tenant], live: LiveState) -> list[Claim]:
+    """Every tenant's claim on `ref`, in load order. The scope is the one difference between
+    patients and other resources: a tenant's authority over other resources covers only the
+    types its `resources` selectors name (design section 9)."""
+    rtype = ref.partition("/")[0]
+    out = []
     for tenant in tenants:
-        account = live.accounts[tenant.name]
-        member = reference in live.resource_members.get(tenant.name, frozenset())
-        if member and account not in desired:
-            desired.append(account)
+        if rtype == "Patient":
+            member = ref in live.members[tenant.name]
+            in_scope = True
+        else:
+            member = ref in live.resource_members.get(tenant.name, frozenset())
+            in_scope = rtype in tenant.resource_types
+        out.append(Claim(live.accounts[tenant.name], member, tenant.authoritative and in_scope))
+    return out
+
+
+def desired_accounts(current: Sequence[str], tenant_claims: Sequence[Claim]) -> list[str]:
+    """The live accounts in order, minus each account a tenant may take away from a
+    non-member, then each member tenant's account it lacks, appended in load order."""
+    drop = {c.account for c in tenant_claims if c.may_remove and not c.member}
+    desired = [a for a in current if a not in drop]
+    for claim in tenant_claims:
+        if claim.member and claim.account not in desired:
+            desired.append(claim.account)
     return desired
 
 
@@ -75,58 +76,44 @@ def steps_for(
 
 
 def change_for(
-    reference: str,
-    version_id: str,
-    identifier: str | None,
-    before: Sequence[str],
-    after: Sequence[str],
-    managed: dict[str, AccountInfo],
-    *,
-    propagate: bool = True,
+    live: LiveResource, after: Sequence[str], managed: dict[str, AccountInfo]
 ) -> Change | None:
-    """`propagate=False` for resources other than patients: Medplum propagates only from a
-    Patient, so their accounts are set in one call without it."""
+    """The change that takes `live` to `after`; None when they are equal as sets. Medplum
+    propagates only from a Patient, so other resources are set in one call without it."""
+    before = live.accounts
     if set(before) == set(after):
         return None
     add = tuple(a for a in after if a not in before)
     remove = tuple(a for a in before if a not in after)
     return Change(
-        patient=reference,
-        version_id=version_id,
-        identifier=identifier,
+        ref=live.ref,
+        version_id=live.version_id,
+        identifier=live.identifier,
         before=tuple(before),
         after=tuple(after),
         add=add,
         remove=remove,
         tenants=tuple(sorted({managed[a].tenant for a in add + remove})),
-        steps=steps_for(before, after, managed) if propagate else (Step(tuple(after), False),),
+        steps=(
+            steps_for(before, after, managed) if live.is_patient else (Step(tuple(after), False),)
+        ),
     )
+
+
+def replan(
+    live: LiveResource, tenants: Sequence[Tenant], state: LiveState, managed: dict[str, AccountInfo]
+) -> Change | None:
+    """The change one resource needs, from its (possibly fresh) live accounts."""
+    after = desired_accounts(live.accounts, claims(live.ref, tenants, state))
+    return change_for(live, after, managed)
 
 
 def plan(tenants: Sequence[Tenant], live: LiveState) -> Plan:
     managed = managed_accounts(tenants, live)
-    changes: list[Change] = []
-    for reference in sorted(live.patients):
-        patient = live.patients[reference]
-        after = desired_accounts(reference, patient.accounts, tenants, live)
-        change = change_for(
-            reference, patient.version_id, patient.identifier, patient.accounts, after, managed
-        )
-        if change is not None:
-            changes.append(change)
-    resource_changes: list[Change] = []
-    for reference in sorted(live.resources):
-        resource = live.resources[reference]
-        after = desired_resource_accounts(reference, resource.accounts, tenants, live)
-        change = change_for(
-            reference,
-            resource.version_id,
-            resource.identifier,
-            resource.accounts,
-            after,
-            managed,
-            propagate=False,
-        )
-        if change is not None:
-            resource_changes.append(change)
-    return Plan(changes=tuple(changes), managed=managed, resource_changes=tuple(resource_changes))
+    changes = [replan(live.patients[ref], tenants, live, managed) for ref in sorted(live.patients)]
+    others = [replan(live.resources[ref], tenants, live, managed) for ref in sorted(live.resources)]
+    return Plan(
+        changes=tuple(c for c in changes if c is not None),
+        managed=managed,
+        resource_changes=tuple(c for c in others if c is not None),
+    )

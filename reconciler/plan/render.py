@@ -89,7 +89,7 @@ def change_lines(plan: Plan, change: Change, color: bool = False) -> list[str]:
     def paint(action: Action, text: str) -> str:
         return f"{_COLORS[action]}{text}{_RESET}" if color and action in _COLORS else text
 
-    header = f"  {paint(Action.UPDATE, Action.UPDATE.value)} {change.patient}"
+    header = f"  {paint(Action.UPDATE, Action.UPDATE.value)} {change.ref}"
     if change.identifier:
         header += f"  (identifier {change.identifier})"
     rows: list[tuple[Action, str]] = [(Action.ADD, a) for a in change.add]
@@ -194,7 +194,7 @@ def render_markdown(plan: Plan, *, limit: int = MARKDOWN_LIMIT) -> str:
     rows: list[str] = []
     for change in plan.changes:
         row = (
-            f"| `{change.patient}` | {_md(change.identifier or '')} | "
+            f"| `{change.ref}` | {_md(change.identifier or '')} | "
             f"{'<br>'.join(f'`{a}`' for a in change.add)} | "
             f"{'<br>'.join(f'`{a}`' for a in change.remove)} | {', '.join(change.tenants)} |"
         )
@@ -219,7 +219,7 @@ def render_markdown(plan: Plan, *, limit: int = MARKDOWN_LIMIT) -> str:
                 "| Resource | Add | Remove | Tenants |",
                 "|---|---|---|---|",
                 *(
-                    f"| `{c.patient}` | {'<br>'.join(f'`{a}`' for a in c.add)} | "
+                    f"| `{c.ref}` | {'<br>'.join(f'`{a}`' for a in c.add)} | "
                     f"{'<br>'.join(f'`{a}`' for a in c.remove)} | {', '.join(c.tenants)} |"
                     for c in plan.resource_changes
                 ),
@@ -240,15 +240,15 @@ def redact(plan: Plan, key: bytes) -> Plan:
         return "redacted-" + hmac.new(key, value.encode(), hashlib.sha256).hexdigest()[:12]
 
     def one(change: Change) -> Change:
-        rtype, rid = change.patient.split("/", 1)
+        rtype, rid = change.ref.split("/", 1)
         identifier = None
         if change.identifier:
             system, _, value = change.identifier.rpartition("|")
             identifier = f"{system}|{_hash(value)}"
-        return replace(change, patient=f"{rtype}/{_hash(rid)}", identifier=identifier)
+        return replace(change, ref=f"{rtype}/{_hash(rid)}", identifier=identifier)
 
-    changes = sorted((one(c) for c in plan.changes), key=lambda c: c.patient)
-    resources = sorted((one(c) for c in plan.resource_changes), key=lambda c: c.patient)
+    changes = sorted((one(c) for c in plan.changes), key=lambda c: c.ref)
+    resources = sorted((one(c) for c in plan.resource_changes), key=lambda c: c.ref)
     return redact_access(
         replace(plan, changes=tuple(changes), resource_changes=tuple(resources)), _hash
     )

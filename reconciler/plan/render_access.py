@@ -6,7 +6,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import replace
 
 from reconciler.model import AccessChange, Action, Plan
-from reconciler.plan.access import entry_summary
+from reconciler.plan.entries import entry_summary
 
 _COLORS = {Action.ADD: "\033[32m", Action.REMOVE: "\033[31m", Action.UPDATE: "\033[33m"}
 _RESET = "\033[0m"

@@ -7,6 +7,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from reconciler.apply.events import ChangeFinished, Event
 from reconciler.apply.executor import Executor
 from reconciler.manifest import load_manifests
 from reconciler.medplum.client import MedplumClient
@@ -33,12 +34,12 @@ def test_applies_every_change_propagates_verifies_and_reports(
     org = create_org(client)
     refs = create_patients(client, 7, compartment=2)
     plan = _plan(client, tmp_path, org, refs)
-    events: list[tuple[str, dict[str, Any]]] = []
+    events: list[Event] = []
     lock = threading.Lock()
 
-    def sink(name: str, data: dict[str, Any]) -> None:
+    def sink(event: Event) -> None:
         with lock:
-            events.append((name, data))
+            events.append(event)
 
     report = Executor(client, plan.managed, parallelism=3, on_event=sink, batch_size=3).run(plan)
     assert (len(report.succeeded), len(report.failed), report.skipped) == (7, 0, 0)
@@ -47,7 +48,8 @@ def test_applies_every_change_propagates_verifies_and_reports(
     assert all(a == [org] for a in accounts_by_ref(client, refs).values())
     for resource in client.read_compartments(refs):
         assert resource["meta"]["accounts"] == [{"reference": org}]
-    assert sorted(d["patient"] for n, d in events if n == "change_complete") == sorted(refs)
+    finished = [e.ref for e in events if isinstance(e, ChangeFinished) and e.ok]
+    assert sorted(finished) == sorted(refs)
 
 
 def test_saved_plan_fails_a_patient_that_moved_and_a_deleted_one(
@@ -59,7 +61,7 @@ def test_saved_plan_fails_a_patient_that_moved_and_a_deleted_one(
     client.set_accounts(moved, [other])  # someone else wrote it after the plan
     client.delete_resource(*deleted.split("/"))
     report = Executor(client, plan.managed, verify=False).run(plan)
-    reasons = {o.patient: o.reason for o in report.failed}
+    reasons = {o.ref: o.reason for o in report.failed}
     assert set(reasons) == {moved, deleted}
     assert reasons[deleted] == "deleted during apply"
     assert reasons[moved].startswith("changed during apply (version ")
@@ -80,14 +82,7 @@ def test_with_manifests_a_moved_patient_is_replanned_from_its_fresh_accounts(
         from reconciler.plan.planner import change_for
 
         after = [*fresh.accounts, *([org] if org not in fresh.accounts else [])]
-        return change_for(
-            fresh.reference,
-            fresh.version_id,
-            fresh.identifier,
-            fresh.accounts,
-            after,
-            plan.managed,
-        )
+        return change_for(fresh, after, plan.managed)
 
     report = Executor(client, plan.managed, verify=False, replan=replan).run(plan)
     assert (len(report.succeeded), report.skipped, len(report.failed)) == (1, 1, 0)

@@ -7,7 +7,7 @@ from reconciler.model import (
     AccountRef,
     Change,
     Estimate,
-    LivePatient,
+    LiveResource,
     LiveState,
     Location,
     MassRemoval,
@@ -25,7 +25,7 @@ ORG = "Organization/clinic"
 
 def scenario(members: int, removed: int) -> tuple[Plan, list[Tenant], LiveState]:
     tenant = Tenant("clinic", AccountRef(LOC, reference=ORG), (), LOC)
-    patients = {f"Patient/{i}": LivePatient(f"Patient/{i}", "v", (ORG,)) for i in range(members)}
+    patients = {f"Patient/{i}": LiveResource(f"Patient/{i}", "v", (ORG,)) for i in range(members)}
     changes = tuple(
         Change(f"Patient/{i}", "v", None, (ORG,), (), (), (ORG,), ("clinic",), (Step((), True),))
         for i in range(removed)

@@ -17,6 +17,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("reconciler.plan",),
     ("reconciler.apply",),
     ("reconciler.connect", "reconciler.importer"),
+    ("reconciler.views",),
     ("reconciler.commands",),
     ("reconciler.cli", "reconciler.__main__"),
 ]  # fmt: skip

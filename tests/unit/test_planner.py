@@ -9,7 +9,7 @@ import pytest
 from reconciler.model import (
     AccountRef,
     Change,
-    LivePatient,
+    LiveResource,
     LiveState,
     Location,
     Membership,
@@ -58,13 +58,13 @@ def run(case: Case) -> dict[str, Change]:
         accounts={t.name: str(t.account.reference) for t in case.tenants},
         members={t.name: frozenset(case.members.get(t.name, set())) for t in case.tenants},
         patients={
-            p: LivePatient(p, f"v-{p}", tuple(accts), f"urn:mrn|{p[-1]}")
+            p: LiveResource(p, f"v-{p}", tuple(accts), f"urn:mrn|{p[-1]}")
             for p, accts in case.live.items()
         },
     )
     result = plan(case.tenants, state)
-    assert [c.patient for c in result.changes] == sorted(c.patient for c in result.changes)
-    return {c.patient: c for c in result.changes}
+    assert [c.ref for c in result.changes] == sorted(c.ref for c in result.changes)
+    return {c.ref: c for c in result.changes}
 
 
 CASES = {
@@ -165,7 +165,7 @@ def test_summary_counts() -> None:
     state = LiveState(
         accounts={"north": N, "south": S},
         members={"north": frozenset({"Patient/1", "Patient/2"}), "south": frozenset()},
-        patients={p: LivePatient(p, "v", tuple(a)) for p, a in case.live.items()},
+        patients={p: LiveResource(p, "v", tuple(a)) for p, a in case.live.items()},
     )
     result = plan(case.tenants, state)
     assert (len(result.changes), result.added, result.removed) == (2, 2, 1)
@@ -176,7 +176,7 @@ def test_summary_counts() -> None:
 
 
 def test_resources_follow_the_same_rule_with_scope_per_named_type() -> None:
-    from reconciler.model import LivePatient as Live
+    from reconciler.model import LiveResource as Live
     from reconciler.model import LiveState, ResourceSelector, SelectorKind, Tenant
     from reconciler.plan.planner import plan as make_plan
 
@@ -204,13 +204,13 @@ def test_resources_follow_the_same_rule_with_scope_per_named_type() -> None:
     result = make_plan([north], live)
     assert result.changes == ()
     first, second = result.resource_changes
-    assert (first.patient, first.after, first.add) == (
+    assert (first.ref, first.after, first.add) == (
         "Location/l1",
         ("Organization/legacy", "Organization/north"),
         ("Organization/north",),
     )
     assert [(s.accounts, s.propagate) for s in first.steps] == [(first.after, False)]
-    assert (second.patient, second.after, second.remove) == (
+    assert (second.ref, second.after, second.remove) == (
         "Location/l2",
         (),
         ("Organization/north",),

@@ -36,7 +36,7 @@ def change(
     add = tuple(a for a in after if a not in before)
     remove = tuple(a for a in before if a not in after)
     return Change(
-        patient=f"Patient/{pid}",
+        ref=f"Patient/{pid}",
         version_id="9a2b",
         identifier=ident,
         before=before,
@@ -148,9 +148,9 @@ def test_redact_hides_ids_and_identifier_values() -> None:
     for text in (render_text(hidden), render_json(hidden), render_markdown(hidden)):
         assert "p1" not in text.replace("Patient/redacted", "") and "A-1001" not in text
         assert "http://hospital.example/mrn|redacted-" in text.replace("\\|", "|")
-    one = redact(PLAN, b"k1").changes[0].patient
-    assert one == redact(PLAN, b"k1").changes[0].patient  # stable for one key
-    assert one != redact(PLAN, b"k2").changes[0].patient  # unrelated across keys
+    one = redact(PLAN, b"k1").changes[0].ref
+    assert one == redact(PLAN, b"k1").changes[0].ref  # stable for one key
+    assert one != redact(PLAN, b"k2").changes[0].ref  # unrelated across keys
     import hashlib
 
     plain = "redacted-" + hashlib.sha256(b"p1").hexdigest()[:12]  # not an unkeyed hash

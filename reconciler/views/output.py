@@ -1,8 +1,9 @@
-"""Views: the one way commands write. Results go to stdout, messages to stderr; with
-`--format json`, stdout carries only JSON lines and every human line goes to stderr.
+"""The one way anything is written. Results go to stdout, messages to stderr; when stdout
+carries JSON (`--format json`), every human line goes to stderr.
 
 Apply's events come from worker threads: every write happens under one lock, so a JSON-lines
-stream parses line by line at any parallelism (Terraform's views, style.md).
+stream parses line by line at any parallelism (Terraform's views, style.md). Every line is
+scrubbed of known secrets first, whatever a server echoed.
 """
 
 from __future__ import annotations
@@ -11,22 +12,26 @@ import json
 import sys
 import threading
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, TextIO
 
 from reconciler.scrub import scrub
 
 
-class View:
-    def __init__(self, *, json_events: bool = False) -> None:
-        self.json_events = json_events
+class Output:
+    def __init__(self, *, json_stdout: bool = False) -> None:
+        self.json_stdout = json_stdout  # stdout is reserved for JSON documents or lines
         self._lock = threading.Lock()
+
+    @property
+    def _results(self) -> TextIO:
+        return sys.stderr if self.json_stdout else sys.stdout
 
     def result(self, line: str = "") -> None:
         """A line of the command's result (stderr when stdout is reserved for JSON)."""
-        self._write(sys.stderr if self.json_events else sys.stdout, line + "\n")
+        self._write(self._results, line + "\n")
 
     def results(self, lines: Iterable[str]) -> None:
-        stream = sys.stderr if self.json_events else sys.stdout
+        stream = self._results
         for line in lines:
             self._write(stream, line + "\n", flush=False)
         with self._lock:
@@ -40,16 +45,15 @@ class View:
         """A diagnostic or hint: always stderr, never mixed into a result someone pipes."""
         self._write(sys.stderr, line + "\n")
 
-    def event(self, name: str, data: dict[str, Any]) -> None:
-        """A JSON-lines event on stdout (only with --format json); safe from any thread."""
-        if self.json_events:
-            self._write(sys.stdout, json.dumps({"event": name, **data}) + "\n")
+    def json_line(self, data: dict[str, Any]) -> None:
+        """One JSON-lines record on stdout; safe from any thread."""
+        self._write(sys.stdout, json.dumps(data) + "\n")
 
     def prompt(self, text: str) -> str:
         self._write(sys.stderr, text)
         return sys.stdin.readline()
 
-    def _write(self, stream: Any, text: str, *, flush: bool = True) -> None:
+    def _write(self, stream: TextIO, text: str, *, flush: bool = True) -> None:
         text = scrub(text)  # whatever a server echoed, no known secret is printed
         with self._lock:
             stream.write(text)

@@ -1,4 +1,4 @@
-"""Value objects shared by every module: manifests, live state and the plan."""
+"""The plan (Terraform's plans model): changes are data; reasons only explain them."""
 
 from __future__ import annotations
 
@@ -7,202 +7,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-
-@dataclass(frozen=True)
-class Location:
-    file: str
-    line: int
-    column: int
-
-    def __str__(self) -> str:
-        return f"{self.file}:{self.line}:{self.column}"
-
-    @property
-    def short(self) -> str:
-        return f"{self.file}:{self.line}"
-
-
-class SelectorKind(StrEnum):
-    ID = "id"
-    IDENTIFIER = "identifier"
-    SEARCH = "search"
-
-
-@dataclass(frozen=True)
-class Selector:
-    kind: SelectorKind
-    value: str
-    location: Location
-
-    def describe(self) -> str:
-        if self.kind is SelectorKind.ID:
-            return self.value
-        return f"{self.kind.value} {self.value}"
-
-
-@dataclass(frozen=True)
-class AccountRef:
-    """`spec.account`: a literal `Type/id` reference, or an identifier plus resource type."""
-
-    location: Location
-    reference: str | None = None
-    identifier: str | None = None
-    type: str | None = None
-
-    def describe(self) -> str:
-        if self.reference is not None:
-            return self.reference
-        return f"{self.type}?identifier={self.identifier}"
-
-
-@dataclass(frozen=True)
-class ResourceSelector:
-    """`spec.resources[]`: other resources of the tenant (design section 9)."""
-
-    kind: SelectorKind
-    type: str  # the resource type every match has
-    value: str  # Type/id, system|value, or the query after `Type?`
-    location: Location
-
-    def describe(self) -> str:
-        if self.kind is SelectorKind.ID:
-            return self.value
-        if self.kind is SelectorKind.IDENTIFIER:
-            return f"{self.type} identifier {self.value}"
-        return f"search {self.type}?{self.value}"
-
-
-class MemberKind(StrEnum):
-    ID = "id"  # ProjectMembership/<id>
-    PROFILE = "profile"
-    IDENTIFIER = "identifier"
-    SEARCH = "search"
-
-
-@dataclass(frozen=True)
-class MemberSelector:
-    """Which ProjectMemberships a grant names (design section 8)."""
-
-    kind: MemberKind
-    value: str
-    location: Location
-
-    def describe(self) -> str:
-        if self.kind is MemberKind.ID:
-            return self.value
-        return f"{self.kind.value} {self.value}"
-
-
-@dataclass(frozen=True)
-class Grant:
-    """`spec.access[]`: these members get the tenant's account through `policy`'s `%parameter`."""
-
-    policy: str  # AccessPolicy/<id>
-    parameter: str
-    members: tuple[MemberSelector, ...]
-    location: Location
-
-
-class Membership(StrEnum):
-    AUTHORITATIVE = "authoritative"
-    ADDITIVE = "additive"
-
-
-@dataclass(frozen=True)
-class Tenant:
-    name: str
-    account: AccountRef
-    patients: tuple[Selector, ...]
-    location: Location
-    membership: Membership = Membership.AUTHORITATIVE
-    propagate: bool = True
-    description: str | None = None
-    access: tuple[Grant, ...] = ()
-    resources: tuple[ResourceSelector, ...] = ()
-
-    @property
-    def resource_types(self) -> frozenset[str]:
-        return frozenset(s.type for s in self.resources)
-
-    @property
-    def authoritative(self) -> bool:
-        return self.membership is Membership.AUTHORITATIVE
-
-
-@dataclass(frozen=True)
-class ManifestSet:
-    tenants: tuple[Tenant, ...]
-    files: tuple[str, ...]
-    digest: str
-
-
-# --- live state (read by live.py, consumed by the pure planner) -------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class LivePatient:
-    reference: str  # "Patient/<id>"
-    version_id: str
-    accounts: tuple[str, ...]
-    identifier: str | None = None  # first identifier as system|value
-    # Account entries that are more than a plain reference (a display, an identifier-only
-    # Reference): key -> original entry as JSON, written back as they were.
-    originals: tuple[tuple[str, str], ...] = ()
-
-
-def entry_json(entry: dict[str, Any]) -> str:
-    """A `ProjectMembership.access` entry as canonical JSON: hashable, and written back as is."""
-    return json.dumps(entry, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-
-
-@dataclass(frozen=True, slots=True, order=True)
-class AccessKey:
-    """A managed access entry: `policy` with `parameter` = the tenant's `account`."""
-
-    policy: str
-    parameter: str
-    account: str
-
-    def entry(self) -> dict[str, Any]:
-        return {
-            "policy": {"reference": self.policy},
-            "parameter": [{"name": self.parameter, "valueReference": {"reference": self.account}}],
-        }
-
-    def describe(self) -> str:
-        return f"{self.policy}  {self.parameter}={self.account}"
-
-
-@dataclass(frozen=True, slots=True)
-class LiveMembership:
-    reference: str  # "ProjectMembership/<id>"
-    version_id: str
-    entries: tuple[str, ...]  # live `access` entries, canonical JSON, in order
-    has_access_policy: bool = False  # the legacy single `accessPolicy` field is set
-    admin: bool = False
-    profile: str | None = None
-    display: str | None = None
-
-    @property
-    def unrestricted(self) -> bool:
-        """Neither `access` nor `accessPolicy`: Medplum lets it see everything."""
-        return not self.entries and not self.has_access_policy
-
-
-@dataclass(frozen=True)
-class LiveState:
-    accounts: dict[str, str]  # tenant name -> resolved account reference
-    members: dict[str, frozenset[str]]  # tenant name -> patient references its selectors hit
-    patients: dict[str, LivePatient]  # every patient in scope
-    memberships: dict[str, LiveMembership] = field(default_factory=dict)  # in access scope
-    # Other resources (design section 9): every resource in scope, and each tenant's members.
-    resources: dict[str, LivePatient] = field(default_factory=dict)
-    resource_members: dict[str, frozenset[str]] = field(default_factory=dict)
-    # (tenant name, index of the grant in spec.access) -> memberships its members resolve to
-    grant_members: dict[tuple[str, int], frozenset[str]] = field(default_factory=dict)
-
-
-# --- the plan (Terraform's plans model: changes are data, reasons only explain) ---------------
+from reconciler.model.live import AccessKey, type_of
+from reconciler.model.manifest import Membership
 
 
 class Action(StrEnum):
@@ -223,7 +29,9 @@ class Step:
 
 @dataclass(frozen=True, slots=True)
 class Change:
-    patient: str
+    """One resource's account change; `ref` is a Patient or any other resource."""
+
+    ref: str
     version_id: str
     identifier: str | None
     before: tuple[str, ...]
@@ -232,6 +40,14 @@ class Change:
     remove: tuple[str, ...]
     tenants: tuple[str, ...]
     steps: tuple[Step, ...]
+
+    @property
+    def type(self) -> str:
+        return type_of(self.ref)
+
+    @property
+    def is_patient(self) -> bool:
+        return self.type == "Patient"
 
     @property
     def primary_changes(self) -> bool:
@@ -397,7 +213,7 @@ class Plan:
     access_changes: tuple[AccessChange, ...] = ()
     managed_access: tuple[AccessKey, ...] = ()  # every (policy, parameter, account) managed
     target: str = ""  # the server (and client) people are shown: "Target: …"
-    # Other resources: the same shape as patient changes, `patient` holding "Type/id".
+    # Other resources (design section 9): the same shape as patient changes.
     resource_changes: tuple[Change, ...] = ()
     signature: str = ""  # a saved plan's HMAC over its digest (RECONCILER_PLAN_KEY), if signed
     targets: tuple[str, ...] = ()  # --target: only these tenants were planned

@@ -8,7 +8,7 @@ from typing import Any
 
 from reconciler.logs import get_logger, set_status_line
 
-log = get_logger("reconciler.commands.progress")
+log = get_logger("reconciler.views.progress")
 
 
 class Progress:

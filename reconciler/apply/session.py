@@ -1,0 +1,242 @@
+"""One apply, start to end: take the lock, write in the safe order — revocations, then the
+account changes, then grants (design section 8) — handle Ctrl-C, verify, write the audit
+record and release the lock. The command builds a session, a view observes it."""
+
+from __future__ import annotations
+
+import signal
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import Enum
+from types import FrameType
+from typing import Protocol
+
+from reconciler.apply.access import AccessReport, AccessWriter
+from reconciler.apply.audit import audit_event
+from reconciler.apply.events import ApplyStarted, Event
+from reconciler.apply.executor import Executor
+from reconciler.apply.lock import ApplyLock
+from reconciler.apply.report import Report
+from reconciler.logs import get_logger
+from reconciler.medplum.client import MedplumClient
+from reconciler.medplum.errors import MedplumError
+from reconciler.model import Phase, Plan
+from reconciler.plan.jsonform import plan_digest
+from reconciler.plan.replan import Replanner
+
+log = get_logger("reconciler.apply")
+
+
+class Observer(Protocol):
+    """What a session tells the person watching (a view)."""
+
+    def event(self, event: Event) -> None: ...
+    def progress(self, done: int, failed: int) -> None: ...
+    def waiting(self, delay_s: float) -> None: ...
+    def message(self, line: str) -> None: ...
+    def start(self, total: int) -> None: ...
+    def stop(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class SessionOptions:
+    parallelism: int = 10
+    job_timeout: float = 300.0
+    verify: bool = True
+    lock: bool = True
+    lock_timeout: float = 0.0
+    lock_ttl: float = 600.0
+    request_deadline: float = 30.0
+    audit: bool = True
+
+
+class Ending(Enum):
+    COMPLETE = "complete"
+    FAILED = "failed"
+    INTERRUPTED = "interrupted"
+    LOCK_LOST = "lock lost"
+
+
+@dataclass(frozen=True)
+class ApplyResult:
+    report: Report
+    access: AccessReport
+
+    @property
+    def failures(self) -> list[str]:
+        lines = [f"{o.ref}: {o.reason}" for o in self.report.failed] + self.report.unrepaired
+        return lines + [f"{o.membership}: {o.reason}" for o in self.access.failed]
+
+    @property
+    def ending(self) -> Ending:
+        if self.report.lock_lost:
+            return Ending.LOCK_LOST
+        if self.report.interrupted:
+            return Ending.INTERRUPTED
+        return Ending.FAILED if self.failures else Ending.COMPLETE
+
+
+class ApplySession:
+    def __init__(
+        self,
+        client: MedplumClient,
+        plan: Plan,
+        observer: Observer,
+        *,
+        options: SessionOptions,
+        replanner: Replanner | None = None,
+        author: str | None = None,
+    ) -> None:
+        self.client = client
+        self.plan = plan
+        self.observer = observer
+        self.options = options
+        self.replanner = replanner  # None: a saved plan, applied exactly
+        self.author = author
+        self.lock: ApplyLock | None = None
+        self.executor: Executor | None = None
+
+    def run(self) -> ApplyResult:
+        self._take_lock()
+        try:
+            return self._write()
+        except KeyboardInterrupt:  # a second Ctrl-C: release the lock on the way out, quickly
+            self._release(quick=True)
+            raise
+        finally:
+            gone = self.executor is not None and self.executor.server_lost is not None
+            self._release(quick=gone)
+
+    def _take_lock(self) -> None:
+        if not self.options.lock:
+            log.warning(
+                "apply lock disabled (--lock=false): another apply may run at the same time"
+            )
+            return
+        self.lock = ApplyLock(
+            self.client,
+            plan_digest=plan_digest(self.plan),
+            ttl_s=self.options.lock_ttl,
+            wait_s=self.options.lock_timeout,
+            request_deadline_s=self.options.request_deadline,
+        )
+        self.lock.acquire()
+
+    def _release(self, *, quick: bool) -> None:
+        lock, self.lock = self.lock, None
+        if lock is not None:
+            note = lock.release(quick=quick)
+            if note:
+                self.observer.message(note)
+
+    def _write(self) -> ApplyResult:
+        plan, options, observer = self.plan, self.options, self.observer
+        observer.event(ApplyStarted.of(plan))
+        fence = self.lock.ensure_held if self.lock is not None else None
+        replanner = self.replanner
+        access = AccessWriter(
+            self.client,
+            plan.access_changes,
+            replan=replanner.access if replanner is not None else None,
+            on_event=observer.event,
+            parallelism=options.parallelism,
+            fence=fence,
+        )
+        executor = self.executor = Executor(
+            self.client,
+            plan.managed,
+            parallelism=options.parallelism,
+            job_timeout=options.job_timeout,
+            verify=options.verify,
+            replan=replanner.change if replanner is not None else None,
+            fence=fence,
+            on_event=observer.event,
+            author=self.author,
+        )
+        restore = self._install_interrupt(executor)
+        observer.start(len(plan.changes))
+        self.client.pacer.on_wait = lambda delay, _why: observer.waiting(delay)
+        try:
+            # Revocations first, then the account changes, then grants: no member ever sees
+            # more than its current plus its desired grants (design section 8).
+            access.run(Phase.REVOKE)
+            if access.lock_lost:  # no account change starts after a lost lock
+                executor.lock_lost = access.lock_lost
+                executor.stop.set()
+            report = executor.run(plan, observer.progress)
+            if not executor.stop.is_set() and not report.lock_lost:
+                access.run(Phase.GRANT)
+                report.lock_lost = report.lock_lost or access.lock_lost
+            access.finish_unstarted(
+                f"not written: {report.lock_lost}"
+                if report.lock_lost
+                else "not written: apply was interrupted"
+            )
+        finally:
+            self.client.pacer.on_wait = None
+            observer.stop()
+            restore()
+        result = ApplyResult(report, access.report)
+        if options.audit and (report.outcomes or report.repaired or access.report.outcomes):
+            self._audit(result)
+        return result
+
+    def _install_interrupt(self, executor: Executor) -> Callable[[], None]:
+        previous = signal.getsignal(signal.SIGINT)
+
+        def handler(signum: int, frame: FrameType | None) -> None:
+            if executor.stop.is_set():
+                raise KeyboardInterrupt
+            executor.stop.set()
+            self.observer.message(
+                "\nInterrupted: no new changes will start; waiting for those in flight "
+                "(Ctrl-C again to abort)."
+            )
+
+        try:
+            signal.signal(signal.SIGINT, handler)
+        except ValueError:  # not the main thread (tests): keep the default behaviour
+            return lambda: None
+
+        def restore() -> None:
+            signal.signal(signal.SIGINT, previous)
+
+        return restore
+
+    def _audit(self, result: ApplyResult) -> None:
+        report, access = result.report, result.access
+        counts = {
+            "memberships_updated": len(access.updated),
+            "memberships_failed": len(access.failed),
+            "grants_added": access.granted,
+            "grants_revoked": access.revoked,
+            "patients_planned": report.planned,
+            "patients_updated": len(report.succeeded_patients),
+            "patients_failed": len(report.failed_patients),
+            "resources_updated": len(report.succeeded_resources),
+            "resources_failed": len(report.failed_resources),
+            "patients_skipped": report.skipped,
+            "accounts_added": report.added,
+            "accounts_removed": report.removed,
+            "compartment_repaired": report.repaired,
+            "foreign_accounts_restored": report.foreign_restored,
+            "foreign_accounts_dropped": report.foreign_dropped,
+        }
+        success = (
+            not report.failed
+            and not report.unrepaired
+            and not report.interrupted
+            and not access.failed
+        )
+        event = audit_event(
+            plan_digest=plan_digest(self.plan),
+            manifests_digest=self.plan.manifest_digest,
+            counts=counts,
+            success=success,
+            summary="apply complete" if success else "apply failed or interrupted",
+        )
+        try:
+            created = self.client.create_resource(event)
+            log.info("audit record written", audit_event=f"AuditEvent/{created['id']}")
+        except MedplumError as exc:
+            log.warning("could not write the audit record", error=str(exc))

@@ -1,0 +1,53 @@
+"""The one way apply writes accounts: `$set-accounts` with the whole list, and with propagation
+through an async job it waits for (Medplum's jobs sleep through a quota reset and finish; a
+synchronous call cut by the quota leaves a partial compartment). Used by the executor's
+changes, the corrections of other writers' changes, and compartment repair."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from reconciler.medplum.client import MedplumClient
+from reconciler.medplum.errors import JobTimeout
+from reconciler.medplum.operations import parameter_value
+
+Fence = Callable[[], None]
+
+
+@dataclass(frozen=True)
+class Sent:
+    retried: bool  # the request took retries: its outcome is unknown until re-read
+    job: str | None = None  # the async job's status URL
+    propagated: int = 0  # compartment resources the job reports it updated
+    timed_out: bool = False  # the job had not finished within the job timeout
+
+
+def set_accounts(
+    client: MedplumClient,
+    ref: str,
+    entries: Sequence[str | dict[str, Any]],
+    *,
+    propagate: bool,
+    job_timeout: float,
+    fence: Fence | None = None,
+) -> Sent:
+    """Send one `$set-accounts` (async with propagation) and wait for its job. Raises the
+    client's errors, JobError included (a job can fail after it updated the target)."""
+    sent_at = time.monotonic()
+    result = client.set_accounts_result(
+        ref, list(entries), propagate=propagate, prefer_async=propagate, fence=fence
+    )
+    if result.status != 202:
+        return Sent(result.retried)
+    job = result.headers.get("Content-Location") or None
+    try:
+        done = client.wait_for_async_job(
+            job or result.body, timeout=job_timeout, started_at=sent_at
+        )
+    except JobTimeout:
+        return Sent(result.retried, job, timed_out=True)
+    updated = parameter_value(done.get("output"), "resourcesUpdated")
+    return Sent(result.retried, job, propagated=max(0, int(updated or 0) - 1))

@@ -1,0 +1,200 @@
+"""The one selector resolver: ids, identifiers, profiles and searches of any resource type —
+patients, other resources, accounts and memberships — in batches, with one set of error
+messages. Ids go in POST `_search` batches of 1,000, identifiers and profiles as comma lists,
+searches paged; never one request per resource."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import Executor, Future, as_completed
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+from urllib.parse import parse_qsl
+
+from reconciler.medplum.client import MedplumClient
+from reconciler.medplum.errors import HTTPStatusError
+from reconciler.medplum.reads import PAGE_SIZE, chunks
+from reconciler.model import (
+    AccountRef,
+    Location,
+    MemberKind,
+    MemberSelector,
+    ResourceSelector,
+    Selector,
+    SelectorKind,
+)
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+ID, IDENTIFIER, PROFILE, SEARCH = "id", "identifier", "profile", "search"
+
+
+@dataclass(frozen=True)
+class Pick:
+    """One selector of one tenant, to be resolved on the server."""
+
+    tenant: str
+    kind: str  # ID, IDENTIFIER, PROFILE or SEARCH
+    type: str  # the resource type every match has
+    value: str  # the id (no type), `system|value`, a profile reference, or a query
+    location: Location
+    subject: str  # how an error names the selector ("identifier urn:x|1", "search 'a=b'")
+
+
+@dataclass
+class Resolved(Generic[T]):
+    found: dict[str, T] = field(default_factory=dict)  # every resource read, by reference
+    hits: list[frozenset[str]] = field(default_factory=list)  # per pick, what it resolved to
+    problems: list[str] = field(default_factory=list)
+
+
+def pick_of(tenant: str, selector: Selector | ResourceSelector | MemberSelector) -> Pick:
+    """A manifest selector as a pick (an id pick keeps only the id)."""
+    kind = selector.kind.value
+    value = selector.value
+    if selector.kind in (SelectorKind.ID, MemberKind.ID):
+        value = value.split("/", 1)[1]
+    if isinstance(selector, ResourceSelector):
+        rtype = selector.type
+    elif isinstance(selector, MemberSelector):
+        rtype = "ProjectMembership"
+    else:
+        rtype = "Patient"
+    return Pick(tenant, kind, rtype, value, selector.location, selector.subject)
+
+
+def account_pick(tenant: str, account: AccountRef) -> Pick:
+    if account.reference is not None:
+        rtype, rid = account.reference.split("/", 1)
+        return Pick(tenant, ID, rtype, rid, account.location, account.subject)
+    return Pick(tenant, IDENTIFIER, str(account.type), str(account.identifier), account.location,
+                account.subject)  # fmt: skip
+
+
+def problem(pick: Pick, what: str) -> str:
+    return f"{pick.location}: error: {pick.subject} {what} (tenant {pick.tenant!r})"
+
+
+def _now(fn: Callable[..., R], *args: Any) -> Future[R]:
+    future: Future[R] = Future()
+    future.set_result(fn(*args))
+    return future
+
+
+def resolve(
+    client: MedplumClient,
+    picks: Sequence[Pick],
+    *,
+    noun: str,
+    convert: Callable[[dict[str, Any]], T],
+    ref_of: Callable[[T], str],
+    elements: Sequence[str] | None = None,
+    sort_searches: bool = True,
+    pool: Executor | None = None,
+    on_keep: Callable[[int], None] | None = None,
+) -> Resolved[T]:
+    """Resolve every pick. `noun` names what matches in errors ("patients"); `convert` turns a
+    resource into the caller's live object; `pool` runs the reads side by side."""
+    submit: Callable[..., Future[Any]] = pool.submit if pool is not None else _now
+    out: Resolved[T] = Resolved()
+
+    def keep(item: T) -> str:
+        ref = ref_of(item)
+        out.found[ref] = item
+        if on_keep is not None:
+            on_keep(len(out.found))
+        return ref
+
+    def read_ids(rtype: str, ids: list[str]) -> list[T]:
+        return [convert(r) for r in client.iter_many(rtype, ids, elements=elements)]
+
+    def read_tokens(rtype: str, tokens: list[str]) -> dict[str, list[T]]:
+        found = client.search_by_identifiers(rtype, tokens, elements=elements)
+        return {token: [convert(r) for r in hits] for token, hits in found.items()}
+
+    def read_profiles(rtype: str, profiles: list[str]) -> dict[str, list[T]]:
+        by_profile: dict[str, list[T]] = {p: [] for p in profiles}
+        form = {"profile": ",".join(profiles), "_count": str(PAGE_SIZE)}
+        for resource in client.post_search(rtype, form):
+            ref = (resource.get("profile") or {}).get("reference")
+            if ref in by_profile:
+                by_profile[ref].append(convert(resource))
+        return by_profile
+
+    def read_search(rtype: str, query: str) -> tuple[list[T], str | None]:
+        params = parse_qsl(query, keep_blank_values=True)
+        if elements:
+            params.append(("_elements", ",".join(elements)))
+        try:
+            found = client.search_all(rtype, params, sort_by_last_updated=sort_searches)
+            return [convert(r) for r in found], None
+        except HTTPStatusError as exc:
+            if exc.status != 400:
+                raise
+            return [], exc.outcome_text
+
+    grouped: dict[tuple[str, str], list[str]] = defaultdict(list)
+    for pick in picks:
+        if pick.kind in (ID, IDENTIFIER, PROFILE):
+            values = grouped[(pick.kind, pick.type)]
+            if pick.value not in values:
+                values.append(pick.value)
+    readers = {ID: read_ids, IDENTIFIER: read_tokens, PROFILE: read_profiles}
+    batches = [
+        (kind, rtype, submit(readers[kind], rtype, chunk))
+        for (kind, rtype), values in grouped.items()
+        for chunk in chunks(values, PAGE_SIZE)
+    ]
+    searches = {i: submit(read_search, p.type, p.value) for i, p in enumerate(picks)
+                if p.kind == SEARCH}  # fmt: skip
+
+    by_id: dict[tuple[str, str], str] = {}
+    matches: dict[tuple[str, str, str], list[T]] = {}
+    jobs = {future: (kind, rtype) for kind, rtype, future in batches}
+    for future in as_completed(jobs):  # merge as they land: fewer batches held at once
+        kind, rtype = jobs[future]
+        if kind == ID:
+            for item in future.result():
+                ref = keep(item)
+                by_id[(rtype, ref.split("/", 1)[1])] = ref
+        else:
+            for value, items in future.result().items():
+                matches[(kind, rtype, value)] = items
+
+    for index, pick in enumerate(picks):
+        hits: list[str] = []
+        if pick.kind == ID:
+            known = by_id.get((pick.type, pick.value))
+            if known is None:
+                out.problems.append(problem(pick, "does not exist"))
+            else:
+                hits = [known]
+        elif pick.kind in (IDENTIFIER, PROFILE):
+            items = matches.get((pick.kind, pick.type, pick.value), [])
+            if len(items) != 1:
+                out.problems.append(
+                    problem(pick, f"matches {len(items)} {noun}, expected exactly 1")
+                )
+            else:
+                hits = [keep(items[0])]
+        else:
+            items, rejected = searches[index].result()
+            if rejected is not None:
+                out.problems.append(problem(pick, f"was rejected by the server: {rejected}"))
+            elif not items:
+                out.problems.append(problem(pick, f"matches no {noun}"))
+            hits = [keep(item) for item in items]
+        out.hits.append(frozenset(hits))
+    return out
+
+
+def members_by_tenant(
+    picks: Iterable[Pick], hits: Iterable[frozenset[str]], names: Iterable[str]
+) -> dict[str, frozenset[str]]:
+    """tenant name → the union of what its picks resolved to."""
+    members: dict[str, set[str]] = {name: set() for name in names}
+    for pick, found in zip(picks, hits, strict=True):
+        members[pick.tenant] |= found
+    return {name: frozenset(refs) for name, refs in members.items()}

@@ -1,0 +1,60 @@
+"""`plan` and `show`: a Plan as text (streamed), JSON (streamed) or markdown, chosen by name."""
+
+from __future__ import annotations
+
+import sys
+
+from reconciler.model import Plan
+from reconciler.plan.jsonform import write_plan_json
+from reconciler.plan.render import iter_text, render_markdown, use_color
+from reconciler.views.output import Output
+
+
+class PlanView:
+    """The text plan; the base of the others (the hints are the same in every format)."""
+
+    json_stdout = False
+
+    def __init__(self, out: Output | None = None) -> None:
+        self.out = out or Output(json_stdout=self.json_stdout)
+
+    def plan(self, plan: Plan) -> None:
+        self.out.results(iter_text(plan, color=use_color(sys.stdout.isatty())))
+
+    def removals_over_limit(self, removed: int, limit: int) -> None:
+        # A diagnostic of this run, not part of the plan: a saved plan (and its digest) does
+        # not depend on which flags the person who planned it gave.
+        self.out.message(
+            f"Warning: the plan removes {removed:,} accounts, more than --max-removals "
+            f"{limit:,}; apply will refuse"
+        )
+
+    def saved(self, path: str) -> None:
+        self.out.message(
+            f"\nSaved the plan to {path}. To apply exactly these changes, run:\n"
+            f"    reconciler apply {path}"
+        )
+
+
+class JsonPlanView(PlanView):
+    json_stdout = True
+
+    def plan(self, plan: Plan) -> None:
+        write_plan_json(plan, sys.stdout)  # streamed: large plans are never one string
+        sys.stdout.flush()
+
+
+class MarkdownPlanView(PlanView):
+    def plan(self, plan: Plan) -> None:
+        self.out.raw(render_markdown(plan))
+
+
+PLAN_VIEWS: dict[str, type[PlanView]] = {
+    "text": PlanView,
+    "json": JsonPlanView,
+    "markdown": MarkdownPlanView,
+}
+
+
+def plan_view(fmt: str) -> PlanView:
+    return PLAN_VIEWS[fmt]()
