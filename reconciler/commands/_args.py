@@ -116,3 +116,56 @@ def add_target_option(parser: argparse.ArgumentParser) -> None:
         help="only this tenant (repeatable): others are left as they are, their selectors "
         "unresolved",
     )
+
+
+def add_guard_options(parser: argparse.ArgumentParser) -> None:
+    """The removal and grant guards' flags (apply; later every command that writes)."""
+    parser.add_argument(
+        "--allow-mass-removal",
+        action="store_true",
+        help="apply even when a tenant would lose over half of its members",
+    )
+    parser.add_argument(
+        "--max-removals",
+        type=non_negative_int,
+        default=None,
+        metavar="N",
+        help="refuse when the plan removes more than N accounts in all",
+    )
+    parser.add_argument(
+        "--allow-mass-grant",
+        action="store_true",
+        help="apply even when the plan grants access to more than 10 memberships",
+    )
+    parser.add_argument(
+        "--max-grants",
+        type=non_negative_int,
+        default=None,
+        metavar="N",
+        help="refuse when the plan adds more than N access grants in all",
+    )
+
+
+def add_lock_options(parser: argparse.ArgumentParser) -> None:
+    """The apply lock's flags."""
+    parser.add_argument(
+        "--lock",
+        choices=("true", "false"),
+        default="true",
+        help="take the server-side apply lock (default: true; false is for emergencies)",
+    )
+    parser.add_argument(
+        "--lock-timeout",
+        "-lock-timeout",
+        type=parse_duration,
+        default=0.0,
+        metavar="DURATION",
+        help="wait this long for another apply's lock (e.g. 60s; default: fail at once)",
+    )
+    parser.add_argument(
+        "--lock-ttl",
+        type=parse_duration,
+        default=600.0,
+        metavar="DURATION",
+        help="lock expiry, renewed while applying (default: 10m)",
+    )

@@ -8,9 +8,9 @@ from dataclasses import dataclass
 
 from reconciler.apply.session import ApplySession, Ending, SessionOptions
 from reconciler.commands._args import (
+    add_guard_options,
+    add_lock_options,
     add_target_option,
-    non_negative_int,
-    parse_duration,
     positive_seconds,
     server_options,
 )
@@ -98,51 +98,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default="text",
         help="json: JSON-lines events on stdout for CI (default: text)",
     )
-    parser.add_argument(
-        "--allow-mass-removal",
-        action="store_true",
-        help="apply even when a tenant would lose over half of its members",
-    )
-    parser.add_argument(
-        "--max-removals",
-        type=non_negative_int,
-        default=None,
-        metavar="N",
-        help="refuse when the plan removes more than N accounts in all",
-    )
-    parser.add_argument(
-        "--allow-mass-grant",
-        action="store_true",
-        help="apply even when the plan grants access to more than 10 memberships",
-    )
-    parser.add_argument(
-        "--max-grants",
-        type=non_negative_int,
-        default=None,
-        metavar="N",
-        help="refuse when the plan adds more than N access grants in all",
-    )
-    parser.add_argument(
-        "--lock",
-        choices=("true", "false"),
-        default="true",
-        help="take the server-side apply lock (default: true; false is for emergencies)",
-    )
-    parser.add_argument(
-        "--lock-timeout",
-        "-lock-timeout",
-        type=parse_duration,
-        default=0.0,
-        metavar="DURATION",
-        help="wait this long for another apply's lock (e.g. 60s; default: fail at once)",
-    )
-    parser.add_argument(
-        "--lock-ttl",
-        type=parse_duration,
-        default=600.0,
-        metavar="DURATION",
-        help="lock expiry, renewed while applying (default: 10m)",
-    )
+    add_guard_options(parser)
+    add_lock_options(parser)
     parser.add_argument("--no-audit", action="store_true", help="do not write the AuditEvent")
 
 

@@ -35,7 +35,8 @@ def access_lines(plan: Plan, change: AccessChange, color: bool = False) -> Itera
         return f"{_COLORS[action]}{text}{_RESET}" if color and action in _COLORS else text
 
     managed = {k: k for k in plan.managed_access}
-    owners = {i.account: i.tenant for c in plan.access_changes for i in (*c.grant, *c.revoke)}
+    owners = {account: info.tenant for account, info in plan.managed.items()}
+    owners.update({i.account: i.tenant for c in plan.access_changes for i in (*c.grant, *c.revoke)})
     rows: list[tuple[Action, str, str]] = []
     for item in change.grant:
         rows.append((Action.ADD, item.key.describe(), f"tenant {item.tenant}"))

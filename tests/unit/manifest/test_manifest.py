@@ -12,8 +12,8 @@ from reconciler.errors import ManifestError
 from reconciler.manifest import load_manifests
 from reconciler.model import Membership, SelectorKind
 
-DATA = Path(__file__).resolve().parents[1] / "data"
-EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "tenants"
+DATA = Path(__file__).resolve().parents[2] / "data"
+EXAMPLES = Path(__file__).resolve().parents[3] / "examples" / "tenants"
 
 # file -> the exact one-line error `reconciler validate FILE` prints (golden, reviewed by hand)
 BAD_CASES = {

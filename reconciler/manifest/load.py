@@ -1,0 +1,136 @@
+"""Tenant manifests: files → schema-checked YAML documents → Tenant objects, with locations."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Sequence
+from functools import cache
+from pathlib import Path
+
+import jsonschema
+
+from reconciler.errors import ManifestError
+from reconciler.manifest.explain import explain
+from reconciler.manifest.rules import cross_file_problems
+from reconciler.manifest.tenants import to_tenant
+from reconciler.model import ManifestSet, Tenant
+from reconciler.schemas import load_schema
+from reconciler.yamlsafe import Document, PathKey, YamlProblem, load_documents, read_text
+
+MANIFEST_SUFFIXES = (".yaml", ".yml")
+DEFAULT_PATHS = ["tenants/"]  # what commands read when given no PATH (design section 2)
+
+
+@cache
+def _tenant_validator() -> jsonschema.Draft202012Validator:
+    schema = load_schema("tenant.schema.json")
+    jsonschema.Draft202012Validator.check_schema(schema)
+    return jsonschema.Draft202012Validator(schema)
+
+
+def discover(paths: Sequence[str]) -> tuple[list[Path], list[str]]:
+    """Expand file and directory arguments into manifest files, sorted by path in each dir."""
+    files: list[Path] = []
+    problems: list[str] = []
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            found = sorted(
+                (p for p in path.rglob("*") if p.suffix in MANIFEST_SUFFIXES),
+                key=lambda p: p.as_posix(),
+            )
+            if not found:
+                problems.append(f"{raw}: error: no manifest files (*.yaml, *.yml) in directory")
+            root = path.resolve()
+            for candidate in found:
+                if candidate.is_symlink() and not candidate.resolve().is_relative_to(root):
+                    # A link out of the manifests tree (to /etc/shadow, say) is never read:
+                    # its lines would end up in error messages.
+                    problems.append(
+                        f"{candidate.as_posix()}: error: a link to a file outside {raw}; not read"
+                    )
+                elif candidate.is_file():
+                    files.append(candidate)
+                elif not candidate.is_dir():  # a dangling link, a socket, …: say so, not skip
+                    problems.append(f"{candidate.as_posix()}: error: not a readable file")
+        elif path.exists():
+            files.append(path)
+        else:
+            problems.append(f"{raw}: error: no such file or directory")
+    seen: set[Path] = set()
+    unique = []
+    for f in files:
+        key = f.resolve()
+        if key not in seen:
+            seen.add(key)
+            unique.append(f)
+    return unique, problems
+
+
+def format_path(path: Iterable[str | int]) -> str:
+    out = ""
+    for part in path:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out or "(document)"
+
+
+def _problem(file: str, doc: Document | None, path: PathKey, message: str) -> str:
+    line, column = doc.position(path) if doc is not None else (1, 1)
+    return f"{file}:{line}:{column}: error: {format_path(path)}: {message}"
+
+
+def load_manifests(paths: Sequence[str]) -> ManifestSet:
+    """Load and validate every manifest; raise ManifestError listing every problem found."""
+    files, problems = discover(paths)
+    tenants: list[Tenant] = []
+    digest = hashlib.sha256()
+    for file in files:
+        name = file.as_posix()
+        try:
+            raw, text = read_text(file)
+            documents = load_documents(text)
+        except YamlProblem as exc:
+            problems.append(f"{name}:{exc.line}:{exc.column}: error: {exc.message}")
+            continue
+        digest.update(raw)
+        if not documents:
+            problems.append(f"{name}:1:1: error: file holds no YAML documents")
+            continue
+        for doc in documents:
+            errors = _schema_problems(name, doc)
+            if errors:
+                problems.extend(errors)
+                continue
+            tenants.append(to_tenant(name, doc))
+    problems.extend(cross_file_problems(tenants))
+    if problems:
+        raise ManifestError(problems)
+    return ManifestSet(
+        tenants=tuple(tenants),
+        files=tuple(f.as_posix() for f in files),
+        digest="sha256:" + digest.hexdigest(),
+    )
+
+
+def _schema_problems(file: str, doc: Document) -> list[str]:
+    errors = sorted(
+        _tenant_validator().iter_errors(doc.data), key=lambda e: doc.position(tuple(e.path))
+    )
+    out: list[str] = []
+    for error in errors:
+        if error.validator == "additionalProperties":
+            # Every unknown key of a block, each at its own line (`membrship` and
+            # `propogate` in one spec are two problems, not one).
+            allowed = set(error.schema.get("properties", {}))
+            known = ", ".join(sorted(allowed))
+            base: PathKey = tuple(error.absolute_path)
+            for key in sorted(k for k in error.instance if k not in allowed):
+                message = f"unknown key {key!r} (allowed: {known})"
+                out.append(_problem(file, doc, (*base, key), message))
+            continue
+        path, message = explain(error)
+        out.append(_problem(file, doc, path, message))
+    return out

@@ -1,0 +1,151 @@
+"""The rules that need more than one document: names and accounts unique across files, no
+selector or member listed twice, resource types that belong elsewhere, result-control
+parameters hidden by percent-encoding; and `--target`."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import replace
+from urllib.parse import parse_qsl
+
+from reconciler.errors import ManifestError
+from reconciler.manifest.explain import RESULT_CONTROL_PARAMS
+from reconciler.medplum.compartment import PATIENT_COMPARTMENT_TYPES
+from reconciler.model import (
+    AccountRef,
+    Location,
+    ManifestSet,
+    MemberKind,
+    MemberSelector,
+    ResourceSelector,
+    Selector,
+    SelectorKind,
+    Tenant,
+)
+
+
+def _encoded_control_problems(tenant: Tenant) -> list[str]:
+    """The schema sees `search` as typed; the server decodes it first. `%5Foffset=8` is
+    `_offset=8` to Medplum: a result-control parameter hidden from the pattern, which would
+    silently drop members from an authoritative tenant's scope. Decode, then check."""
+    searches: list[tuple[str, str, Location]] = [
+        (f"spec.patients[{i}].search", s.value, s.location)
+        for i, s in enumerate(tenant.patients)
+        if s.kind is SelectorKind.SEARCH
+    ]
+    searches += [
+        (f"spec.resources[{i}].search", s.value, s.location)
+        for i, s in enumerate(tenant.resources)
+        if s.kind is SelectorKind.SEARCH
+    ]
+    searches += [
+        (f"spec.access[{i}].members[{j}].search", m.value, m.location)
+        for i, g in enumerate(tenant.access)
+        for j, m in enumerate(g.members)
+        if m.kind is MemberKind.SEARCH
+    ]
+    problems = []
+    for field, query, location in searches:
+        for key, _ in parse_qsl(query, keep_blank_values=True):
+            if key.split(":", 1)[0] in RESULT_CONTROL_PARAMS:
+                problems.append(
+                    f"{location}: error: {field}: result-control parameter "
+                    f"{key.split(':', 1)[0]!r} is not allowed in a search selector "
+                    "(written percent-encoded)"
+                )
+    return problems
+
+
+def _resource_type_problems(tenant: Tenant) -> list[str]:
+    """Patients go under `patients`; Patient-compartment types follow their patient."""
+    problems: list[str] = []
+    for i, selector in enumerate(tenant.resources):
+        where = f"{selector.location}: error: spec.resources[{i}]"
+        if selector.type == "Patient":
+            problems.append(f"{where}: Patient belongs under spec.patients, not spec.resources")
+        elif selector.type in PATIENT_COMPARTMENT_TYPES:
+            problems.append(
+                f"{where}: {selector.type} is in the Patient compartment: it follows its "
+                "patient's accounts (list the patient under spec.patients)"
+            )
+    return problems
+
+
+def _account_key(account: AccountRef) -> str:
+    if account.reference is not None:
+        return account.reference
+    return f"{account.type}?identifier={account.identifier}"
+
+
+def _duplicate_members(tenant: Tenant) -> list[str]:
+    """A member listed twice under one policy of one tenant is a mistake (design section 8)."""
+    problems: list[str] = []
+    seen: dict[tuple[str, str, MemberKind, str], MemberSelector] = {}
+    for i, grant in enumerate(tenant.access):
+        for j, member in enumerate(grant.members):
+            key = (grant.policy, grant.parameter, member.kind, member.value)
+            earlier = seen.setdefault(key, member)
+            if earlier is not member:
+                problems.append(
+                    f"{member.location}: error: spec.access[{i}].members[{j}]: member "
+                    f"{member.describe()!r} is listed twice under {grant.policy} in tenant "
+                    f"{tenant.name!r} (first at line {earlier.location.line})"
+                )
+    return problems
+
+
+def cross_file_problems(tenants: Sequence[Tenant]) -> list[str]:
+    problems: list[str] = []
+    names: dict[str, Tenant] = {}
+    accounts: dict[str, Tenant] = {}
+    for tenant in tenants:
+        first = names.setdefault(tenant.name, tenant)
+        if first is not tenant:
+            problems.append(
+                f"{tenant.location}: error: metadata.name: duplicate tenant name "
+                f"{tenant.name!r} (first defined at {first.location.short})"
+            )
+        key = _account_key(tenant.account)
+        owner = accounts.setdefault(key, tenant)
+        if owner is not tenant:
+            problems.append(
+                f"{tenant.account.location}: error: spec.account: account {key} is already "
+                f"declared by tenant {owner.name!r} ({owner.account.location.short})"
+            )
+        problems += _duplicate_members(tenant)
+        problems += _resource_type_problems(tenant)
+        problems += _encoded_control_problems(tenant)
+        seen_resources: dict[tuple[SelectorKind, str, str], ResourceSelector] = {}
+        for i, rsel in enumerate(tenant.resources):
+            first_at = seen_resources.setdefault((rsel.kind, rsel.type, rsel.value), rsel)
+            if first_at is not rsel:
+                problems.append(
+                    f"{rsel.location}: error: spec.resources[{i}]: selector "
+                    f"{rsel.describe()!r} is listed twice in tenant {tenant.name!r} "
+                    f"(first at line {first_at.location.line})"
+                )
+        seen: dict[tuple[SelectorKind, str], Selector] = {}
+        for i, selector in enumerate(tenant.patients):
+            earlier = seen.setdefault((selector.kind, selector.value), selector)
+            if earlier is not selector:
+                problems.append(
+                    f"{selector.location}: error: spec.patients[{i}]: selector "
+                    f"{selector.describe()!r} is listed twice in tenant {tenant.name!r} "
+                    f"(first at line {earlier.location.line})"
+                )
+    return problems
+
+
+def select_targets(manifests: ManifestSet, targets: Sequence[str]) -> ManifestSet:
+    """`--target NAME` (repeatable): only these tenants are planned; the others' accounts are
+    then unmanaged for this run — kept as they are — and their selectors are not resolved."""
+    if not targets:
+        return manifests
+    names = {t.name for t in manifests.tenants}
+    unknown = [t for t in targets if t not in names]
+    if unknown:
+        raise ManifestError(
+            [f"error: --target {name!r} is not a tenant of these manifests (tenants: "
+             f"{', '.join(sorted(names))})" for name in unknown]
+        )  # fmt: skip
+    return replace(manifests, tenants=tuple(t for t in manifests.tenants if t.name in targets))
