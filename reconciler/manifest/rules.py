@@ -21,6 +21,7 @@ from reconciler.model import (
     Selector,
     SelectorKind,
     Tenant,
+    account_id,
 )
 
 
@@ -72,9 +73,23 @@ def _resource_type_problems(tenant: Tenant) -> list[str]:
 
 
 def _account_key(account: AccountRef) -> str:
+    """Literal accounts compare by id, as Medplum files compartments (model/accounts.py)."""
     if account.reference is not None:
-        return account.reference
+        return "id:" + (account_id(account.reference) or account.reference)
     return f"{account.type}?identifier={account.identifier}"
+
+
+def _account_type_problems(tenant: Tenant) -> list[str]:
+    """A tenant's account is an Organization (or a Practitioner, …): a Patient or a type of
+    the Patient compartment would make the tenant one patient's record."""
+    account = tenant.account
+    rtype = account.type if account.reference is None else account.reference.split("/", 1)[0]
+    if rtype == "Patient" or rtype in PATIENT_COMPARTMENT_TYPES:
+        return [
+            f"{account.location}: error: spec.account: a tenant's account cannot be a {rtype} "
+            "(a Patient or a type of the Patient compartment); use an Organization"
+        ]
+    return []
 
 
 def _duplicate_members(tenant: Tenant) -> list[str]:
@@ -108,10 +123,22 @@ def cross_file_problems(tenants: Sequence[Tenant]) -> list[str]:
         key = _account_key(tenant.account)
         owner = accounts.setdefault(key, tenant)
         if owner is not tenant:
-            problems.append(
-                f"{tenant.account.location}: error: spec.account: account {key} is already "
-                f"declared by tenant {owner.name!r} ({owner.account.location.short})"
-            )
+            if _account_key(owner.account) == _account_key(tenant.account) and (
+                owner.account.describe() != tenant.account.describe()
+            ):
+                problems.append(
+                    f"{tenant.account.location}: error: spec.account: "
+                    f"{tenant.account.describe()} has the id of tenant {owner.name!r}'s account "
+                    f"{owner.account.describe()} ({owner.account.location.short}): Medplum "
+                    "files compartments by id, so the two would be one tenant"
+                )
+            else:
+                problems.append(
+                    f"{tenant.account.location}: error: spec.account: account "
+                    f"{tenant.account.describe()} is already declared by tenant "
+                    f"{owner.name!r} ({owner.account.location.short})"
+                )
+        problems += _account_type_problems(tenant)
         problems += _duplicate_members(tenant)
         problems += _resource_type_problems(tenant)
         problems += _encoded_control_problems(tenant)

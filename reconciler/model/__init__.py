@@ -1,6 +1,13 @@
 """Value objects shared by every module: manifests (`manifest`), live state (`live`) and the
 plan (`plan`). Everything is importable from `reconciler.model` itself."""
 
+from reconciler.model.accounts import (
+    Owners,
+    account_id,
+    carries,
+    parameter_id,
+    same_account,
+)
 from reconciler.model.live import (
     AccessKey,
     LiveMembership,
@@ -58,6 +65,7 @@ __all__ = [
     "MemberKind",
     "MemberSelector",
     "Membership",
+    "Owners",
     "Phase",
     "Plan",
     "ResourceSelector",
@@ -65,6 +73,10 @@ __all__ = [
     "SelectorKind",
     "Step",
     "Tenant",
+    "account_id",
+    "carries",
     "entry_json",
+    "parameter_id",
+    "same_account",
     "type_of",
 ]

@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from enum import StrEnum
+from functools import cached_property
 from typing import Any
 
+from reconciler.model.accounts import Owners
 from reconciler.model.live import AccessKey, type_of
 from reconciler.model.manifest import Membership
 
@@ -221,6 +223,11 @@ class Plan:
     @property
     def is_empty(self) -> bool:
         return not self.changes and not self.access_changes and not self.resource_changes
+
+    @cached_property
+    def owners(self) -> Owners[AccountInfo]:
+        """Managed accounts by id: an alias entry finds its tenant here (model/accounts.py)."""
+        return Owners.of(self.managed)
 
     @property
     def resources_added(self) -> int:

@@ -25,11 +25,12 @@ from reconciler.model import (
     AccessStep,
     LiveMembership,
     LiveState,
+    Owners,
     Phase,
     Tenant,
     entry_json,
 )
-from reconciler.plan.entries import parse_entry
+from reconciler.plan.entries import ManagedEntry, entry_summary, managed_entry, unsafe_parameters
 
 MASS_GRANT_MEMBERSHIPS = 10
 
@@ -49,16 +50,17 @@ class AccessRules:
     owners: dict[str, Tenant]  # managed account -> its tenant
     names: frozenset[tuple[str, str]]  # (policy, parameter) pairs some tenant grants through
     declared: dict[str, list[AccessKey]]  # membership -> declared keys, in tenant load order
+    by_id: Owners[Tenant]  # the same accounts by id: an entry grants by its parameter's value
+
+    def managed(self, entry_text: str) -> ManagedEntry | None:
+        """What a live entry is as far as the manifests go: a managed grant (in any form that
+        names a managed account), or None (unmanaged)."""
+        return managed_entry(entry_text, self.names, self.by_id)
 
     def key_of(self, entry_text: str) -> AccessKey | None:
         """The managed key of a live entry, or None when the entry is not managed."""
-        parsed = parse_entry(entry_text)
-        if parsed is None or parsed.policy is None:
-            return None
-        for param in parsed.parameters:
-            if (parsed.policy, param.name) in self.names and param.reference in self.owners:
-                return AccessKey(parsed.policy, param.name, str(param.reference))
-        return None
+        found = self.managed(entry_text)
+        return found.key if found is not None else None
 
     def item(self, key: AccessKey) -> AccessItem:
         return AccessItem(key.policy, key.parameter, key.account, self.owners[key.account].name)
@@ -76,18 +78,24 @@ def access_rules(tenants: Sequence[Tenant], live: LiveState) -> AccessRules:
                 keys = declared.setdefault(ref, [])
                 if key not in keys:
                     keys.append(key)
-    return AccessRules(owners, names, declared)
+    return AccessRules(owners, names, declared, Owners.of(owners))
 
 
 def desired_entries(membership: LiveMembership, rules: AccessRules) -> tuple[str, ...]:
+    """Live entries in order, minus each managed one (in whatever form) an authoritative tenant
+    does not declare for this member; then the canonical entry of each declared grant that no
+    kept entry already grants (a `_history` form names the tenant but grants nothing)."""
     declared = rules.declared.get(membership.reference, [])
     kept: list[str] = []
+    present: set[AccessKey] = set()
     for entry in membership.entries:
-        key = rules.key_of(entry)
-        if key is not None and rules.owners[key.account].authoritative and key not in declared:
-            continue  # an authoritative tenant does not declare it for this member: revoke
+        found = rules.managed(entry)
+        if found is not None:
+            if rules.owners[found.key.account].authoritative and found.key not in declared:
+                continue  # an authoritative tenant does not declare it for this member: revoke
+            if found.grants:
+                present.add(found.key)
         kept.append(entry)
-    present = {rules.key_of(e) for e in kept}
     for key in declared:
         if key not in present:
             kept.append(entry_json(key.entry()))
@@ -139,7 +147,15 @@ def plan_access(tenants: Sequence[Tenant], live: LiveState) -> AccessPlan:
         membership = live.memberships[ref]
         after = desired_entries(membership, rules)
         change = change_for(membership, after, rules)
+        unsafe = [(e, names) for e in after if (names := unsafe_parameters(e))]
         if change is None:
+            result.warnings += [_unsafe_line(ref, e, n, "check it by hand") for e, n in unsafe]
+            continue
+        if unsafe:
+            result.problems += [
+                "Error: " + _unsafe_line(ref, e, n, "it is never written: fix it by hand first")
+                for e, n in unsafe
+            ]
             continue
         if not after and not membership.has_access_policy:
             result.problems.append(
@@ -165,6 +181,14 @@ def plan_access(tenants: Sequence[Tenant], live: LiveState) -> AccessPlan:
             f"{MASS_GRANT_MEMBERSHIPS}); apply will refuse without --allow-mass-grant"
         )
     return result
+
+
+def _unsafe_line(ref: str, entry: str, names: list[str], then: str) -> str:
+    return (
+        f"{ref}: access entry {entry_summary(entry)} has a parameter ({', '.join(names)}) "
+        'holding " or \\, which Medplum pastes into the policy unescaped (the member can no '
+        f"longer sign in, or the policy is rewritten); {then}"
+    )
 
 
 def _tenants(items: Sequence[AccessItem]) -> str:

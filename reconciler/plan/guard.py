@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 from functools import partial
 
 from reconciler.errors import ApplyRefused
-from reconciler.model import LiveState, MassGrant, MassRemoval, Plan, Tenant
+from reconciler.model import LiveState, MassGrant, MassRemoval, Plan, Tenant, carries
 from reconciler.plan.access import MASS_GRANT_MEMBERSHIPS
 
 SHARE = 0.5
@@ -21,15 +21,15 @@ def _per_tenant(plan: Plan, adding: bool, resources: bool = False) -> Counter[st
     counts: Counter[str] = Counter()
     for change in plan.resource_changes if resources else plan.changes:
         for account in change.add if adding else change.remove:
-            info = plan.managed.get(account)
-            if info is not None:
-                counts[info.tenant] += 1
+            found = plan.owners.owner(account)  # an alias removed counts for its tenant
+            if found is not None:
+                counts[found[1].tenant] += 1
     return counts
 
 
 def _members(live: LiveState, account: str, resources: bool = False) -> int:
     population = live.resources if resources else live.patients
-    return sum(1 for p in population.values() if account in p.accounts)
+    return sum(1 for p in population.values() if carries(p.accounts, account))
 
 
 # (resources?, the word for what a tenant gains, the word for what it loses)

@@ -22,6 +22,7 @@ from reconciler.model import (
     MassGrant,
     MassRemoval,
     Membership,
+    Owners,
     Phase,
     Plan,
     Step,
@@ -40,7 +41,16 @@ def digest_of(data: dict[str, Any]) -> str:
     return "sha256:" + hashlib.sha256(canonical(body)).hexdigest()
 
 
-def change_to_json(change: Change) -> dict[str, Any]:
+def change_to_json(change: Change, owners: Owners[AccountInfo] | None = None) -> dict[str, Any]:
+    """A change as JSON; with `owners`, the entries that are another form of a managed
+    account are named in `aliases` (entry → the account it is, model/accounts.py)."""
+    aliases = {}
+    if owners is not None:
+        aliases = {
+            e: owners.canonical(e)
+            for e in dict.fromkeys((*change.before, *change.after))
+            if owners.is_alias(e)
+        }
     return {
         "patient": change.ref,
         "version_id": change.version_id,
@@ -51,11 +61,14 @@ def change_to_json(change: Change) -> dict[str, Any]:
         "remove": list(change.remove),
         "tenants": list(change.tenants),
         "steps": [s.to_json() for s in change.steps],
+        **({"aliases": aliases} if aliases else {}),
     }
 
 
-def resource_change_to_json(change: Change) -> dict[str, Any]:
-    data = change_to_json(change)
+def resource_change_to_json(
+    change: Change, owners: Owners[AccountInfo] | None = None
+) -> dict[str, Any]:
+    data = change_to_json(change, owners)
     return {"resource": data.pop("patient"), **data}
 
 
@@ -141,7 +154,8 @@ def _header(plan: Plan) -> dict[str, Any]:
     if plan.resource_changes:
         data["summary"]["resources"] = len(plan.resource_changes)
         data["resource_changes"] = [
-            resource_change_to_json(c) for c in sorted(plan.resource_changes, key=lambda c: c.ref)
+            resource_change_to_json(c, plan.owners)
+            for c in sorted(plan.resource_changes, key=lambda c: c.ref)
         ]
     if plan.access_changes:
         data["summary"].update(
@@ -183,7 +197,7 @@ def plan_digest(plan: Plan) -> str:
         for j, change in enumerate(_sorted_changes(plan)):
             if j:
                 sha.update(b",")
-            sha.update(canonical(change_to_json(change)))
+            sha.update(canonical(change_to_json(change, plan.owners)))
         sha.update(b"]")
     sha.update(b"}")
     return "sha256:" + sha.hexdigest()
@@ -203,7 +217,7 @@ def write_plan_json(plan: Plan, out: TextIO, *, key: bytes | None = None) -> Non
     out.write('  "changes": [')
     for j, change in enumerate(_sorted_changes(plan)):
         out.write(",\n    " if j else "\n    ")
-        out.write(json.dumps(change_to_json(change), ensure_ascii=False))
+        out.write(json.dumps(change_to_json(change, plan.owners), ensure_ascii=False))
     out.write("\n  ],\n" if plan.changes else "],\n")
     digest = plan_digest(plan)
     if key is None:
@@ -215,7 +229,7 @@ def write_plan_json(plan: Plan, out: TextIO, *, key: bytes | None = None) -> Non
 
 def plan_to_json(plan: Plan) -> dict[str, Any]:
     data = _header(plan)
-    data["changes"] = [change_to_json(c) for c in _sorted_changes(plan)]
+    data["changes"] = [change_to_json(c, plan.owners) for c in _sorted_changes(plan)]
     data["plan_digest"] = digest_of(data)
     return data
 

@@ -11,7 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 from reconciler.errors import ResolveError
 from reconciler.logs import get_logger
 from reconciler.medplum.client import MedplumClient
-from reconciler.model import LiveResource, LiveState, Tenant
+from reconciler.model import LiveResource, LiveState, Tenant, account_id
 from reconciler.plan.live_access import read_access
 from reconciler.plan.live_resources import read_live_resources
 from reconciler.plan.records import ELEMENTS, to_live_resource
@@ -46,16 +46,23 @@ def _resolve_accounts(
     problems = found.problems
     resolved = {p.tenant: next(iter(hits)) for p, hits in zip(picks, found.hits, strict=True)
                 if hits}  # fmt: skip
+    # Medplum files compartments by id: two accounts with one id are one tenant's compartment.
     owners: dict[str, Tenant] = {}
     for tenant in tenants:
         target = resolved.get(tenant.name)
         if target is None:
             continue
-        first = owners.setdefault(target, tenant)
+        first = owners.setdefault(account_id(target) or target, tenant)
         if first is not tenant:
+            same = (
+                f"resolves to {target}, the account of tenant {first.name!r}"
+                if resolved[first.name] == target
+                else f"resolves to {target}, which has the id of tenant {first.name!r}'s "
+                f"account {resolved[first.name]} (Medplum files compartments by id)"
+            )
             problems.append(
-                f"{tenant.account.location}: error: spec.account: resolves to {target}, "
-                f"the account of tenant {first.name!r} ({first.account.location.short})"
+                f"{tenant.account.location}: error: spec.account: {same} "
+                f"({first.account.location.short})"
             )
     return resolved, problems
 

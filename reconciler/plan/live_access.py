@@ -4,37 +4,37 @@ already holding entries under a granted policy — in batches, never one request
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 
 from reconciler.medplum.client import MedplumClient
 from reconciler.model import LiveMembership, Tenant
+from reconciler.plan.policy import scope_problems
 from reconciler.plan.records import MEMBERSHIP, to_live_membership
 from reconciler.plan.resolve import pick_of, resolve
 
 
 def _policy_problems(client: MedplumClient, tenants: Sequence[Tenant]) -> list[str]:
-    """Every policy must exist and mention `%NAME`: one that never does grants the same
-    whatever the tenant, so it would not restrict anyone to their tenant."""
+    """Every policy must exist and be tenant-scoped by its parameter (plan/policy.py): judged
+    by what it grants, so a rule without the tenant's criteria fails the plan."""
     wanted = {g.policy for t in tenants for g in t.access}
     if not wanted:
         return []
     found = {
-        f"AccessPolicy/{p['id']}": json.dumps(p)
+        f"AccessPolicy/{p['id']}": p
         for p in client.read_many("AccessPolicy", [w.split("/", 1)[1] for w in sorted(wanted)])
     }
     problems: list[str] = []
     for tenant in tenants:
         for i, grant in enumerate(tenant.access):
-            text = found.get(grant.policy)
+            policy = found.get(grant.policy)
             where = f"{grant.location}: error: spec.access[{i}].policy"
-            if text is None:
+            if policy is None:
                 problems.append(f"{where}: {grant.policy} does not exist (tenant {tenant.name!r})")
-            elif f"%{grant.parameter}" not in text:
-                problems.append(
-                    f"{where}: {grant.policy} never mentions %{grant.parameter}, so it would "
-                    f"grant the same whatever the tenant (tenant {tenant.name!r})"
-                )
+                continue
+            problems += [
+                f"{where}: {problem} (tenant {tenant.name!r})"
+                for problem in scope_problems(policy, grant.parameter)
+            ]
     return problems
 
 

@@ -11,7 +11,17 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from reconciler.model import AccountInfo, Change, LiveResource, LiveState, Plan, Step, Tenant
+from reconciler.model import (
+    AccountInfo,
+    Change,
+    LiveResource,
+    LiveState,
+    Owners,
+    Plan,
+    Step,
+    Tenant,
+    account_id,
+)
 
 
 def managed_accounts(tenants: Sequence[Tenant], live: LiveState) -> dict[str, AccountInfo]:
@@ -47,26 +57,41 @@ def claims(ref: str, tenants: Sequence[Tenant], live: LiveState) -> list[Claim]:
 
 def desired_accounts(current: Sequence[str], tenant_claims: Sequence[Claim]) -> list[str]:
     """The live accounts in order, minus each account a tenant may take away from a
-    non-member, then each member tenant's account it lacks, appended in load order."""
-    drop = {c.account for c in tenant_claims if c.may_remove and not c.member}
-    desired = [a for a in current if a not in drop]
+    non-member, then each member tenant's account it lacks, appended in load order.
+
+    Accounts compare by id, as Medplum files compartments (model/accounts.py): a non-member's
+    alias of the account goes with it; a member that carries an alias already sits in the
+    tenant's compartment, so nothing is added (the canonical reference only when missing)."""
+    drop = {account_id(c.account) for c in tenant_claims if c.may_remove and not c.member}
+    drop.discard(None)
+    desired = [a for a in current if account_id(a) not in drop]
+    present = {account_id(a) for a in desired}
     for claim in tenant_claims:
-        if claim.member and claim.account not in desired:
+        key = account_id(claim.account)
+        if claim.member and key not in present:
             desired.append(claim.account)
+            present.add(key)
     return desired
+
+
+def _propagates(owners: Owners[AccountInfo], entry: str) -> bool:
+    found = owners.owner(entry)
+    return found is not None and found[1].propagate
 
 
 def steps_for(
     before: Sequence[str],
     after: Sequence[str],
     managed: dict[str, AccountInfo],
+    owners: Owners[AccountInfo] | None = None,
 ) -> tuple[Step, ...]:
     """The `$set-accounts` calls that take `before` to `after`. Medplum propagates the whole
     difference of one call, so mixed propagating/non-propagating changes need two calls."""
+    owners = owners or Owners.of(managed)
     add = [a for a in after if a not in before]
     remove = [a for a in before if a not in after]
     changed = add + remove
-    propagating = {a for a in changed if managed[a].propagate}
+    propagating = {a for a in changed if _propagates(owners, a)}
     if len(propagating) == len(changed):
         return (Step(tuple(after), True),)
     if not propagating:
@@ -76,7 +101,10 @@ def steps_for(
 
 
 def change_for(
-    live: LiveResource, after: Sequence[str], managed: dict[str, AccountInfo]
+    live: LiveResource,
+    after: Sequence[str],
+    managed: dict[str, AccountInfo],
+    owners: Owners[AccountInfo] | None = None,
 ) -> Change | None:
     """The change that takes `live` to `after`; None when they are equal as sets. Medplum
     propagates only from a Patient, so other resources are set in one call without it."""
@@ -85,6 +113,8 @@ def change_for(
         return None
     add = tuple(a for a in after if a not in before)
     remove = tuple(a for a in before if a not in after)
+    owners = owners or Owners.of(managed)
+    tenants = {found[1].tenant for a in add + remove if (found := owners.owner(a)) is not None}
     return Change(
         ref=live.ref,
         version_id=live.version_id,
@@ -93,7 +123,7 @@ def change_for(
         after=tuple(after),
         add=add,
         remove=remove,
-        tenants=tuple(sorted({managed[a].tenant for a in add + remove})),
+        tenants=tuple(sorted(tenants)),
         steps=(
             steps_for(before, after, managed) if live.is_patient else (Step(tuple(after), False),)
         ),
@@ -101,17 +131,26 @@ def change_for(
 
 
 def replan(
-    live: LiveResource, tenants: Sequence[Tenant], state: LiveState, managed: dict[str, AccountInfo]
+    live: LiveResource,
+    tenants: Sequence[Tenant],
+    state: LiveState,
+    managed: dict[str, AccountInfo],
+    owners: Owners[AccountInfo] | None = None,
 ) -> Change | None:
     """The change one resource needs, from its (possibly fresh) live accounts."""
     after = desired_accounts(live.accounts, claims(live.ref, tenants, state))
-    return change_for(live, after, managed)
+    return change_for(live, after, managed, owners)
 
 
 def plan(tenants: Sequence[Tenant], live: LiveState) -> Plan:
     managed = managed_accounts(tenants, live)
-    changes = [replan(live.patients[ref], tenants, live, managed) for ref in sorted(live.patients)]
-    others = [replan(live.resources[ref], tenants, live, managed) for ref in sorted(live.resources)]
+    owners = Owners.of(managed)
+    changes = [
+        replan(live.patients[r], tenants, live, managed, owners) for r in sorted(live.patients)
+    ]
+    others = [
+        replan(live.resources[r], tenants, live, managed, owners) for r in sorted(live.resources)
+    ]
     return Plan(
         changes=tuple(c for c in changes if c is not None),
         managed=managed,

@@ -46,9 +46,9 @@ def tenant_rows(plan: Plan) -> list[tuple[str, int, int, int, int]]:
     for change in (*plan.changes, *plan.resource_changes):
         for index, accounts in ((0, change.add), (1, change.remove)):
             for account in accounts:
-                info = plan.managed.get(account)
-                if info is not None:
-                    counts.setdefault(info.tenant, [0, 0, 0, 0])[index] += 1
+                found = plan.owners.owner(account)
+                if found is not None:
+                    counts.setdefault(found[1].tenant, [0, 0, 0, 0])[index] += 1
     for access in plan.access_changes:
         for index, items in ((2, access.grant), (3, access.revoke)):
             for item in items:
@@ -75,9 +75,13 @@ def use_color(stream_isatty: bool) -> bool:
 
 
 def _reason(plan: Plan, account: str, action: Action) -> str:
-    info = plan.managed.get(account)
-    if info is None:
+    found = plan.owners.owner(account)
+    if found is None:
         return "unmanaged, kept"
+    canonical, info = found
+    if canonical != account:  # Medplum files compartments by id: this entry is that account
+        alias = f"alias of tenant {info.tenant}'s account"
+        return alias if action is Action.REMOVE else f"{alias}, kept"
     if action is Action.REMOVE:
         return f"tenant {info.tenant}, {info.membership.value}"
     if action is Action.KEEP:
@@ -159,6 +163,16 @@ def _md(text: str) -> str:
     return text.replace("|", "\\|")
 
 
+def _removed(plan: Plan, change: Change) -> str:
+    cells = []
+    for account in change.remove:
+        cell = f"`{_md(account)}`"
+        if plan.owners.is_alias(account):
+            cell += f" (alias of {_md(str(plan.owners.canonical(account)))})"
+        cells.append(cell)
+    return "<br>".join(cells)
+
+
 def render_markdown(plan: Plan, *, limit: int = MARKDOWN_LIMIT) -> str:
     head = ["### Medplum tenancy plan", ""]
     if plan.target:
@@ -196,7 +210,7 @@ def render_markdown(plan: Plan, *, limit: int = MARKDOWN_LIMIT) -> str:
         row = (
             f"| `{change.ref}` | {_md(change.identifier or '')} | "
             f"{'<br>'.join(f'`{a}`' for a in change.add)} | "
-            f"{'<br>'.join(f'`{a}`' for a in change.remove)} | {', '.join(change.tenants)} |"
+            f"{_removed(plan, change)} | {', '.join(change.tenants)} |"
         )
         if used + len(row) + 1 + reserve > limit:
             break
@@ -220,7 +234,7 @@ def render_markdown(plan: Plan, *, limit: int = MARKDOWN_LIMIT) -> str:
                 "|---|---|---|---|",
                 *(
                     f"| `{c.ref}` | {'<br>'.join(f'`{a}`' for a in c.add)} | "
-                    f"{'<br>'.join(f'`{a}`' for a in c.remove)} | {', '.join(c.tenants)} |"
+                    f"{_removed(plan, c)} | {', '.join(c.tenants)} |"
                     for c in plan.resource_changes
                 ),
                 "",

@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 
-from reconciler.model import AccessChange, Action, Plan
-from reconciler.plan.entries import entry_summary
+from reconciler.model import AccessChange, Action, Owners, Plan
+from reconciler.plan.entries import entry_summary, managed_entry
 
 _COLORS = {Action.ADD: "\033[32m", Action.REMOVE: "\033[31m", Action.UPDATE: "\033[33m"}
 _RESET = "\033[0m"
@@ -34,24 +34,34 @@ def access_lines(plan: Plan, change: AccessChange, color: bool = False) -> Itera
     def paint(action: Action, text: str) -> str:
         return f"{_COLORS[action]}{text}{_RESET}" if color and action in _COLORS else text
 
-    managed = {k: k for k in plan.managed_access}
-    owners = {account: info.tenant for account, info in plan.managed.items()}
-    owners.update({i.account: i.tenant for c in plan.access_changes for i in (*c.grant, *c.revoke)})
+    names = frozenset((k.policy, k.parameter) for k in plan.managed_access)
+    tenants = {account: info.tenant for account, info in plan.managed.items()}
+    tenants.update(
+        {i.account: i.tenant for c in plan.access_changes for i in (*c.grant, *c.revoke)}
+    )
+
+    def managed(entry: str) -> tuple[str, str] | None:
+        """(tenant, how the entry differs from the canonical form, if it does)."""
+        found = managed_entry(entry, names, Owners.of(tenants))
+        if found is None:
+            return None
+        form = "" if found.canonical else ", another form of its grant"
+        if not found.grants:
+            form = ", a form that grants nothing"
+        return tenants[found.key.account], form
+
     rows: list[tuple[Action, str, str]] = []
-    for item in change.grant:
-        rows.append((Action.ADD, item.key.describe(), f"tenant {item.tenant}"))
-    for item in change.revoke:
-        rows.append((Action.REMOVE, item.key.describe(), f"tenant {item.tenant}, authoritative"))
-    granted = {entry for entry in change.after if entry not in change.before}
-    for entry in change.after:
-        if entry in granted:
-            continue
-        summary = entry_summary(entry)
-        key = next((k for k in managed if k.describe() == summary), None)
-        reason = "unmanaged, kept"
-        if key is not None:
-            reason = f"tenant {owners.get(key.account, key.account)}, kept"
-        rows.append((Action.KEEP, summary, reason))
+    for entry in (e for e in change.after if e not in change.before):
+        owner = managed(entry)
+        rows.append((Action.ADD, entry_summary(entry), f"tenant {owner[0] if owner else '?'}"))
+    for entry in (e for e in change.before if e not in change.after):
+        owner = managed(entry)
+        reason = f"tenant {owner[0]}, authoritative{owner[1]}" if owner else "unmanaged"
+        rows.append((Action.REMOVE, entry_summary(entry), reason))
+    for entry in (e for e in change.after if e in change.before):
+        owner = managed(entry)
+        reason = f"tenant {owner[0]}, kept{owner[1]}" if owner else "unmanaged, kept"
+        rows.append((Action.KEEP, entry_summary(entry), reason))
     width = max((len(text) for _, text, _ in rows), default=0)
     yield f"  {paint(Action.UPDATE, Action.UPDATE.value)} {_header(change)}"
     for action, text, reason in rows:

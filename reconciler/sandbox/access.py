@@ -109,19 +109,34 @@ class Member:
         return str((self.membership.get("profile") or {}).get("reference") or "")
 
 
+class PolicyJsonError(ValueError):
+    """A parameter made the policy's JSON unreadable (Medplum pastes values unescaped)."""
+
+
 def _substitute(policy: Resource, params: list[Resource]) -> Resource:
+    """Like Medplum's buildAccessPolicyResources: a non-empty `valueString` replaces `%name`
+    as it is — not escaped, so a `"` breaks the JSON; else a `valueReference` replaces
+    `%name.id` with its id (the segment after the type) and `%name` with the reference."""
     text = json.dumps(policy)
     for param in params:
         name = param.get("name")
         if not isinstance(name, str) or not name:
             continue
-        if isinstance(param.get("valueString"), str):
-            text = text.replace(f"%{name}", json.dumps(param["valueString"])[1:-1])
+        string = param.get("valueString")
+        if isinstance(string, str) and string:
+            text = text.replace(f"%{name}", string)
         elif isinstance(param.get("valueReference"), dict):
             ref = str(param["valueReference"].get("reference") or "")
-            text = text.replace(f"%{name}.id", ref.rsplit("/", 1)[-1])
+            parts = ref.split("/")
+            text = text.replace(f"%{name}.id", parts[1] if len(parts) > 1 else "undefined")
             text = text.replace(f"%{name}", ref)
-    substituted: Resource = json.loads(text)
+    try:
+        substituted: Resource = json.loads(text)
+    except json.JSONDecodeError as exc:
+        # Node's JSON.parse wording for the usual case: a `"` ends the string early.
+        raise PolicyJsonError(
+            f"Expected ',' or '}}' after property value in JSON at position {exc.pos}"
+        ) from None
     return substituted
 
 

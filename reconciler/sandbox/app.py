@@ -12,6 +12,8 @@ from typing import Any
 from reconciler.sandbox.access import (
     PROJECT_ID,
     PROJECT_NAME,
+    Member,
+    PolicyJsonError,
     member_of,
     membership_id_for,
     policy_resource,
@@ -116,7 +118,7 @@ class App(Routes):
         membership = self._membership_where("user", f"ClientApplication/{client_id}")
         if membership is None:
             raise forbidden()
-        caller = Caller(client_id, member_of(self.store, membership))
+        caller = Caller(client_id, self._member(membership))
         on_behalf = req.header("x-medplum-on-behalf-of")
         if not on_behalf:
             return caller
@@ -132,7 +134,28 @@ class App(Routes):
         )
         if target is None:
             raise bad_request("Invalid X-Medplum-On-Behalf-Of header")
-        return Caller(client_id, member_of(self.store, target))
+        return Caller(client_id, self._member(target))
+
+    def _member(self, membership: Resource) -> Member:
+        try:
+            return member_of(self.store, membership)
+        except PolicyJsonError as exc:  # a parameter broke the policy's JSON: nobody gets in
+            raise bad_request(str(exc)) from None
+
+    def _token(self, req: Request) -> Response:
+        """Client credentials; like Medplum, the member's policy is built at sign-in, so one
+        a parameter made unreadable JSON refuses the token (400)."""
+        status, body = self.auth.issue(req.body)
+        if status == 200:
+            client_id = str(body["profile"]["reference"]).split("/", 1)[1]
+            membership = self._membership_where("user", f"ClientApplication/{client_id}")
+            try:
+                if membership is not None:
+                    member_of(self.store, membership)
+            except PolicyJsonError as exc:
+                self.auth.revoke(str(body["access_token"]))
+                status, body = 400, {"error": "invalid_request", "error_description": str(exc)}
+        return Response(status, body, content_type="application/json")
 
     def _auth_me(self, req: Request) -> Response:
         caller = self._caller(req)
@@ -175,8 +198,7 @@ class App(Routes):
                     200, {"ok": True, "version": "sandbox"}, content_type="application/json"
                 )
             if path == "/oauth2/token" and req.method == "POST":
-                status, body = self.auth.issue(req.body)
-                return Response(status, body, content_type="application/json")
+                return self._token(req)
             if path.startswith("/sandbox/stats"):
                 return self._stats(req)
             if path == "/auth/me" and req.method == "GET":

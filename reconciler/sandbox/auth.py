@@ -57,6 +57,10 @@ class TokenIssuer:
             "profile": {"reference": f"ClientApplication/{client_id}", "display": client_id},
         }
 
+    def revoke(self, token: str) -> None:
+        with self._lock:
+            self._tokens.pop(token, None)
+
     def client_of(self, authorization: str | None) -> str:
         """Which client sends `Authorization: Bearer …`; 401 when missing, unknown or expired."""
         auth = authorization or ""

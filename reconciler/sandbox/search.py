@@ -11,7 +11,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 from reconciler.sandbox.outcomes import bad_request
-from reconciler.sandbox.store import Resource, Store
+from reconciler.sandbox.store import Resource, Store, compartment_value
 
 DATE_PREFIX = re.compile(r"^(eq|ne|gt|lt|ge|le|sa|eb|ap)\d")
 MAX_COUNT = 1000
@@ -153,6 +153,8 @@ def _filters_sql(filters: Sequence[tuple[str, str]]) -> tuple[list[str], list[An
             where.append(f"r.id IN ({','.join('?' * len(values))})")
             args.extend(values)
             continue
+        if name == "_compartment":  # by id, like Medplum's compartments column
+            values = [compartment_value(v) for v in values]
         if name == "identifier":
             # `system|value` matches exactly; a bare value matches any system.
             exact = [v for v in values if "|" in v]

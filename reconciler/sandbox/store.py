@@ -90,16 +90,35 @@ def linked_patient(resource: Resource) -> str | None:
     return None
 
 
+def compartment_id(ref: str) -> str | None:
+    """The compartment a `meta.accounts` entry files a resource under: its id (Medplum keeps
+    compartments as a column of ids, so type, case and a `_history` suffix do not matter;
+    medplum-api.md, "Compartments match by id"). An absolute URL files it under none."""
+    if "://" in ref:
+        return None
+    parts = ref.split("/")
+    if len(parts) < 2 or not parts[0] or not parts[1]:
+        return None
+    return parts[1].lower()
+
+
+def compartment_value(value: str) -> str:
+    """A `_compartment` search value as the id it matches: the last segment (so
+    `Organization/x/_history/1` matches nothing, as observed on Medplum), lower case."""
+    return value.rsplit("/", 1)[-1].lower()
+
+
 def index_rows(resource: Resource) -> Iterator[tuple[str, str]]:
     """(param, value) pairs that make this resource findable."""
     rtype = resource["resourceType"]
-    for ref in accounts_of(resource):
-        yield "_compartment", ref
+    compartments = [compartment_id(ref) for ref in accounts_of(resource)]
     if rtype == "Patient":
-        yield "_compartment", f"Patient/{resource['id']}"
+        compartments.append(str(resource["id"]).lower())
     patient = linked_patient(resource)
     if patient:
-        yield "_compartment", patient
+        compartments.append(compartment_id(patient))
+    for key in dict.fromkeys(c for c in compartments if c):
+        yield "_compartment", key
     for ident in resource.get("identifier") or []:
         if isinstance(ident, dict) and ident.get("value"):
             yield "identifier", f"{ident.get('system', '')}|{ident['value']}"
@@ -340,6 +359,6 @@ class Store:
                 "SELECT r.content FROM resources r JOIN search_index s ON s.seq = r.seq "
                 "WHERE s.param='_compartment' AND s.value=? AND r.type != 'Patient' "
                 "ORDER BY r.seq",
-                (patient_ref,),
+                (compartment_value(patient_ref),),
             ).fetchall()
         return [json.loads(r[0]) for r in rows]

@@ -162,7 +162,7 @@ def test_mass_grant_guard(make_sandbox: Any, tmp_path: Path, cli: Cli) -> None:
     client = sb.client()
     org = "Organization/" + client.create_resource({"resourceType": "Organization"})["id"]
     policy = client.create_resource(
-        {"resourceType": "AccessPolicy", "name": "p",
+        {"resourceType": "AccessPolicy", "name": "p", "compartment": {"reference": "%organization"},
          "resource": [{"resourceType": "Patient", "criteria": "Patient?_compartment=%organization"}]}
     )  # fmt: skip
     refs = []

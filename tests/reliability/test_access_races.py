@@ -29,7 +29,7 @@ def _setup(client: Any, n: int) -> tuple[str, str, str, list[str], dict[str, Any
     north = "Organization/" + client.create_resource({"resourceType": "Organization"})["id"]
     south = "Organization/" + client.create_resource({"resourceType": "Organization"})["id"]
     policy = "AccessPolicy/" + client.create_resource(
-        {"resourceType": "AccessPolicy", "name": "staff",
+        {"resourceType": "AccessPolicy", "name": "staff", "compartment": {"reference": "%organization"},
          "resource": [{"resourceType": "Patient", "criteria": "Patient?_compartment=%organization"}]}
     )["id"]  # fmt: skip
     # An unmanaged entry whose policy exists (a member whose policy is missing cannot log in).

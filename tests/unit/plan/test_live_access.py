@@ -113,8 +113,11 @@ def test_every_problem_is_named_with_file_and_line(staff: MedplumClient, tmp_pat
     )
     _, _, problems = read(staff, path, flat, ghost)
     assert problems == [
-        f"{flat}:9:7: error: spec.access[0].policy: AccessPolicy/{other['id']} never mentions "
-        "%organization, so it would grant the same whatever the tenant (tenant 'south')",
+        f"{flat}:9:7: error: spec.access[0].policy: AccessPolicy/{other['id']} has compartment "
+        "none, not %organization: what its members create would not go into the tenant (tenant "
+        "'south')",
+        f"{flat}:9:7: error: spec.access[0].policy: AccessPolicy/{other['id']} rule 1 (Patient) "
+        "grants every Patient in the project, whatever the tenant (tenant 'south')",
         f"{ghost}:9:7: error: spec.access[0].policy: AccessPolicy/00000000-0000-4000-8000-"
         "00000000dead does not exist (tenant 'ghost')",
         f"{path}:12:11: error: member ProjectMembership/00000000-0000-4000-8000-00000000dead "
