@@ -34,8 +34,10 @@ def audit_event(
     counts: dict[str, int],
     success: bool,
     summary: str,
+    action: str = "apply",
     env: dict[str, str] | None = None,
 ) -> dict[str, Any]:
+    """`action`: "apply", or "verify-repair" for what `verify --repair` wrote."""
     details: list[dict[str, str]] = [
         {"type": "plan_digest", "valueString": plan_digest},
         {"type": "manifests_digest", "valueString": manifests_digest},
@@ -50,7 +52,13 @@ def audit_event(
             "code": "110100",
             "display": "Application Activity",
         },
-        "subtype": [{"system": AUDIT_SYSTEM, "code": "apply", "display": "reconciler apply"}],
+        "subtype": [
+            {
+                "system": AUDIT_SYSTEM,
+                "code": action,
+                "display": f"reconciler {action.replace('-', ' ')}",
+            }
+        ],
         "action": "U",
         "recorded": iso_utc(),
         "outcome": "0" if success else "4",

@@ -1,7 +1,12 @@
 """Compartment verification: does every resource in a patient's compartment carry the accounts
 it should (and not the ones it should not)? Medplum propagates only the difference of each call
 and at most ~1000 resources, and a cut-short propagation is not redone by repeating the call
-(medplum-api.md), so stragglers are found here in batches and repaired one by one."""
+(medplum-api.md), so stragglers are found here in batches and repaired one by one.
+
+Accounts compare by id, as Medplum files compartments (model/accounts.py): a compartment
+resource carrying an alias of a tenant's account is in that tenant. An **orphan** is a
+resource carrying a tenant's account (or an alias) that it should not — its patient is no
+member of that tenant — readable by the tenant's staff all the same."""
 
 from __future__ import annotations
 
@@ -13,27 +18,38 @@ from dataclasses import dataclass
 from reconciler.apply.report import Report
 from reconciler.apply.writes import set_accounts
 from reconciler.logs import get_logger
-from reconciler.medplum.accounts import get_resource_accounts
+from reconciler.medplum.accounts import account_entries, entry_for
 from reconciler.medplum.client import MedplumClient
 from reconciler.medplum.compartment import PATIENT_LINK_FIELDS
 from reconciler.medplum.errors import MedplumError
-from reconciler.model import AccountInfo, Change, LiveState
+from reconciler.model import AccountInfo, Change, LiveState, Owners, account_id, carries
+from reconciler.plan.records import read_resources
 
 log = get_logger("reconciler.apply.verify")
 
 
 @dataclass(frozen=True)
 class Expectation:
-    must_have: frozenset[str]
-    must_not: frozenset[str]
+    must_have: frozenset[str]  # managed accounts (canonical) the compartment must carry
+    must_not: frozenset[str]  # managed accounts it must not carry, in any form
 
 
 @dataclass(frozen=True)
 class Straggler:
+    """A resource whose accounts are to be set from `have` to `want` (keys as read)."""
+
     resource: str  # Type/id
-    patient: str
+    patient: str  # its patient ("" for a resource outside any patient's compartment)
     have: tuple[str, ...]
     want: tuple[str, ...]
+    entries: tuple[str | dict[str, object], ...] = ()  # `want` as sent (whole entries kept)
+    orphan: bool = False  # carries a tenant's account its patient (or tenant) does not give it
+
+    def added(self, owners: Owners[AccountInfo]) -> list[str]:
+        return [a for a in self.want if a not in self.have and owners.owner(a)]
+
+    def removed(self, owners: Owners[AccountInfo]) -> list[str]:
+        return [c for a in self.have if a not in self.want and (c := owners.canonical(a))]
 
 
 def _propagating(managed: Mapping[str, AccountInfo]) -> frozenset[str]:
@@ -41,40 +57,61 @@ def _propagating(managed: Mapping[str, AccountInfo]) -> frozenset[str]:
 
 
 def expectations_for_live(
-    live: LiveState, managed: Mapping[str, AccountInfo]
+    live: LiveState, managed: Mapping[str, AccountInfo], *, skip: Iterable[str] = ()
 ) -> dict[str, Expectation]:
-    """`verify`: each patient's compartment carries exactly its propagating managed accounts."""
+    """`verify`: each patient's compartment carries exactly its propagating managed accounts
+    (in any form the patient holds them). `skip`: patients left alone."""
     propagating = _propagating(managed)
-    return {
-        ref: Expectation(
-            must_have=frozenset(a for a in p.accounts if a in propagating),
-            must_not=frozenset(a for a in propagating if a not in p.accounts),
-        )
-        for ref, p in live.patients.items()
-    }
+    skipped = set(skip)
+    out = {}
+    for ref, patient in live.patients.items():
+        if ref in skipped:
+            continue
+        has = frozenset(a for a in propagating if carries(patient.accounts, a))
+        out[ref] = Expectation(must_have=has, must_not=propagating - has)
+    return out
 
 
 def expectations_for_changes(
     changes: Iterable[Change], managed: Mapping[str, AccountInfo]
 ) -> dict[str, Expectation]:
     """After apply: what each applied change added or removed with propagation."""
-    propagating = _propagating(managed)
-    return {
-        c.ref: Expectation(
-            must_have=frozenset(a for a in c.add if a in propagating),
-            must_not=frozenset(a for a in c.remove if a in propagating),
-        )
-        for c in changes
-    }
+    owners = Owners.of(managed)
+    out = {}
+    for change in changes:
+        added = {c for a in change.add if (c := owners.canonical(a)) and managed[c].propagate}
+        removed = {c for a in change.remove if (c := owners.canonical(a)) and managed[c].propagate}
+        out[change.ref] = Expectation(frozenset(added), frozenset(removed - added))
+    return out
 
 
-def _patient_of(resource: Mapping[str, object], patients: Iterable[str]) -> str | None:
-    wanted = set(patients)
+def _patient_of(
+    resource: Mapping[str, object], patients: Iterable[str] | None = None
+) -> str | None:
+    wanted = set(patients) if patients is not None else None
     for field in PATIENT_LINK_FIELDS:
         ref = resource.get(field)
-        if isinstance(ref, Mapping) and ref.get("reference") in wanted:
-            return str(ref["reference"])
+        target = str(ref.get("reference", "")) if isinstance(ref, Mapping) else ""
+        if target.startswith("Patient/") and (wanted is None or target in wanted):
+            return target
     return None
+
+
+def _straggler(
+    resource: Mapping[str, object], patient: str, must_have: Iterable[str], must_not: Iterable[str],
+    *, orphan: bool = False,
+) -> Straggler | None:  # fmt: skip
+    pairs = account_entries(resource)
+    have = [key for key, _ in pairs]
+    dropped = {account_id(a) for a in must_not}
+    want = [k for k in have if account_id(k) not in dropped]
+    want += sorted(a for a in must_have if not carries(want, a))
+    if want == have:
+        return None
+    originals = {k: o for k, o in pairs if o is not None}
+    entries = tuple(entry_for(k, originals) for k in want)
+    ref = f"{resource['resourceType']}/{resource['id']}"
+    return Straggler(ref, patient, tuple(have), tuple(want), entries, orphan)
 
 
 def find_stragglers(
@@ -86,19 +123,51 @@ def find_stragglers(
     read = 0
     if not relevant:
         return stragglers, read
-    for resource in client.read_compartments(sorted(relevant), elements=list(PATIENT_LINK_FIELDS)):
+    elements = ["meta", *PATIENT_LINK_FIELDS]
+    for resource in client.read_compartments(sorted(relevant), elements=elements):
         read += 1
         patient = _patient_of(resource, relevant)
         if patient is None:
             continue
         expect = relevant[patient]
-        have = get_resource_accounts(resource)
-        want = [a for a in have if a not in expect.must_not]
-        want += sorted(a for a in expect.must_have if a not in want)
-        if want != have:
-            ref = f"{resource['resourceType']}/{resource['id']}"
-            stragglers.append(Straggler(ref, patient, tuple(have), tuple(want)))
+        found = _straggler(resource, patient, expect.must_have, expect.must_not)
+        if found is not None:
+            stragglers.append(found)
     return stragglers, read
+
+
+def find_orphans(
+    client: MedplumClient,
+    managed: Mapping[str, AccountInfo],
+    checked: Iterable[str],
+) -> tuple[list[Straggler], dict[str, int]]:
+    """Compartment resources carrying a propagating tenant's account (or an alias) whose patient
+    is outside `checked` (the patients whose compartments `find_stragglers` read) and does not
+    carry it. (orphans, how many compartment resources carry each account)."""
+    seen = set(checked)
+    carrying: dict[str, tuple[Mapping[str, object], str, list[str]]] = {}
+    counts: dict[str, int] = {}
+    elements = ["meta", *PATIENT_LINK_FIELDS]
+    for account in sorted(_propagating(managed)):
+        counts[account] = 0
+        for resource in client.read_compartments([account], elements=elements):
+            counts[account] += 1
+            patient = _patient_of(resource)
+            if patient is None or patient in seen:
+                continue
+            ref = f"{resource['resourceType']}/{resource['id']}"
+            carrying.setdefault(ref, (resource, patient, []))[2].append(account)
+    if not carrying:
+        return [], counts
+    patients = read_resources(client, sorted({p for _, p, _ in carrying.values()}))
+    orphans = []
+    for held, patient, accounts in carrying.values():
+        owner = patients.get(patient)
+        foreign = [a for a in accounts if owner is None or not carries(owner.accounts, a)]
+        found = _straggler(held, patient, (), foreign, orphan=True) if foreign else None
+        if found is not None:
+            orphans.append(found)
+    return sorted(orphans, key=lambda s: s.resource), counts
 
 
 def repair(
@@ -106,13 +175,16 @@ def repair(
     stragglers: Iterable[Straggler],
     *,
     parallelism: int = 10,
+    fence: Callable[[], None] | None = None,
     on_error: Callable[[Straggler, str], None] | None = None,
 ) -> int:
     """Set each straggler's accounts (no propagation: it is not a Patient). Returns repaired."""
 
     def fix(item: Straggler) -> bool:
         try:
-            set_accounts(client, item.resource, item.want, propagate=False, job_timeout=0)
+            entries = list(item.entries) if item.entries else list(item.want)
+            set_accounts(client, item.resource, entries, propagate=False, job_timeout=0,
+                         fence=fence)  # fmt: skip
         except MedplumError as exc:
             if on_error is not None:
                 on_error(item, str(exc))
@@ -136,6 +208,7 @@ def verify_changes(
     managed: Mapping[str, AccountInfo],
     *,
     parallelism: int = 10,
+    fence: Callable[[], None] | None = None,
 ) -> None:
     """After apply: read the compartments of the patients it updated, repair stragglers, and
     put the figures in the report."""
@@ -149,6 +222,7 @@ def verify_changes(
         client,
         stragglers,
         parallelism=parallelism,
+        fence=fence,
         on_error=lambda s, reason: report.unrepaired.append(
             f"{s.patient}: compartment resource {s.resource} not repaired: {reason}"
         ),

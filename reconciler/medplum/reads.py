@@ -5,10 +5,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any, TypeVar
+from urllib.parse import urlencode
 
 from reconciler.medplum._types import Requester
 from reconciler.medplum.compartment import PATIENT_COMPARTMENT_TYPES, PATIENT_LINK_FIELDS
-from reconciler.medplum.errors import TransportError, outcome_text
+from reconciler.medplum.errors import HTTPStatusError, TransportError, outcome_text
 
 T = TypeVar("T")
 
@@ -16,6 +17,7 @@ PAGE_SIZE = 1000
 ON_BEHALF_OF = "X-Medplum-On-Behalf-Of"
 COMPARTMENT_BATCH = 100  # patients per system-level compartment search (URL stays < 16 KiB)
 HISTORY_BATCH = 50  # instance histories per batch Bundle (each up to 100 versions)
+COUNT_BATCH = 100  # `_summary=count` searches per batch Bundle
 
 
 class ReadsMixin(Requester):
@@ -71,6 +73,43 @@ class ReadsMixin(Requester):
             "GET", resource_type, params=[*query, ("_summary", "count")], headers=headers
         ).body
         return int(_bundle(body).get("total") or 0)
+
+    def count_many(
+        self,
+        queries: Sequence[tuple[str, Sequence[tuple[str, str]]]],
+        *,
+        on_behalf_of: str | None = None,
+        batch_size: int = COUNT_BATCH,
+    ) -> list[int]:
+        """Many type-level `_summary=count` searches, `batch_size` to a `batch` Bundle (one
+        request; each entry costs what a search costs). A type the caller may not read answers
+        its entry 403: it sees none of it, so that count is 0. Any other failed entry raises."""
+        headers = {ON_BEHALF_OF: on_behalf_of} if on_behalf_of else None
+        counts: list[int] = []
+        for chunk in chunks(list(queries), batch_size):
+            entries = [
+                {"request": {"method": "GET",
+                             "url": f"{rtype}?{urlencode([*params, ('_summary', 'count')])}"}}
+                for rtype, params in chunk
+            ]  # fmt: skip
+            bundle = {"resourceType": "Bundle", "type": "batch", "entry": entries}
+            body = self.request("POST", self.fhir_base, json=bundle, headers=headers).body
+            answers = _bundle(body).get("entry")
+            if not isinstance(answers, list) or len(answers) != len(chunk):
+                raise TransportError("the server answered a batch of counts unexpectedly")
+            for (rtype, _), answer in zip(chunk, answers, strict=True):
+                response = answer.get("response") if isinstance(answer, dict) else None
+                status = str((response or {}).get("status") or "")
+                result = answer.get("resource") if isinstance(answer, dict) else None
+                if status[:1] == "2" and isinstance(result, dict):
+                    counts.append(int(result.get("total") or 0))
+                elif status.startswith("403"):
+                    counts.append(0)
+                else:
+                    code = int(status[:3]) if status[:3].isdigit() else 0
+                    text = outcome_text((response or {}).get("outcome")) or status or "?"
+                    raise HTTPStatusError(code, "GET", f"{rtype} (count, in a batch)", text)
+        return counts
 
     def post_search(self, resource_type: str, form: Mapping[str, str]) -> Iterator[dict[str, Any]]:
         """POST `{type}/_search` with a form body (long lists do not fit a URL)."""

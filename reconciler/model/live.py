@@ -66,6 +66,7 @@ class LiveMembership:
     admin: bool = False
     profile: str | None = None
     display: str | None = None
+    access_policy: str | None = None  # the legacy `accessPolicy`'s reference, when it has one
 
     @property
     def unrestricted(self) -> bool:

@@ -6,7 +6,7 @@ so the mirror holds for additions (--allow-mass-grant), and for memberships gran
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from functools import partial
 
 from reconciler.errors import ApplyRefused
@@ -143,3 +143,38 @@ def guards_from_counts(
     removals = tuple(MassRemoval(*r) for r in _flagged(plan, accounts, count, adding=False))
     grants = tuple(MassGrant(*r) for r in _flagged(plan, accounts, count, adding=True))
     return removals, grants
+
+
+def repair_problems(
+    added: Mapping[str, int],
+    removed: Mapping[str, int],
+    carrying: Mapping[str, int],
+    memberships_granted: int,
+    *,
+    allow_mass_grant: bool,
+    allow_mass_removal: bool,
+) -> list[str]:
+    """The guards of `verify --repair`, per tenant: adding its account to (or taking it from)
+    more than 10 resources and more than half of what carries it today; granting access to
+    more than 10 memberships. `added`/`removed`/`carrying`: tenant name -> resources."""
+    problems = []
+    for tenant in sorted(set(added) | set(removed)):
+        current = carrying.get(tenant, 0)
+        count = added.get(tenant, 0)
+        if not allow_mass_grant and count > MIN_PATIENTS and count > SHARE * current:
+            problems.append(
+                f"the repair would add tenant {tenant!r}'s account to {count:,} resources, over "
+                f"the {current:,} that carry it now (--allow-mass-grant to proceed)"
+            )
+        count = removed.get(tenant, 0)
+        if not allow_mass_removal and count > MIN_PATIENTS and count > SHARE * current:
+            problems.append(
+                f"the repair would take tenant {tenant!r}'s account from {count:,} of the "
+                f"{current:,} resources that carry it (--allow-mass-removal to proceed)"
+            )
+    if not allow_mass_grant and memberships_granted > MASS_GRANT_MEMBERSHIPS:
+        problems.append(
+            f"the repair grants access to {memberships_granted:,} memberships (more than "
+            f"{MASS_GRANT_MEMBERSHIPS}; --allow-mass-grant to proceed)"
+        )
+    return problems

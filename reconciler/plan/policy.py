@@ -42,7 +42,7 @@ def _is_tenant_reference(value: str, name: str) -> bool:
     return rest == f"%{name}.id" and TYPE.fullmatch(rtype) is not None
 
 
-def _is_tenant_value(value: str, name: str) -> bool:
+def is_tenant_value(value: str, name: str) -> bool:
     """A `_compartment` value naming the tenant: its reference, or its id (`%name.id`)."""
     return value == f"%{name}.id" or _is_tenant_reference(value, name)
 
@@ -52,7 +52,7 @@ def _restricted(criteria: str, rtype: str, name: str) -> bool:
     if not criteria.startswith(f"{rtype}?"):
         return False
     return any(
-        key == "_compartment" and _is_tenant_value(value, name)
+        key == "_compartment" and is_tenant_value(value, name)
         for key, value in parse_qsl(query, keep_blank_values=True)
     )
 

@@ -41,7 +41,13 @@ def to_live_membership(resource: dict[str, Any]) -> LiveMembership:
         admin=resource.get("admin") is True,
         profile=profile.get("reference") if isinstance(profile.get("reference"), str) else None,
         display=profile.get("display") if isinstance(profile.get("display"), str) else None,
+        access_policy=_reference(resource.get("accessPolicy")),
     )
+
+
+def _reference(value: Any) -> str | None:
+    ref = value.get("reference") if isinstance(value, dict) else None
+    return ref if isinstance(ref, str) and ref else None
 
 
 def read_resources(client: MedplumClient, refs: Sequence[str]) -> dict[str, LiveResource]:

@@ -5,7 +5,14 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from reconciler.apply.verification import Verification
-from reconciler.apply.verify_access import AccessCheck, EntryDrift, Mismatch, SeenCount
+from reconciler.apply.verify_access import (
+    AccessCheck,
+    EntryDrift,
+    Mismatch,
+    SeenCount,
+    Unrestricted,
+)
+from reconciler.model import AccountInfo, Owners
 from reconciler.plan.render import plural
 from reconciler.views.output import Output
 
@@ -14,25 +21,40 @@ MAX_SHOWN = 50
 
 def mismatch_line(item: Mismatch) -> str:
     """One line of drift, as `verify --access` prints it."""
+    who = item.membership
     if isinstance(item, EntryDrift):
         if item.missing:
-            return f"{item.membership}: lacks {item.key.describe()} (tenant {item.tenant})"
-        return (
-            f"{item.membership}: holds {item.key.describe()}, which tenant {item.tenant} does "
-            "not grant it"
-        )
+            return f"{who}: lacks {item.key.describe()} (tenant {item.tenant})"
+        return f"{who}: holds {item.key.describe()}, which tenant {item.tenant} does not grant it"
     if isinstance(item, SeenCount):
-        what = plural(2, item.resource_type).split(" ", 1)[1].lower()
+        seen = plural(item.seen, item.resource_type)
+        what = plural(2, item.resource_type).split(" ", 1)[1]
+        if item.tenant is not None and item.via:
+            if item.expected:  # some of them are its own tenants' too (a patient of both)
+                return (
+                    f"{who}: sees {seen} of tenant {item.tenant}, {item.expected:,} of them "
+                    f"its own tenants' too; the rest through {item.via}"
+                )
+            return f"{who}: sees {seen} of tenant {item.tenant} through {item.via}"
         if item.tenant is not None:
-            return (
-                f"{item.membership}: sees {item.seen:,} of tenant {item.tenant}'s "
-                f"{item.expected:,} {what}"
-            )
-        return (
-            f"{item.membership}: sees {item.seen:,} {what} in all, expected {item.expected:,} "
-            f"(the {what} of {', '.join(item.tenants)})"
+            return f"{who}: sees {item.seen:,} of tenant {item.tenant}'s {item.expected:,} {what}"
+        given = (
+            f"the {what} of {', '.join(item.tenants)}" if item.tenants else "no tenant gives it any"
         )
-    return f"{item.membership}: could not be checked as the member: {item.reason}"
+        line = f"{who}: sees {seen} in all, expected {item.expected:,} ({given})"
+        if item.via:
+            line += f": {item.seen - item.expected:,} more through {item.via}"
+        return line
+    if isinstance(item, Unrestricted):
+        if item.why == "no access policy":
+            return f"{who}: has no access policy, so Medplum lets it see everything in the project"
+        if item.why == "project admin":
+            return (
+                f"{who}: is a project admin: besides its tenants it can read and change every "
+                "membership and access policy, its own included"
+            )
+        return f"{who}: sees every resource in the project through {item.why}"
+    return f"{who}: could not be checked as the member: {item.reason}"
 
 
 def access_lines(check: AccessCheck) -> Iterator[str]:
@@ -52,8 +74,15 @@ class VerifyView:
         self.out.results(verify_lines(result))
 
 
+def _accounts(owners: Owners[AccountInfo], accounts: list[str]) -> str:
+    return ", ".join(
+        f"{a} (tenant {found[1].tenant})" if (found := owners.owner(a)) else a for a in accounts
+    )
+
+
 def verify_lines(result: Verification) -> Iterator[str]:
     check = result.compartments
+    owners = Owners.of(check.managed)
     stragglers = check.stragglers
     patients = len({s.patient for s in stragglers})
     yield (
@@ -67,6 +96,32 @@ def verify_lines(result: Verification) -> Iterator[str]:
     )
     if len(stragglers) > MAX_SHOWN:
         yield f"  ... and {len(stragglers) - MAX_SHOWN} more"
+    if check.orphans:
+        yield (
+            f"Found {plural(len(check.orphans), 'orphaned resource')}: they carry a tenant's "
+            "account that no manifest gives them, so that tenant's staff can read them:"
+        )
+        for item in check.orphans[:MAX_SHOWN]:
+            removed = [a for a in item.have if a not in item.want]
+            whose = (
+                f"({item.patient}): carries {_accounts(owners, removed)}, which its patient "
+                "does not"
+                if item.patient
+                else f": carries {_accounts(owners, removed)}, which the tenant does not select"
+            )
+            yield f"  {item.resource} {whose}".replace(" :", ":")
+        if len(check.orphans) > MAX_SHOWN:
+            yield f"  ... and {len(check.orphans) - MAX_SHOWN} more"
+    if check.drifted:
+        yield (
+            f"{plural(len(check.drifted), 'resource')} hold other accounts than the manifests "
+            "give them: run reconciler apply (verify leaves them, and their compartments, alone):"
+        )
+        for change in check.drifted[:MAX_SHOWN]:
+            parts = [f"+{a}" for a in change.add] + [f"-{a}" for a in change.remove]
+            yield f"  {change.ref}: {' '.join(parts)}"
+        if len(check.drifted) > MAX_SHOWN:
+            yield f"  ... and {len(check.drifted) - MAX_SHOWN} more"
     if result.access is not None:
         yield from access_lines(result.access)
     repaired = result.access_repair
@@ -79,7 +134,7 @@ def verify_lines(result: Verification) -> Iterator[str]:
         yield from (f"  {membership}: {reason}" for membership, reason in repaired.failed)
         yield from (f"  still: {mismatch_line(m)}" for m in repaired.still)
     if check.repaired is not None:
-        yield f"Repaired {check.repaired} of {len(stragglers)}."
+        yield f"Repaired {check.repaired} of {len(check.to_repair)}."
         yield from (f"  {s.resource} ({s.patient}): {reason}" for s, reason in check.repair_errors)
 
 
