@@ -15,4 +15,10 @@ def iso_utc(moment: datetime | None = None, *, millis: bool = True) -> str:
 
 
 def parse_iso_utc(value: str) -> datetime:
-    return datetime.strptime(value, ISO_MILLIS).replace(tzinfo=UTC)
+    """Our own format, or any ISO 8601 time with a zone (a lock edited by hand, a server's
+    `meta.lastUpdated`); a time without a zone is read as UTC."""
+    try:
+        return datetime.strptime(value, ISO_MILLIS).replace(tzinfo=UTC)
+    except ValueError:
+        moment = datetime.fromisoformat(value)
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)

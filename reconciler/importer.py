@@ -10,6 +10,7 @@ from typing import TextIO
 from reconciler.errors import ReconcilerError
 from reconciler.medplum.client import MedplumClient
 from reconciler.medplum.reads import PAGE_SIZE, chunks
+from reconciler.model import account_id, parameter_id
 from reconciler.plan.entries import parse_entry
 
 # No relative $schema path would hold wherever the file is written: say how to get the schema.
@@ -121,7 +122,9 @@ def current_grants(client: MedplumClient, account: str) -> dict[tuple[str, str],
             if parsed is None or parsed.policy is None:
                 continue
             for param in parsed.parameters:
-                if param.reference == account:
+                # By value, as Medplum grants (model/accounts.py): a valueString, another type,
+                # another case all name this account.
+                if param.value and parameter_id(param.value)[0] == account_id(account):
                     members = grants.setdefault((parsed.policy, param.name), [])
                     if ref not in members:
                         members.append(ref)

@@ -125,6 +125,14 @@ class AccessWriter:
             fresh = to_live_membership(resource)
             change = self._pending[ref]
             reason = moved(self._versions[ref], fresh.version_id, since=DURING_APPLY)
+            untouched = self._versions[ref] == self.changes[ref].version_id
+            if reason is None and untouched and sorted(fresh.entries) != sorted(change.before):
+                # At the plan's own version the server holds other entries than the plan says
+                # it did: the plan was edited (written lists keep "kept" entries as they are).
+                raise ApplyFailed(
+                    "the membership's access at the plan's version is not the plan's `before` "
+                    "list, so the plan was edited; not written"
+                )
             if reason is not None:
                 if self.replan is None:
                     raise ApplyFailed(reason)

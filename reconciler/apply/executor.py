@@ -34,6 +34,10 @@ from reconciler.plan.versions import DURING_APPLY, moved
 log = get_logger("reconciler.apply")
 
 Replan = Callable[[LiveResource], Change | None]
+EDITED = (
+    "its accounts at the plan's version are not the plan's `before` list, so the plan was "
+    "edited; not written"
+)
 UNREACHABLE_LIMIT = 3  # changes in a row that could not reach the server, retries included
 
 
@@ -208,6 +212,13 @@ class Executor:
             now = fresh.get(change.ref)
             reason = moved(change.version_id, now.version_id if now else None, since=DURING_APPLY)
             if reason is None and now is not None:
+                if set(now.accounts) != set(change.before):
+                    # At the plan's own version the server holds other accounts than the plan
+                    # says: the plan was edited (its "kept" accounts would be written).
+                    report.outcomes.append(
+                        self._outcome(change, False, time.monotonic(), None, EDITED)
+                    )
+                    continue
                 self._originals[change.ref] = now.originals
                 yield change
                 continue

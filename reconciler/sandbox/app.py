@@ -4,8 +4,11 @@ headers. The FHIR routes are in sandbox/routes.py, access enforcement in sandbox
 
 from __future__ import annotations
 
+import json
 import random
+import secrets
 import threading
+import uuid
 from collections import Counter
 from typing import Any
 
@@ -142,6 +145,36 @@ class App(Routes):
         except PolicyJsonError as exc:  # a parameter broke the policy's JSON: nobody gets in
             raise bad_request(str(exc)) from None
 
+    def _create_client(self, req: Request) -> Response:
+        """`POST /admin/projects/{id}/client` (Medplum's admin/client.ts): a ClientApplication
+        with a new secret and its ProjectMembership (user = profile = the client). Admins only."""
+        caller = self._caller(req)
+        if not caller.admin:
+            raise forbidden()
+        body = _json_body(req.body)
+        if not isinstance(body, dict) or not body.get("name"):
+            raise bad_request("Client name is required")
+        client_id = str(uuid.uuid4())
+        client = {"resourceType": "ClientApplication", "id": client_id, "name": str(body["name"]),
+                  "secret": secrets.token_hex(32), "meta": {}}  # fmt: skip
+        if body.get("description"):
+            client["description"] = str(body["description"])
+        ref = {"reference": f"ClientApplication/{client_id}", "display": client["name"]}
+        membership: Resource = {
+            "resourceType": "ProjectMembership",
+            "id": str(uuid.uuid4()),
+            "project": {"reference": f"Project/{PROJECT_ID}", "display": PROJECT_NAME},
+            "user": ref,
+            "profile": dict(ref),
+            "meta": {},
+        }
+        if isinstance(body.get("accessPolicy"), dict):
+            membership["accessPolicy"] = body["accessPolicy"]
+        with self.store.transaction() as conn:
+            self.store.put(conn, client)
+            self.store.put(conn, membership)
+        return Response(201, client, content_type="application/json")
+
     def _token(self, req: Request) -> Response:
         """Client credentials; like Medplum, the member's policy is built at sign-in, so one
         a parameter made unreadable JSON refuses the token (400)."""
@@ -203,6 +236,8 @@ class App(Routes):
                 return self._stats(req)
             if path == "/auth/me" and req.method == "GET":
                 return self._auth_me(req)
+            if path == f"/admin/projects/{PROJECT_ID}/client" and req.method == "POST":
+                return self._create_client(req)
             if path == FHIR_PREFIX or path.startswith(FHIR_PREFIX + "/"):
                 return self._fhir(req, path[len(FHIR_PREFIX) :].strip("/"))
             raise not_found()
@@ -256,3 +291,10 @@ class App(Routes):
             response = Response(exc.status, exc.outcome, headers=dict(exc.headers))
         response.headers["RateLimit"] = meter.header()
         return response
+
+
+def _json_body(body: bytes) -> object:
+    try:
+        return json.loads(body or b"null")
+    except (ValueError, UnicodeDecodeError):
+        raise bad_request("Invalid JSON body") from None

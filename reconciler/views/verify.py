@@ -133,7 +133,7 @@ def verify_lines(result: Verification) -> Iterator[str]:
         )
         yield from (f"  {membership}: {reason}" for membership, reason in repaired.failed)
         yield from (f"  still: {mismatch_line(m)}" for m in repaired.still)
-    if check.repaired is not None:
+    if check.repaired is not None and check.to_repair:
         yield f"Repaired {check.repaired} of {len(check.to_repair)}."
         yield from (f"  {s.resource} ({s.patient}): {reason}" for s, reason in check.repair_errors)
 
