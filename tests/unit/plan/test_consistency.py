@@ -3,6 +3,7 @@ or of an access change is named; a plan made by the planner holds together."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 
 from reconciler.model import (
@@ -13,6 +14,7 @@ from reconciler.model import (
     AccountInfo,
     Change,
     Membership,
+    Owners,
     Phase,
     Plan,
     Step,
@@ -35,7 +37,8 @@ def change(
 ) -> Change:
     add = tuple(a for a in after if a not in before)
     remove = tuple(a for a in before if a not in after)
-    tenants = tuple(sorted({MANAGED[a].tenant for a in add + remove if a in MANAGED}))
+    owners = Owners.of(MANAGED)
+    tenants = tuple(sorted({f[1].tenant for a in add + remove if (f := owners.owner(a))}))
     return Change(ref, "v1", None, before, after, add, remove, tenants, steps)
 
 
@@ -133,3 +136,26 @@ def test_every_tampered_access_change_is_named() -> None:
     }
     for tampered, problems in cases.items():
         assert inconsistencies(replace(PLAN, access_changes=(tampered,))) == problems
+
+
+def test_an_alias_may_be_removed_but_never_added() -> None:
+    shouted = "Organization/NORTH"
+    removal = change("Patient/p3", (shouted, L), (L,), (Step((L,), True),))
+    assert inconsistencies(replace(PLAN, changes=(removal,))) == []
+    added = change("Patient/p4", (L,), (L, shouted), (Step((L, shouted), True),))
+    assert inconsistencies(replace(PLAN, changes=(added,))) == [
+        "Patient/p4: it would add accounts in another form than their own (Organization/NORTH)"
+    ]
+
+
+def test_a_grant_written_in_another_form_than_it_shows_is_refused() -> None:
+    # Shows organization=north (the reference); Medplum reads the valueString first: south.
+    bent = json.loads(entry(N))
+    bent["parameter"][0]["valueString"] = S
+    after = (entry(L), entry_json(bent))
+    tampered = replace(MEMBER, after=after, steps=(AccessStep(after, Phase.GRANT),), revoke=())
+    problems = inconsistencies(replace(PLAN, access_changes=(tampered,)))
+    assert (
+        "ProjectMembership/m1: an entry it writes is not the canonical entry of its grant"
+        in problems
+    )

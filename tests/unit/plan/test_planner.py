@@ -132,6 +132,24 @@ CASES = {
             "Patient/c": ([], [Step((), True)]),
         },
     ),
+    # An account is its id (design section 11): another type, case or version is an alias.
+    "an alias on a non-member is removed by an authoritative tenant": Case(
+        [NORTH],
+        {"north": set()},
+        {"Patient/3": [LEGACY, "Practitioner/north", "Organization/NORTH", f"{N}/_history/1"]},
+        {"Patient/3": ([LEGACY], [Step((LEGACY,), True)])},
+    ),
+    "an alias on a member is that account: nothing to add": Case(
+        [NORTH], {"north": {"Patient/4"}}, {"Patient/4": ["Organization/NORTH"]}
+    ),
+    "an additive tenant keeps an alias": Case(
+        [RESEARCH], {"research": set()}, {"Patient/5": ["Practitioner/RESEARCH"]}
+    ),
+    "absolute URLs and display-only entries are not aliases": Case(
+        [NORTH],
+        {"north": set()},
+        {"Patient/6": [f"https://elsewhere.example/fhir/R4/{N}", 'raw:{"display":"north"}']},
+    ),
 }
 
 
