@@ -159,10 +159,15 @@ def test_value_string_grants_are_managed_grants_found_revoked_and_proven(
     code, out, _ = cli(sb, "verify", str(manifests), "--access", "--detailed-exitcode")
     assert code == 2
     lines = out.splitlines()
-    assert f"  {DESK_NORTH}: holds {POLICY}  organization={SOUTH}, which tenant southside does not grant it" in lines
+    assert (
+        f"  {DESK_NORTH}: holds {POLICY}  organization={SOUTH}, which tenant southside does not grant it"
+        in lines
+    )
     assert any(
         line.startswith(f"  {NURSE_NORTH}: sees {south_patients} Patients of tenant southside")
-        and line.endswith(f"through a managed entry no tenant grants it ({POLICY}  organization={SOUTH})")
+        and line.endswith(
+            f"through a managed entry no tenant grants it ({POLICY}  organization={SOUTH})"
+        )
         for line in lines
     ), out
     code, out, _ = cli(sb, "plan", str(manifests), "--no-estimate")
@@ -228,7 +233,10 @@ def test_policies_that_grant_more_than_the_tenant_are_refused(
     client = sb.client()
     ref = POLICY
     if policy is not None:
-        ref = "AccessPolicy/" + client.create_resource({"resourceType": "AccessPolicy", **policy})["id"]
+        ref = (
+            "AccessPolicy/"
+            + client.create_resource({"resourceType": "AccessPolicy", **policy})["id"]
+        )
     north = manifests / "northside.yaml"
     north.write_text(
         north.read_text()
@@ -243,9 +251,7 @@ def test_policies_that_grant_more_than_the_tenant_are_refused(
 # --- verify proves "no more" -------------------------------------------------------------------
 
 
-def test_verify_access_counts_every_type_and_names_the_unmanaged_entry(
-    demo: Any, cli: Cli
-) -> None:
+def test_verify_access_counts_every_type_and_names_the_unmanaged_entry(demo: Any, cli: Cli) -> None:
     sb, manifests = demo
     client = sb.client()
     everything = client.create_resource(
@@ -361,7 +367,9 @@ def test_a_saved_plan_that_would_write_other_than_it_shows_is_refused(
     sb, manifests = demo
     client = sb.client()
     north = manifests / "northside.yaml"
-    north.write_text(north.read_text() + "        - ProjectMembership/0f1e0006-0000-4000-8000-000000000005\n")
+    north.write_text(
+        north.read_text() + "        - ProjectMembership/0f1e0006-0000-4000-8000-000000000005\n"
+    )
     plan_file = tmp_path / "plan.json"
     assert cli(sb, "plan", str(manifests), "--out", str(plan_file))[0] == 0
     data = json.loads(plan_file.read_text())
@@ -387,7 +395,9 @@ def test_a_saved_plan_whose_kept_entries_were_edited_writes_nothing(
     sb, manifests = demo
     client = sb.client()
     north = manifests / "northside.yaml"
-    north.write_text(north.read_text() + "        - ProjectMembership/0f1e0006-0000-4000-8000-000000000005\n")
+    north.write_text(
+        north.read_text() + "        - ProjectMembership/0f1e0006-0000-4000-8000-000000000005\n"
+    )
     plan_file = tmp_path / "plan.json"
     assert cli(sb, "plan", str(manifests), "--out", str(plan_file))[0] == 0
     data = json.loads(plan_file.read_text())
