@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
+from reconciler.apply.authority import UNGUARDED, Authority
 from reconciler.apply.events import EventSink, MembershipFinished, ignore
 from reconciler.errors import ApplyFailed, LockLost
 from reconciler.logs import get_logger
@@ -70,14 +71,14 @@ class AccessWriter:
         replan: Replan | None = None,
         on_event: EventSink = ignore,
         parallelism: int = 10,
-        fence: Callable[[], None] | None = None,
+        authority: Authority = UNGUARDED,
     ) -> None:
         self.client = client
         self.changes = {c.membership: c for c in changes}
         self.replan = replan  # None: a saved plan, applied exactly
         self.on_event = on_event
         self.parallelism = max(1, parallelism)
-        self.fence = fence
+        self.authority = authority  # its gate is the client's; confirm() before each phase
         # What each membership should hold after each phase, and the version we last saw or
         # wrote (a second step expects the version our own first step produced).
         self._pending: dict[str, AccessChange] = dict(self.changes)
@@ -88,6 +89,11 @@ class AccessWriter:
 
     def run(self, phase: Phase) -> None:
         if self.lock_lost is not None:
+            return
+        try:
+            self.authority.confirm()
+        except LockLost as exc:
+            self.lock_lost = str(exc)
             return
         todo = [
             ref
@@ -154,12 +160,8 @@ class AccessWriter:
                     "access"
                 )
             body = {**resource, "access": [json.loads(e) for e in step.access]}
-            if self.fence is not None:
-                self.fence()  # LockLost: this membership is not written, the phase ends
-            try:
-                written = self.client.update_resource(
-                    body, if_match=fresh.version_id, fence=self.fence
-                )
+            try:  # a write: it passes the client's gate (LockLost ends the phase)
+                written = self.client.update_resource(body, if_match=fresh.version_id)
             except HTTPStatusError as exc:
                 if exc.status == 412 and attempt < MAX_TRIES:
                     log.info("membership moved while writing; re-reading", membership=ref)

@@ -4,10 +4,11 @@ unmanaged account changes that a write of ours overwrote (the rules are in `fore
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from reconciler.apply.authority import Authority
 from reconciler.apply.events import ChangeCorrected, EventSink
 from reconciler.apply.foreign import Correction, Written, find_correction, parse_history
 from reconciler.apply.report import Report
@@ -32,7 +33,7 @@ class ForeignCheck:
         author: str | None,
         parallelism: int,
         job_timeout: float,
-        fence: Callable[[], None],
+        authority: Authority,
         on_event: EventSink,
     ) -> None:
         self.client = client
@@ -41,7 +42,7 @@ class ForeignCheck:
         self.author = author
         self.parallelism = parallelism
         self.job_timeout = job_timeout
-        self.fence = fence
+        self.authority = authority
         self.on_event = on_event
 
     def run(self, report: Report) -> None:
@@ -62,6 +63,7 @@ class ForeignCheck:
                     corrections.append((written, found))
             if not corrections:
                 break
+            self.authority.confirm()  # LockLost ends the check: a correction is a write
             with ThreadPoolExecutor(self.parallelism, thread_name_prefix="correct") as pool:
                 results = list(pool.map(lambda wc: self._correct(*wc), corrections))
             pending = []
@@ -110,7 +112,6 @@ class ForeignCheck:
                 correction.entries,
                 propagate=written.propagate,
                 job_timeout=self.job_timeout,
-                fence=self.fence,
             )
         except MedplumError as exc:  # LockLost is not one: it ends the whole check
             return str(exc)

@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import Any
 
+from reconciler.apply.authority import UNGUARDED, Authority
 from reconciler.apply.corrections import ForeignCheck
 from reconciler.apply.events import ChangeFinished, EventSink, ignore
 from reconciler.apply.foreign import Written
@@ -51,7 +52,7 @@ class Executor:
         job_timeout: float = 300.0,
         verify: bool = True,
         replan: Replan | None = None,
-        fence: Callable[[], None] | None = None,
+        authority: Authority = UNGUARDED,
         on_event: EventSink = ignore,
         batch_size: int | None = None,
         author: str | None = None,
@@ -62,7 +63,7 @@ class Executor:
         self.job_timeout = job_timeout
         self.verify = verify
         self.replan = replan  # None: a saved plan, applied exactly
-        self.fence = fence  # raises LockLost when the apply lock is no longer known held
+        self.authority = authority  # its gate is the client's; confirm() before each batch
         self.lock_lost: str | None = None
         self.server_lost: str | None = None
         self._originals: dict[str, tuple[tuple[str, str], ...]] = {}
@@ -81,10 +82,17 @@ class Executor:
         self.client.pacer.begin_change()
         try:
             return self._write_change(change)
-        except LockLost:
+        except LockLost as exc:
+            self._lost(exc)
             return None
         finally:
             self.client.pacer.end_change()
+
+    def _lost(self, exc: LockLost) -> None:
+        with self._lock:
+            if self.lock_lost is None:
+                self.lock_lost = str(exc)
+        self.stop.set()  # no new change starts; those in flight finish
 
     def _write_change(self, change: Change) -> Outcome:
         started = time.monotonic()
@@ -92,7 +100,7 @@ class Executor:
         unknown = timed_out = False
         propagated = 0
         try:
-            # The lock is checked before every attempt of each write (`fence`), retries included.
+            # Every attempt of each write passes the client's gate (the lock), retries included.
             for step in change.steps:
                 sent = set_accounts(
                     self.client,
@@ -100,7 +108,6 @@ class Executor:
                     self._entries(change, step),
                     propagate=step.propagate,
                     job_timeout=self.job_timeout,
-                    fence=self._check_fence,
                 )
                 unknown |= sent.retried or sent.timed_out
                 timed_out |= sent.timed_out
@@ -146,16 +153,6 @@ class Executor:
             if self._unreachable >= UNREACHABLE_LIMIT and self.server_lost is None:
                 self.server_lost = str(exc)
                 self.stop.set()
-
-    def _check_fence(self) -> None:
-        if self.fence is None:
-            return
-        try:
-            self.fence()
-        except LockLost as exc:
-            self.lock_lost = str(exc)
-            self.stop.set()  # no new change starts; those in flight finish
-            raise
 
     def _matches(self, change: Change) -> bool:
         try:
@@ -275,20 +272,25 @@ class Executor:
         if self._written and self.lock_lost is None and self.server_lost is None:
             try:
                 self._foreign().run(report)
-            except LockLost:
-                report.lock_lost = self.lock_lost
+            except LockLost as exc:
+                self._lost(exc)
             except MedplumError as exc:
                 report.foreign_unchecked.append(f"{len(self._written)} resources: {exc}")
-        if self.verify and report.succeeded_patients and self.server_lost is not None:
-            report.unrepaired.append(
-                "verification skipped: the server stopped answering; run reconciler verify "
-                "when it is back"
-            )
-        elif self.verify and report.succeeded_patients:
-            try:
-                verify_changes(self.client, report, self.managed, parallelism=self.parallelism)
-            except MedplumError as exc:  # the server went away after the writes
-                report.unrepaired.append(f"verification could not run: {exc}")
+        if self.verify and report.succeeded_patients and self.lock_lost is None:
+            if self.server_lost is not None:
+                report.unrepaired.append(
+                    "verification skipped: the server stopped answering; run reconciler verify "
+                    "when it is back"
+                )
+            else:
+                try:
+                    self.authority.confirm()
+                    verify_changes(self.client, report, self.managed, parallelism=self.parallelism)
+                except LockLost as exc:  # a repair is a write: after a lost lock, none
+                    self._lost(exc)
+                except MedplumError as exc:  # the server went away after the writes
+                    report.unrepaired.append(f"verification could not run: {exc}")
+        report.lock_lost = self.lock_lost
         return report
 
     def _pace(self, plan: Plan) -> None:
@@ -334,6 +336,11 @@ class Executor:
                 if self.stop.is_set() or upcoming is None:
                     break
                 try:
+                    self.authority.confirm()  # one read: the lock is still this run's
+                except LockLost as exc:
+                    self._lost(exc)
+                    break
+                try:
                     fresh = upcoming.result()
                 except MedplumError as exc:
                     # The server is gone (or refuses reads): nothing more can be checked or
@@ -372,6 +379,6 @@ class Executor:
             author=self.author,
             parallelism=self.parallelism,
             job_timeout=self.job_timeout,
-            fence=self._check_fence,
+            authority=self.authority,
             on_event=self.on_event,
         )

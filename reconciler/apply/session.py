@@ -13,6 +13,7 @@ from typing import Protocol
 
 from reconciler.apply.access import AccessReport, AccessWriter
 from reconciler.apply.audit import audit_event
+from reconciler.apply.authority import Authority
 from reconciler.apply.events import ApplyStarted, Event
 from reconciler.apply.executor import Executor
 from reconciler.apply.lock import ApplyLock
@@ -132,7 +133,7 @@ class ApplySession:
     def _write(self) -> ApplyResult:
         plan, options, observer = self.plan, self.options, self.observer
         observer.event(ApplyStarted.of(plan))
-        fence = self.lock.ensure_held if self.lock is not None else None
+        authority = Authority(self.lock)
         replanner = self.replanner
         access = AccessWriter(
             self.client,
@@ -140,7 +141,7 @@ class ApplySession:
             replan=replanner.access if replanner is not None else None,
             on_event=observer.event,
             parallelism=options.parallelism,
-            fence=fence,
+            authority=authority,
         )
         executor = self.executor = Executor(
             self.client,
@@ -149,13 +150,15 @@ class ApplySession:
             job_timeout=options.job_timeout,
             verify=options.verify,
             replan=replanner.change if replanner is not None else None,
-            fence=fence,
+            authority=authority,
             on_event=observer.event,
             author=self.author,
         )
         restore = self._install_interrupt(executor)
         observer.start(len(plan.changes))
         self.client.pacer.on_wait = lambda delay, _why: observer.waiting(delay)
+        gate = authority.installed(self.client)
+        gate.__enter__()
         try:
             # Revocations first, then the account changes, then grants: no member ever sees
             # more than its current plus its desired grants (design section 8).
@@ -173,6 +176,7 @@ class ApplySession:
                 else "not written: apply was interrupted"
             )
         finally:
+            gate.__exit__(None, None, None)
             self.client.pacer.on_wait = None
             observer.stop()
             restore()
@@ -222,12 +226,7 @@ class ApplySession:
             "foreign_accounts_restored": report.foreign_restored,
             "foreign_accounts_dropped": report.foreign_dropped,
         }
-        success = (
-            not report.failed
-            and not report.unrepaired
-            and not report.interrupted
-            and not access.failed
-        )
+        success = result.ending is Ending.COMPLETE
         event = audit_event(
             plan_digest=plan_digest(self.plan),
             manifests_digest=self.plan.manifest_digest,

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 from reconciler.apply.access import AccessWriter
 from reconciler.apply.audit import audit_event
+from reconciler.apply.authority import Authority
 from reconciler.apply.lock import ApplyLock
 from reconciler.apply.verify import (
     Straggler,
@@ -23,7 +24,7 @@ from reconciler.apply.verify import (
     repair,
 )
 from reconciler.apply.verify_access import AccessCheck, Mismatch, check_access
-from reconciler.errors import ApplyRefused, PlanError
+from reconciler.errors import ApplyRefused, LockLost, PlanError
 from reconciler.logs import get_logger
 from reconciler.medplum.accounts import entry_for
 from reconciler.medplum.client import MedplumClient
@@ -168,36 +169,19 @@ def verify(
             request_deadline_s=repair_with.request_deadline,
         )
         lock.acquire()
+    authority = Authority(lock)
     try:
-        fence = lock.ensure_held if lock is not None else None
-        writer = AccessWriter(client, drift, parallelism=parallelism, fence=fence)
-        writer.run(Phase.REVOKE)  # revocations before any grant, as apply does
-        errors = check.repair_errors
-        check.repaired = repair(
-            client,
-            check.to_repair,
-            parallelism=parallelism,
-            fence=fence,
-            on_error=lambda s, reason: errors.append((s, reason)),
-        )
-        writer.run(Phase.GRANT)
-        if drift:
-            report = writer.report
-            result.access_repair = AccessRepair(
-                report.planned,
-                len(report.updated),
-                report.granted,
-                report.revoked,
-                [(o.membership, o.reason) for o in report.failed],
-                [],
-            )
+        with authority.installed(client):  # every repair write passes the lock's gate
+            _repair(client, check, drift, result, authority, parallelism)
         if repair_with.audit:
-            _audit(client, manifests, result)
+            _audit(client, manifests, result, authority.lost)
     finally:
         if lock is not None:
             note = lock.release()
             if note:
                 log.warning("apply lock", note=note)
+    if authority.lost:
+        raise LockLost(authority.lost)
     if result.access_repair is not None and not result.access_repair.failed:
         fresh = read_live_state(client, tenants, parallelism=parallelism)
         again = check_access(
@@ -205,6 +189,42 @@ def verify(
         )
         result.access_repair.still = again.mismatches
     return result
+
+
+def _repair(
+    client: MedplumClient,
+    check: CompartmentCheck,
+    drift: Sequence[AccessChange],
+    result: Verification,
+    authority: Authority,
+    parallelism: int,
+) -> None:
+    """Revocations first, then the compartments, then grants — as apply orders them."""
+    writer = AccessWriter(client, drift, parallelism=parallelism, authority=authority)
+    writer.run(Phase.REVOKE)
+    errors = check.repair_errors
+    if writer.lock_lost is None:
+        try:
+            authority.confirm()
+            check.repaired = repair(
+                client,
+                check.to_repair,
+                parallelism=parallelism,
+                on_error=lambda s, reason: errors.append((s, reason)),
+            )
+        except LockLost:
+            check.repaired = 0
+    writer.run(Phase.GRANT)
+    if drift:
+        report = writer.report
+        result.access_repair = AccessRepair(
+            report.planned,
+            len(report.updated),
+            report.granted,
+            report.revoked,
+            [(o.membership, o.reason) for o in report.failed],
+            [],
+        )
 
 
 def _guard(
@@ -235,7 +255,9 @@ def _guard(
         raise ApplyRefused("refusing to repair: " + "; ".join(problems) + "; nothing was changed")
 
 
-def _audit(client: MedplumClient, manifests: ManifestSet, result: Verification) -> None:
+def _audit(
+    client: MedplumClient, manifests: ManifestSet, result: Verification, lost: str | None
+) -> None:
     check = result.compartments
     repaired = result.access_repair
     counts = {
@@ -247,13 +269,15 @@ def _audit(client: MedplumClient, manifests: ManifestSet, result: Verification) 
         "grants_added": repaired.granted if repaired else 0,
         "grants_revoked": repaired.revoked if repaired else 0,
     }
-    success = not result.repair_failed
+    success = not result.repair_failed and lost is None
     event = audit_event(
         plan_digest="",
         manifests_digest=manifests.digest,
         counts=counts,
         success=success,
-        summary="verify repair complete" if success else "verify repair failed",
+        summary="verify repair complete"
+        if success
+        else f"verify repair failed{': ' + lost if lost else ''}",
         action="verify-repair",
     )
     try:

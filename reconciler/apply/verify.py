@@ -175,7 +175,6 @@ def repair(
     stragglers: Iterable[Straggler],
     *,
     parallelism: int = 10,
-    fence: Callable[[], None] | None = None,
     on_error: Callable[[Straggler, str], None] | None = None,
 ) -> int:
     """Set each straggler's accounts (no propagation: it is not a Patient). Returns repaired."""
@@ -183,8 +182,7 @@ def repair(
     def fix(item: Straggler) -> bool:
         try:
             entries = list(item.entries) if item.entries else list(item.want)
-            set_accounts(client, item.resource, entries, propagate=False, job_timeout=0,
-                         fence=fence)  # fmt: skip
+            set_accounts(client, item.resource, entries, propagate=False, job_timeout=0)
         except MedplumError as exc:
             if on_error is not None:
                 on_error(item, str(exc))
@@ -208,7 +206,6 @@ def verify_changes(
     managed: Mapping[str, AccountInfo],
     *,
     parallelism: int = 10,
-    fence: Callable[[], None] | None = None,
 ) -> None:
     """After apply: read the compartments of the patients it updated, repair stragglers, and
     put the figures in the report."""
@@ -222,7 +219,6 @@ def verify_changes(
         client,
         stragglers,
         parallelism=parallelism,
-        fence=fence,
         on_error=lambda s, reason: report.unrepaired.append(
             f"{s.patient}: compartment resource {s.resource} not repaired: {reason}"
         ),

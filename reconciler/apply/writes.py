@@ -6,15 +6,13 @@ changes, the corrections of other writers' changes, and compartment repair."""
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from reconciler.medplum.client import MedplumClient
 from reconciler.medplum.errors import JobTimeout
 from reconciler.medplum.operations import parameter_value
-
-Fence = Callable[[], None]
 
 
 @dataclass(frozen=True)
@@ -32,13 +30,12 @@ def set_accounts(
     *,
     propagate: bool,
     job_timeout: float,
-    fence: Fence | None = None,
 ) -> Sent:
     """Send one `$set-accounts` (async with propagation) and wait for its job. Raises the
     client's errors, JobError included (a job can fail after it updated the target)."""
     sent_at = time.monotonic()
     result = client.set_accounts_result(
-        ref, list(entries), propagate=propagate, prefer_async=propagate, fence=fence
+        ref, list(entries), propagate=propagate, prefer_async=propagate
     )
     if result.status != 202:
         return Sent(result.retried)

@@ -41,7 +41,7 @@ class Requester(Protocol):
         expect_json: bool = True,
         deadline_s: float | None = None,
         retries: int | None = None,
-        fence: Callable[[], None] | None = None,
+        gated: bool | None = None,
     ) -> Result: ...
 
     def search(self, resource_type: str, params: Params | None = None) -> dict[str, Any]: ...

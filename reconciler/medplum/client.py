@@ -86,6 +86,10 @@ class MedplumClient(ReadsMixin, OperationsMixin):
             )
         self._stats_lock = threading.Lock()
         self.requests_sent = 0
+        # The write gate (design section 11): run before every attempt of every write — retries
+        # included — so a run that can no longer prove its authority (the apply lock) writes
+        # nothing more. It raises to refuse. Reads and the lock's own writes pass ungated.
+        self.gate: Callable[[], None] | None = None
 
     @classmethod
     def from_env(cls, **kwargs: Any) -> MedplumClient:
@@ -149,11 +153,12 @@ class MedplumClient(ReadsMixin, OperationsMixin):
         expect_json: bool = True,
         deadline_s: float | None = None,
         retries: int | None = None,
-        fence: Callable[[], None] | None = None,
+        gated: bool | None = None,
     ) -> Result:
         """Send one FHIR request with auth, pacing and retries; raise on any non-2xx answer.
-        `fence` runs before every attempt, retries included (apply's lock check: a write is
-        never re-sent once the lock is no longer known held; it raises to stop).
+        A write (`gated`: by default every method but GET; a search or a batch of reads says
+        `gated=False`) passes the client's `gate` before every attempt, retries included: a
+        write is never sent, nor re-sent, once the run's authority is gone.
         Each attempt has a total deadline (`timeout`, or `deadline_s` when shorter) covering
         connect, headers and the whole body, and a size cap: a server that drips its answer or
         sends an endless body gets a clean error, never a hang or a memory blow-up."""
@@ -171,8 +176,8 @@ class MedplumClient(ReadsMixin, OperationsMixin):
         retried = False
         while True:
             self.pacer.wait_turn()
-            if fence is not None:
-                fence()
+            if self.gate is not None and (method != "GET" if gated is None else gated):
+                self.gate()
             with self._stats_lock:
                 self.requests_sent += 1
             try:
@@ -319,12 +324,11 @@ class MedplumClient(ReadsMixin, OperationsMixin):
         *,
         accounts: Sequence[str] | None = None,
         if_match: str | None = None,
-        fence: Callable[[], None] | None = None,
     ) -> dict[str, Any]:
         body = _with_accounts(resource, accounts)
         headers = {"If-Match": f'W/"{if_match}"'} if if_match else None
         path = f"{body['resourceType']}/{body['id']}"
-        return _resource(self.request("PUT", path, json=body, headers=headers, fence=fence).body)
+        return _resource(self.request("PUT", path, json=body, headers=headers).body)
 
     def delete_resource(self, resource_type: str, resource_id: str) -> None:
         self.request("DELETE", f"{resource_type}/{resource_id}")

@@ -4,7 +4,7 @@ C-CDA export and terminology."""
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from reconciler.medplum._types import Requester, Result
@@ -98,10 +98,9 @@ class OperationsMixin(Requester):
         *,
         propagate: bool = False,
         prefer_async: bool = False,
-        fence: Callable[[], None] | None = None,
     ) -> Result:
         """`$set-accounts` returning the full Result (status, headers, whether it was retried);
-        `fence` runs before each attempt (see `request`)."""
+        a write: it passes the client's gate before each attempt (see `request`)."""
         if prefer_async and not propagate:
             raise ValueError("prefer_async requires propagate=True (Medplum runs it synchronously)")
         if isinstance(resource_ref, Mapping):
@@ -123,7 +122,6 @@ class OperationsMixin(Requester):
             f"{ref}/$set-accounts",
             json={"resourceType": "Parameters", "parameter": parameter},
             headers=headers,
-            fence=fence,
         )
 
     def set_accounts(

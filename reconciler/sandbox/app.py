@@ -10,6 +10,7 @@ import secrets
 import threading
 import uuid
 from collections import Counter
+from email.utils import formatdate
 from typing import Any
 
 from reconciler.sandbox.access import (
@@ -213,6 +214,7 @@ class App(Routes):
         response = self._route(req)
         # Every response carries the "requests" limiter; FHIR routes add "fhirInteractions".
         response.headers.setdefault("RateLimit", self.quota.header(None, fhir=False))
+        response.headers.setdefault("Date", formatdate(usegmt=True))  # the server's clock
         return response
 
     def _route(self, req: Request) -> Response:

@@ -50,8 +50,15 @@ class Output:
         self._write(sys.stdout, json.dumps(data) + "\n")
 
     def prompt(self, text: str) -> str:
+        """Ask on stderr, answer from stdin; no stdin to read from is no answer."""
         self._write(sys.stderr, text)
-        return sys.stdin.readline()
+        try:
+            answer = sys.stdin.readline() if sys.stdin is not None else ""
+        except (OSError, ValueError):
+            answer = ""
+        if not answer.endswith("\n"):
+            self._write(sys.stderr, "\n")  # no answer (end of input): end the prompt's line
+        return answer
 
     def _write(self, stream: TextIO, text: str, *, flush: bool = True) -> None:
         text = scrub(text)  # whatever a server echoed, no known secret is printed

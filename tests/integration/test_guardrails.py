@@ -102,7 +102,7 @@ def test_lock_held_fails_fast_then_waits(make_sandbox: Any, tmp_path: Path, cli:
     assert code == 1
     error = next(line for line in err.splitlines() if line.startswith("Error:"))
     assert error.startswith(
-        f"Error: another apply holds the lock (since {other.info.since}, by {other.holder})"
+        f"Error: another apply holds the lock (since {other.info.since}, by {other.holder}, until "
     )
     assert accounts_of(client, refs[0]) == []
     import threading
@@ -115,7 +115,7 @@ def test_lock_held_fails_fast_then_waits(make_sandbox: Any, tmp_path: Path, cli:
 
 
 def test_expired_lock_taken_over_and_force_unlock(
-    make_sandbox: Any, tmp_path: Path, cli: Cli
+    make_sandbox: Any, tmp_path: Path, cli: Cli, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     sb = make_sandbox()
     client = sb.client()
@@ -125,7 +125,7 @@ def test_expired_lock_taken_over_and_force_unlock(
     stale = ApplyLock(sb.client(), plan_digest="sha256:old", ttl_s=0.05)
     stale.acquire()
     stale._stop.set()  # the holder "crashed": nobody renews it
-    time.sleep(0.2)
+    time.sleep(1.1)  # past its TTL on the server's clock (a Date header has 1 s resolution)
     code, _, err = cli(sb, "apply", manifests, "--auto-approve")
     assert code == 0, err
     assert "took over an expired apply lock" in err
@@ -134,11 +134,27 @@ def test_expired_lock_taken_over_and_force_unlock(
     held.acquire()
     held._stop.set()
     assert held.info is not None
-    # Without a terminal and without --force it asks nothing and removes nothing.
+    # A live lock (renewed within its TTL) names its holder and is refused without --force.
     code, out, err = cli(sb, "force-unlock", held.info.id)
     assert (code, out) == (1, "")
-    assert "stdin is not a terminal and --force was not given; nothing was changed" in err
+    assert err.splitlines()[-1].startswith(
+        f"Error: Basic/{held.info.id} is live: held by {held.holder}, last renewed "
+    )
+    assert err.splitlines()[-1].endswith(
+        "(within its TTL of 600 s), so an apply may still be writing; give --force to remove it "
+        "anyway (that apply then stops at its next batch)"
+    )
     assert len(locks(client)) == 1
+    # It is live (renewed within its TTL): --force alone is not enough, a 'yes' is needed too.
+    code, out, err = cli(sb, "force-unlock", held.info.id, "--force")
+    assert (code, out) == (1, "") and "It is LIVE" in err
+    assert err.splitlines()[-1] == (
+        f"Error: kept the apply lock Basic/{held.info.id}; nothing was changed"
+    )
+    assert len(locks(client)) == 1
+    import io
+
+    monkeypatch.setattr(sys, "stdin", io.StringIO("yes\n"))
     code, out, _ = cli(sb, "force-unlock", held.info.id, "--force")
     assert code == 0 and out.startswith(f"Removed the apply lock Basic/{held.info.id} (held since")
     assert locks(client) == []

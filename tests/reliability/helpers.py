@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from reconciler.medplum.accounts import get_resource_accounts
 from reconciler.medplum.client import MedplumClient
@@ -74,3 +75,17 @@ def assert_invariants(client: MedplumClient, scenario: Scenario) -> set[str]:
         assert set(accounts) <= scenario.allowed(), (resource["id"], accounts)
         assert scenario.legacy in accounts, (resource["id"], accounts)
     return behind
+
+
+def unlock(run: Any, sb: Any, lock_id: str) -> int:
+    """force-unlock a dead run's lock: live on the server's clock (it was renewed within its
+    TTL before the kill), so it takes --force and a 'yes' (design section 11)."""
+    import io
+    import sys
+
+    saved, sys.stdin = sys.stdin, io.StringIO("yes\n")
+    try:
+        code: int = run(sb, "force-unlock", lock_id, "--force")[0]
+    finally:
+        sys.stdin = saved
+    return code

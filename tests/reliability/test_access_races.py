@@ -14,6 +14,7 @@ import httpx
 
 from reconciler.model import AccessKey, entry_json
 from tests.reliability.conftest import FIGURES, finish, run_process, run_through
+from tests.reliability.helpers import unlock
 from tests.reliability.test_crash import wait_for
 from tests.sandbox_process import AppSandbox
 
@@ -143,9 +144,7 @@ def test_kill_9_between_revocations_and_grants_never_over_exposes_and_converges(
     (lock,) = client.search_all(
         "Basic", {"identifier": "https://github.com/medplum-tenancy-reconciler/lock|apply"}
     )
-    assert (
-        run(sb, "force-unlock", lock["id"], "--force")[0] == 0
-    )  # the dead run's lock, removed by hand
+    assert unlock(run, sb, lock["id"]) == 0  # the dead run's lock, removed by hand
     code, out, _ = run(sb, "plan", manifests, "--format", "json", "--no-estimate")
     assert code == 0
     assert {c["membership"] for c in json.loads(out)["access_changes"]} == set(unfinished)

@@ -11,7 +11,7 @@ from typing import Any
 
 from reconciler.apply.lock import LOCK_SYSTEM, LOCK_VALUE
 from tests.reliability.conftest import FIGURES, finish, run_process
-from tests.reliability.helpers import assert_invariants, build
+from tests.reliability.helpers import assert_invariants, build, unlock
 from tests.sandbox_process import SandboxProcess
 
 Run = Any
@@ -66,7 +66,7 @@ def test_kill_9_mid_apply_then_remainder_unlock_and_converge(
     code, _, err = run(sb, "apply", scenario.manifests, "--auto-approve", "--allow-mass-grant")
     if code == 1:  # still held (not yet expired): clear it by hand
         assert "another apply holds the lock" in err
-        assert run(sb, "force-unlock", locks[0]["id"], "--force")[0] == 0
+        assert unlock(run, sb, locks[0]["id"]) == 0
         code, _, err = run(sb, "apply", scenario.manifests, "--auto-approve", "--allow-mass-grant")
     assert code == 0, err
     assert assert_invariants(client, scenario) == set()
@@ -167,7 +167,7 @@ def test_sandbox_restart_mid_apply(sandbox_factory: Any, run: Run, tmp_path: Pat
             lock = next(
                 iter(new_client.search_all("Basic", {"identifier": f"{LOCK_SYSTEM}|{LOCK_VALUE}"}))
             )
-            run(again, "force-unlock", lock["id"], "--force")
+            unlock(run, again, lock["id"])
             code, _, err = run(
                 again, "apply", scenario.manifests, "--auto-approve", "--allow-mass-grant"
             )

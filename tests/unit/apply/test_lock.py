@@ -24,7 +24,7 @@ def test_lock_is_exclusive_released_and_an_expired_one_taken_over(client: Medplu
     stale = ApplyLock(client, plan_digest="sha256:c", ttl_s=0.05)
     stale.acquire()
     stale._stop.set()  # a crashed apply: never renewed, never released
-    time.sleep(0.1)
+    time.sleep(1.1)  # past its TTL on the server's clock (a Date header has 1 s resolution)
     taker = ApplyLock(client, plan_digest="sha256:d", ttl_s=600)
     taker.acquire()  # expired: taken over with If-Match on the version it saw
     assert taker.info is not None and stale.info is not None
@@ -42,7 +42,9 @@ def test_force_unlock_removes_only_lock_records(client: MedplumClient) -> None:
     lock.acquire()
     lock._stop.set()
     assert lock.info is not None
-    assert force_unlock(client, lock.info.id).id == lock.info.id
+    with pytest.raises(ApplyRefused, match="is live: held by"):
+        force_unlock(client, lock.info.id)  # renewed within its TTL: an apply may be writing
+    assert force_unlock(client, lock.info.id, force=True).id == lock.info.id
     after = ApplyLock(client, plan_digest="sha256:f")
     after.acquire()  # the lock is free again
     after.release()

@@ -283,8 +283,9 @@ def test_a_fenced_write_is_never_resent_once_the_fence_says_stop() -> None:
         if len(checks) > 1:
             raise Lost("lost the apply lock")
 
+    client.gate = fence
     with pytest.raises(Lost):
-        client.set_accounts_result("Patient/p1", ["Organization/o1"], fence=fence)
+        client.set_accounts_result("Patient/p1", ["Organization/o1"])
     assert checks == [0, 1]  # checked before the first attempt and before the retry
     assert len(server.fhir()) == 1  # the retry was never sent
 
