@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import time
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 
 from reconciler.apply.lock import ApplyLock, force_unlock
-from reconciler.errors import ApplyRefused
+from reconciler.errors import ApplyRefused, LockLost
 from reconciler.medplum.client import MedplumClient
 
 
@@ -65,3 +67,52 @@ def test_release_never_raises_and_says_how_to_clear_a_lock_it_could_not_remove(
     assert time.monotonic() - started < 5
     assert note is not None and note.startswith(f"The apply lock Basic/{lock_id} was not released")
     assert note.endswith(f"or remove it with: reconciler force-unlock {lock_id}")
+
+
+def shifted(minutes: float) -> Any:
+    return lambda: datetime.now(UTC) + timedelta(minutes=minutes)
+
+
+@pytest.mark.parametrize(("holder", "other"), [(-15, +15), (+15, -15), (-15, 0), (0, +15)])
+def test_no_local_clock_lets_another_apply_take_over_a_live_lock(
+    client: MedplumClient, holder: float, other: float
+) -> None:
+    """The lease is judged on the server's clock (its Date header against the lock's
+    lastUpdated + TTL): a holder 15 minutes slow, or a taker 15 minutes fast, changes nothing."""
+    first = ApplyLock(client, plan_digest="sha256:a", ttl_s=600, wall=shifted(holder))
+    first.acquire()
+    second = ApplyLock(client, plan_digest="sha256:b", ttl_s=600, wall=shifted(other))
+    with pytest.raises(ApplyRefused, match="another apply holds the lock"):
+        second.acquire()
+    first.ensure_held()  # and the holder still knows it holds it
+    first.release()
+
+
+def test_an_expired_lease_is_expired_whatever_the_local_clocks_say(client: MedplumClient) -> None:
+    slow = ApplyLock(client, plan_digest="sha256:a", ttl_s=1, wall=shifted(+15))
+    slow.acquire()
+    slow._stop.set()  # never renewed
+    fast = ApplyLock(client, plan_digest="sha256:b", ttl_s=600, wall=shifted(-15))
+    with pytest.raises(ApplyRefused):
+        fast.acquire()  # still within its second on the server's clock
+    time.sleep(2.1)  # past it, on the server's clock (Date has 1 s resolution)
+    fast.acquire()
+    with pytest.raises(LockLost):
+        slow.ensure_held()  # and the old holder, on its own monotonic clock, stopped writing
+    fast.release()
+
+
+def test_the_holder_confirms_its_lock_and_stops_when_it_is_replaced(client: MedplumClient) -> None:
+    lock = ApplyLock(client, plan_digest="sha256:a", ttl_s=600)
+    lock.acquire()
+    lock.confirm()
+    assert lock.info is not None
+    record = client.read_resource("Basic", lock.info.id)
+    ext = [e for e in record["extension"] if not e["url"].endswith("#run")]
+    client.update_resource({**record, "extension": [*ext, {
+        "url": "https://github.com/medplum-tenancy-reconciler/lock#run", "valueString": "other"}]})  # fmt: skip
+    with pytest.raises(LockLost, match="another apply holds it now"):
+        lock.confirm()
+    with pytest.raises(LockLost):
+        lock.ensure_held()  # and every write after
+    lock.release()
