@@ -98,6 +98,7 @@ class Executor:
         started = time.monotonic()
         job: str | None = None
         unknown = timed_out = False
+        lost_track = ""
         propagated = 0
         try:
             # Every attempt of each write passes the client's gate (the lock), retries included.
@@ -109,11 +110,17 @@ class Executor:
                     propagate=step.propagate,
                     job_timeout=self.job_timeout,
                 )
-                unknown |= sent.retried or sent.timed_out
+                unknown |= sent.unknown
                 timed_out |= sent.timed_out
+                lost_track = lost_track or sent.lost_track
                 job = sent.job or job
                 propagated += sent.propagated
             if unknown and not self._matches(change):
+                if lost_track:
+                    raise ApplyFailed(
+                        f"the job was accepted, then following it failed ({lost_track}); "
+                        "re-read, the accounts differ: run plan again"
+                    )
                 if timed_out:
                     raise ApplyFailed(
                         f"async job not finished after --job-timeout {self.job_timeout:g} s "

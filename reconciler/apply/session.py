@@ -53,6 +53,7 @@ class SessionOptions:
 
 class Ending(Enum):
     COMPLETE = "complete"
+    UNCHECKED = "unchecked"  # every change made, some not checked for other writers' changes
     FAILED = "failed"
     INTERRUPTED = "interrupted"
     LOCK_LOST = "lock lost"
@@ -74,7 +75,9 @@ class ApplyResult:
             return Ending.LOCK_LOST
         if self.report.interrupted:
             return Ending.INTERRUPTED
-        return Ending.FAILED if self.failures else Ending.COMPLETE
+        if self.failures:
+            return Ending.FAILED
+        return Ending.UNCHECKED if self.report.foreign_unchecked else Ending.COMPLETE
 
 
 class ApplySession:
@@ -226,13 +229,20 @@ class ApplySession:
             "foreign_accounts_restored": report.foreign_restored,
             "foreign_accounts_dropped": report.foreign_dropped,
         }
-        success = result.ending is Ending.COMPLETE
+        ending = result.ending
+        success = ending is Ending.COMPLETE
+        summary = {
+            Ending.COMPLETE: "apply complete",
+            Ending.UNCHECKED: "apply finished with unchecked resources",
+            Ending.LOCK_LOST: f"apply failed: {report.lock_lost}",
+        }.get(ending, "apply failed or interrupted")
+        counts["foreign_unchecked"] = len(report.foreign_unchecked)
         event = audit_event(
             plan_digest=plan_digest(self.plan),
             manifests_digest=self.plan.manifest_digest,
             counts=counts,
             success=success,
-            summary="apply complete" if success else "apply failed or interrupted",
+            summary=summary,
         )
         try:
             created = self.client.create_resource(event)

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from reconciler.medplum.client import MedplumClient
-from reconciler.medplum.errors import JobTimeout
+from reconciler.medplum.errors import JobError, JobTimeout, MedplumError
 from reconciler.medplum.operations import parameter_value
 
 
@@ -21,6 +21,12 @@ class Sent:
     job: str | None = None  # the async job's status URL
     propagated: int = 0  # compartment resources the job reports it updated
     timed_out: bool = False  # the job had not finished within the job timeout
+    lost_track: str = ""  # the job was accepted, then its polls failed: outcome unknown
+
+    @property
+    def unknown(self) -> bool:
+        """Whether the target now carries the list is to be found by reading it."""
+        return self.retried or self.timed_out or bool(self.lost_track)
 
 
 def set_accounts(
@@ -46,5 +52,11 @@ def set_accounts(
         )
     except JobTimeout:
         return Sent(result.retried, job, timed_out=True)
+    except JobError:
+        raise  # the job said how it ended: the caller decides
+    except MedplumError as exc:
+        # Accepted, then the polls failed (a 401, the server gone for a while): the job may
+        # well have run. Never "not updated" on a guess — the caller re-reads the target.
+        return Sent(result.retried, job, lost_track=str(exc))
     updated = parameter_value(done.get("output"), "resourcesUpdated")
     return Sent(result.retried, job, propagated=max(0, int(updated or 0) - 1))

@@ -29,6 +29,7 @@ from reconciler.views.progress import Progress
 
 EXIT_CODES = {
     Ending.COMPLETE: ExitCode.OK,
+    Ending.UNCHECKED: ExitCode.ERROR,
     Ending.FAILED: ExitCode.ERROR,
     Ending.LOCK_LOST: ExitCode.ERROR,
     Ending.INTERRUPTED: ExitCode.INTERRUPTED,

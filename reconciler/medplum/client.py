@@ -285,6 +285,13 @@ class MedplumClient(ReadsMixin, OperationsMixin):
                 raise TransportError(
                     f"{method} {shown} answered {status} with a body that is not JSON ({ctype})"
                 )
+            if _is_error_outcome(body):
+                # A success status around an error outcome is a failure, never a success: the
+                # write (or read) did not do what was asked.
+                raise HTTPStatusError(
+                    status, method, shown, f"an error, though the status says success: "
+                    f"{outcome_text(body) or 'error'}", body,
+                )  # fmt: skip
             return Result(status, body, response.headers, retried)
         if 300 <= status < 400:
             target = _redact_url(response.headers.get("Location", "?"))
@@ -358,6 +365,15 @@ def _json_or_none(response: httpx.Response) -> Any:
         return response.json()
     except (ValueError, RecursionError):  # not JSON, or nested deeper than Python parses
         return None
+
+
+def _is_error_outcome(body: Any) -> bool:
+    """An OperationOutcome with an `error` or `fatal` issue (an `information` one, like the
+    202 of an async job or a delete's "All OK", is not)."""
+    if not isinstance(body, dict) or body.get("resourceType") != "OperationOutcome":
+        return False
+    issues = body.get("issue") or []
+    return any(isinstance(i, dict) and i.get("severity") in ("error", "fatal") for i in issues)
 
 
 def _server_wait(response: httpx.Response, body: Any) -> float | None:

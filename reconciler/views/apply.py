@@ -111,11 +111,18 @@ def result_lines(result: ApplyResult) -> Iterator[str]:
             parts.append(f"{len(access.failed)} of {access.planned} memberships")
         yield f"Apply failed: {' and '.join(parts)} not updated."
         yield from (f"  {line}" for line in result.failures)
+    elif ending is Ending.UNCHECKED:
+        count = len(report.foreign_unchecked)
+        yield (
+            f"Apply finished with {plural(count, 'unchecked resource')}: every change was made, "
+            "but whether a write of ours overwrote another writer's change could not be "
+            "checked for them; run plan again and look at them."
+        )
     if ending is not Ending.COMPLETE:
         yield f"Updated: {done}."
         if access.planned:
             yield access_line
-        if ending is Ending.FAILED:
+        if ending in (Ending.FAILED, Ending.UNCHECKED):
             yield from foreign_lines(report)
         return
     yield f"Apply complete! {who} updated, {accounts}."

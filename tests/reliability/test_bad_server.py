@@ -98,7 +98,7 @@ EXPECTED = {
     "invalid-json": "answered 200 with a body that is not JSON (application/fhir+json)",
     "html-error": "answered 500: Internal Server Error (non-FHIR body, text/html)",
     "bundle-without-entry": f"{PATIENT} does not exist (tenant 't')",
-    "outcome-200": "expected a search Bundle, got OperationOutcome: Something odd",
+    "outcome-200": "answered 200: an error, though the status says success: Something odd",
     "redirect": "unexpected redirect to https://login.example/sso",
     "hang": "failed after 3 attempts: ReadTimeout",
 }
