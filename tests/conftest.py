@@ -9,13 +9,32 @@ import pytest
 from tests.sandbox_process import AppSandbox, InProcessSandbox
 
 
+@pytest.fixture(scope="session")
+def _config_home(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """Where this test session's per-user plan-signing key lives: never the real home."""
+    return str(tmp_path_factory.mktemp("config-home"))
+
+
 @pytest.fixture(autouse=True)
-def _not_in_ci(monkeypatch: pytest.MonkeyPatch) -> None:
+def _not_in_ci(monkeypatch: pytest.MonkeyPatch, _config_home: str) -> None:
     """CI runs the suite with CI=true, which changes what the tool does (no silent sandbox,
     --redact needs a key): each test that wants CI behaviour sets it itself."""
     monkeypatch.delenv("CI", raising=False)
     monkeypatch.delenv("RECONCILER_REDACT_KEY", raising=False)
     monkeypatch.delenv("RECONCILER_PLAN_KEY", raising=False)
+    monkeypatch.setenv("XDG_CONFIG_HOME", _config_home)
+
+
+def resign(data: dict[str, Any]) -> dict[str, Any]:
+    """An attacker who has the signing key too: re-digest and re-sign an edited plan, so the
+    layers behind the signature (consistency, derivation, the write-time checks) are tested."""
+    from reconciler.plan.jsonform import digest_of
+    from reconciler.plan.signing import plan_key, sign
+
+    data.pop("signature", None)
+    data["plan_digest"] = digest_of(data)
+    data["signature"] = sign(data["plan_digest"], plan_key(create=True, purpose="test").key)
+    return data
 
 
 @pytest.fixture(scope="session")

@@ -11,6 +11,7 @@ from reconciler.commands._args import (
     add_guard_options,
     add_lock_options,
     add_target_option,
+    parse_duration,
     positive_seconds,
     server_options,
 )
@@ -23,7 +24,7 @@ from reconciler.plan.estimate import DEFAULT_QUOTA_POINTS
 from reconciler.plan.guard import refuse_unguarded
 from reconciler.plan.planfile import looks_like_plan
 from reconciler.plan.replan import Replanner, replanner
-from reconciler.plan.saved import check_fresh, load_saved_plan, recount_guards
+from reconciler.plan.saved import load_saved_plan, tied_manifests, trusted_saved_plan
 from reconciler.views.apply import APPLY_VIEWS, ApplyView
 from reconciler.views.progress import Progress
 
@@ -54,6 +55,8 @@ class Options:
     parallelism: int
     server: ServerOptions
     targets: tuple[str, ...] = ()
+    manifests: tuple[str, ...] = ()  # a saved plan's manifests, when not where it says
+    max_plan_age: float | None = 86_400.0
 
     @classmethod
     def from_args(cls, ns: argparse.Namespace) -> Options:
@@ -74,6 +77,8 @@ class Options:
             parallelism=ns.parallelism,
             server=server_options(ns),
             targets=tuple(ns.target),
+            manifests=tuple(ns.manifests),
+            max_plan_age=ns.max_plan_age or None,
         )
 
 
@@ -101,6 +106,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     add_guard_options(parser)
     add_lock_options(parser)
+    saved = parser.add_argument_group("saved plans")
+    saved.add_argument(
+        "--manifests",
+        action="append",
+        default=[],
+        metavar="PATH",
+        help="the manifests a saved plan was made from (default: the paths it records)",
+    )
+    saved.add_argument(
+        "--max-plan-age",
+        type=parse_duration,
+        default=86_400.0,
+        metavar="DURATION",
+        help="under CI=true, refuse a saved plan older than this (default: 24h; 0: no limit)",
+    )
     parser.add_argument("--no-audit", action="store_true", help="do not write the AuditEvent")
 
 
@@ -127,22 +147,24 @@ def _approve(options: Options, view: ApplyView, target: str) -> None:
         )
 
 
-def _load(
-    paths: tuple[str, ...], targets: tuple[str, ...]
-) -> tuple[Plan | None, ManifestSet | None]:
+def _load(options: Options) -> tuple[Plan | None, ManifestSet | None]:
+    paths, targets = options.paths, options.targets
     saved = len(paths) == 1 and looks_like_plan(paths[0])
     if not saved and any(looks_like_plan(p) for p in paths):
         raise UsageError("a saved plan must be the only path given to apply")
     if saved:
         if targets:
             raise UsageError("--target goes with manifests; a saved plan records its own")
-        return load_saved_plan(paths[0]), None
+        plan = load_saved_plan(paths[0], max_age_s=options.max_plan_age)
+        return plan, tied_manifests(plan, paths[0], options.manifests)
+    if options.manifests:
+        raise UsageError("--manifests goes with a saved plan; give manifests as paths")
     return None, select_targets(load_manifests(paths), targets)
 
 
 def run(options: Options) -> int:
     view = APPLY_VIEWS[options.format]()
-    saved_plan, manifests = _load(options.paths, options.targets)
+    saved_plan, manifests = _load(options)
     if saved_plan is None:
         _can_ask(options)
     if options.lock and options.lock_ttl < 2 * options.server.timeout:
@@ -154,12 +176,15 @@ def run(options: Options) -> int:
     with connect(options.server) as conn:
         me = preflight(conn, need_admin="apply")
         replan: Replanner | None = None
+        assert manifests is not None
         if saved_plan is not None:
-            # Same server, nothing moved since: checked before anything is shown or written.
-            check_fresh(conn.client, conn.identity, saved_plan, options.paths[0])
-            plan = recount_guards(conn.client, saved_plan)
+            # Same server, nothing moved since, and exactly what its manifests give on this
+            # server: checked before anything is shown or written.
+            plan = trusted_saved_plan(
+                conn.client, conn.identity, saved_plan, options.paths[0], manifests,
+                parallelism=options.parallelism,
+            )  # fmt: skip
         else:
-            assert manifests is not None
             progress = Progress("reading live state")
             try:
                 plan, live = build_plan(

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import argparse
-import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from reconciler.commands._args import (
     add_target_option,
@@ -18,8 +17,10 @@ from reconciler.errors import ExitCode, UsageError
 from reconciler.manifest import DEFAULT_PATHS, load_manifests, select_targets
 from reconciler.plan.build import build_plan
 from reconciler.plan.estimate import DEFAULT_QUOTA_POINTS
+from reconciler.plan.jsonform import plan_digest
 from reconciler.plan.planfile import save_plan
 from reconciler.plan.render import redact
+from reconciler.plan.signing import plan_key, sign
 from reconciler.views.plan import PLAN_VIEWS, plan_view
 from reconciler.views.progress import Progress
 
@@ -97,6 +98,7 @@ def run(options: Options) -> int:
             "--redact cannot be combined with --out: a redacted plan cannot be applied"
         )
     key = redaction_key() if options.redact else b""  # before any work: CI may refuse it
+    key_for_saving = plan_key(create=True, purpose="plan --out") if options.out else None
     manifests = select_targets(load_manifests(options.paths), options.targets)
     view = plan_view(options.format)
     with connect(options.server) as conn:
@@ -115,13 +117,14 @@ def run(options: Options) -> int:
             )
         finally:
             progress.close()
+    if key_for_saving is not None:  # what is shown is what is saved, signature and all
+        the_plan = replace(the_plan, signature=sign(plan_digest(the_plan), key_for_saving.key))
     view.plan(redact(the_plan, key) if options.redact else the_plan)
     if options.max_removals is not None and the_plan.removed > options.max_removals:
         view.removals_over_limit(the_plan.removed, options.max_removals)
-    if options.out:
-        plan_key = os.environ.get("RECONCILER_PLAN_KEY")
-        save_plan(the_plan, options.out, key=plan_key.encode() if plan_key else None)
-        view.saved(options.out)
+    if options.out and key_for_saving is not None:
+        save_plan(the_plan, options.out, key=key_for_saving.key)
+        view.saved(options.out, key_for_saving)
     if options.detailed_exitcode and not the_plan.is_empty:
         return ExitCode.CHANGES
     return ExitCode.OK

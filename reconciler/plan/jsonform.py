@@ -7,7 +7,6 @@ so an edited or corrupted plan is refused. Readers ignore unknown optional field
 from __future__ import annotations
 
 import hashlib
-import hmac
 import json
 from typing import Any, TextIO
 
@@ -28,6 +27,7 @@ from reconciler.model import (
     Step,
     entry_json,
 )
+from reconciler.plan.signing import sign
 
 FORMAT_VERSION = "1"
 
@@ -203,10 +203,6 @@ def plan_digest(plan: Plan) -> str:
     return "sha256:" + sha.hexdigest()
 
 
-def sign(digest: str, key: bytes) -> str:
-    return "hmac-sha256:" + hmac.new(key, digest.encode(), hashlib.sha256).hexdigest()
-
-
 def write_plan_json(plan: Plan, out: TextIO, *, key: bytes | None = None) -> None:
     """Write the JSON plan change by change: a 100,000-patient plan is never one string."""
     header = _header(plan)
@@ -220,11 +216,12 @@ def write_plan_json(plan: Plan, out: TextIO, *, key: bytes | None = None) -> Non
         out.write(json.dumps(change_to_json(change, plan.owners), ensure_ascii=False))
     out.write("\n  ],\n" if plan.changes else "],\n")
     digest = plan_digest(plan)
-    if key is None:
+    signature = sign(digest, key) if key is not None else plan.signature
+    if not signature:
         out.write(f'  "plan_digest": {json.dumps(digest)}\n}}\n')
         return
     out.write(f'  "plan_digest": {json.dumps(digest)},\n')
-    out.write(f'  "signature": {json.dumps(sign(digest, key))}\n}}\n')
+    out.write(f'  "signature": {json.dumps(signature)}\n}}\n')
 
 
 def plan_to_json(plan: Plan) -> dict[str, Any]:

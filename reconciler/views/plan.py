@@ -7,6 +7,7 @@ import sys
 from reconciler.model import Plan
 from reconciler.plan.jsonform import write_plan_json
 from reconciler.plan.render import iter_text, render_markdown, use_color
+from reconciler.plan.signing import PlanKey
 from reconciler.views.output import Output
 
 
@@ -29,7 +30,12 @@ class PlanView:
             f"{limit:,}; apply will refuse"
         )
 
-    def saved(self, path: str) -> None:
+    def saved(self, path: str, key: PlanKey) -> None:
+        if key.created:  # said once: the file that signs every plan this user saves
+            self.out.message(
+                f"Created the plan-signing key {key.source} (private to this user; CI uses "
+                "RECONCILER_PLAN_KEY instead)."
+            )
         self.out.message(
             f"\nSaved the plan to {path}. To apply exactly these changes, run:\n"
             f"    reconciler apply {path}"

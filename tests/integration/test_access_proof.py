@@ -15,9 +15,9 @@ import pytest
 from reconciler.apply.lock import ApplyLock
 from reconciler.medplum.accounts import get_resource_accounts
 from reconciler.medplum.client import MedplumClient
-from reconciler.plan.jsonform import digest_of
 from reconciler.sandbox import seed as seeding
 from reconciler.sandbox.store import Store
+from tests.conftest import resign
 from tests.sandbox_process import InProcessSandbox
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "tenants"
@@ -380,8 +380,7 @@ def test_a_saved_plan_that_would_write_other_than_it_shows_is_refused(
     granted["parameter"][0]["valueString"] = SOUTH
     for step in change["steps"]:
         step["access"] = change["after"]
-    data["plan_digest"] = digest_of(data)
-    plan_file.write_text(json.dumps(data))
+    plan_file.write_text(json.dumps(resign(data)))  # even by someone who has the key
     version = client.read_resource(*change["membership"].split("/"))["meta"]["versionId"]
     code, _, err = cli(sb, "apply", str(plan_file))
     assert code == 1
@@ -408,10 +407,10 @@ def test_a_saved_plan_whose_kept_entries_were_edited_writes_nothing(
     change["after"].append(foreign)
     for step in change["steps"]:
         step["access"].append(foreign)
-    data["plan_digest"] = digest_of(data)
-    plan_file.write_text(json.dumps(data))
+    plan_file.write_text(json.dumps(resign(data)))
     version = client.read_resource(*change["membership"].split("/"))["meta"]["versionId"]
-    code, out, _ = cli(sb, "apply", str(plan_file))
-    assert code == 1
-    assert "the plan was edited; not written" in out
+    code, out, err = cli(sb, "apply", str(plan_file))
+    assert code == 1 and out == ""
+    # Re-derived from its manifests, the membership's change is not the one the plan says.
+    assert f"{change['membership']}: not the change its manifests give it" in err
     assert client.read_resource(*change["membership"].split("/"))["meta"]["versionId"] == version

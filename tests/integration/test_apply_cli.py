@@ -148,10 +148,9 @@ def test_saved_plan_from_another_server_and_edited_plan_refused(
     assert cli(sandbox, "plan", manifests, "--out", str(plan_file))[0] == 0
     data = json.loads(plan_file.read_text())
     data["server"] = "https://medplum.example:443/"
-    from reconciler.plan.jsonform import digest_of
+    from tests.conftest import resign
 
-    data["plan_digest"] = digest_of(data)
-    plan_file.write_text(json.dumps(data))
+    plan_file.write_text(json.dumps(resign(data)))  # a plan signed for another server
     code, _, err = cli(sandbox, "apply", str(plan_file))
     assert code == 1
     assert err.startswith(

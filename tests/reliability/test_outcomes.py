@@ -62,7 +62,7 @@ def _scenario(tmp_path: Path, *args: str) -> tuple[AppSandbox, str, list[str], s
 def test_a_write_answered_200_with_an_error_outcome_is_a_failure(
     tmp_path: Path, monkeypatch: Any, capsys: Any
 ) -> None:
-    sb, org, refs, manifests = _scenario(tmp_path)
+    sb, _, refs, manifests = _scenario(tmp_path)
     hostile = Hostile(sb.transport, "error-200")
     code, out, _ = run_through(hostile, sb, monkeypatch, capsys, "apply", manifests,
                                "--auto-approve")  # fmt: skip
@@ -89,7 +89,7 @@ def test_a_job_whose_polls_fail_is_found_out_by_reading_its_patient(
 def test_resources_that_could_not_be_checked_end_the_run_with_exit_1(
     tmp_path: Path, monkeypatch: Any, capsys: Any
 ) -> None:
-    sb, org, refs, manifests = _scenario(tmp_path)
+    sb, _, refs, manifests = _scenario(tmp_path)
     hostile = Hostile(sb.transport, "history-refused")
     code, out, _ = run_through(hostile, sb, monkeypatch, capsys, "apply", manifests,
                                "--auto-approve")  # fmt: skip

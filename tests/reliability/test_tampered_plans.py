@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from reconciler.plan.jsonform import digest_of
+from tests.conftest import resign
 from tests.integration.helpers import create_org, create_patients, tenant_yaml, write
 from tests.reliability.conftest import Sandbox
 
@@ -31,9 +32,7 @@ def _setup(
 
 
 def _save(data: dict[str, Any], path: str) -> None:
-    data.pop("signature", None)
-    data["plan_digest"] = digest_of(data)  # the attacker recomputes the digest
-    Path(path).write_text(json.dumps(data))
+    Path(path).write_text(json.dumps(resign(data)))  # even one who holds the signing key
 
 
 def _versions(client: Any, refs: list[str]) -> list[str]:
@@ -83,8 +82,9 @@ def test_signed_plans(sandbox_factory: Any, run: Run, tmp_path: Path, monkeypatc
     before = _versions(client, members)
     # Re-digested after an edit: the signature no longer matches.
     edited = dict(data, created_at="2020-01-01T00:00:00Z")
-    signature = data["signature"]
-    _save(edited, plan_file)
+    signature = edited.pop("signature")
+    edited["plan_digest"] = digest_of(edited)  # re-digested by someone without the key
+    Path(plan_file).write_text(json.dumps(edited))
     code, _, err = run(sb, "apply", plan_file)
     assert code == 1 and "unsigned" not in err and "the plan is not signed" in err
     Path(plan_file).write_text(json.dumps({**edited, "signature": signature}))
