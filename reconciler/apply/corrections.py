@@ -4,13 +4,14 @@ unmanaged account changes that a write of ours overwrote (the rules are in `fore
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
 from typing import Any
 
 from reconciler.apply.authority import Authority
 from reconciler.apply.events import ChangeCorrected, EventSink
-from reconciler.apply.foreign import Correction, Written, find_correction, parse_history
+from reconciler.apply.foreign import Correction, Write, Written, find_correction, parse_history
 from reconciler.apply.report import Report
 from reconciler.apply.writes import set_accounts
 from reconciler.logs import get_logger
@@ -28,7 +29,7 @@ class ForeignCheck:
         self,
         client: MedplumClient,
         written: dict[str, Written],
-        managed: set[str],
+        managed: Callable[[str], bool],
         *,
         author: str | None,
         parallelism: int,
@@ -67,7 +68,7 @@ class ForeignCheck:
             with ThreadPoolExecutor(self.parallelism, thread_name_prefix="correct") as pool:
                 results = list(pool.map(lambda wc: self._correct(*wc), corrections))
             pending = []
-            for (written, correction), error in zip(corrections, results, strict=True):
+            for (written, correction), (error, done) in zip(corrections, results, strict=True):
                 if error:
                     report.unrepaired.append(
                         f"{written.ref}: could not keep another writer's account change "
@@ -76,7 +77,7 @@ class ForeignCheck:
                     continue
                 report.foreign_restored += len(correction.restore)
                 report.foreign_dropped += len(correction.drop)
-                written.writes.append((correction.based_on, frozenset(correction.keys)))
+                written.writes.append(Write(correction.based_on, frozenset(correction.keys), done))
                 pending.append(written)
         else:
             for written in pending:
@@ -103,8 +104,9 @@ class ForeignCheck:
                 for ref, history in part:
                     yield by_ref[ref], history
 
-    def _correct(self, written: Written, correction: Correction) -> str:
-        """One `$set-accounts` with the corrected list; "" when done, else why not."""
+    def _correct(self, written: Written, correction: Correction) -> tuple[str, datetime | None]:
+        """One `$set-accounts` with the corrected list: ("", when the server stored it) when
+        done, else (why not, None)."""
         try:
             sent = set_accounts(
                 self.client,
@@ -114,9 +116,10 @@ class ForeignCheck:
                 job_timeout=self.job_timeout,
             )
         except MedplumError as exc:  # LockLost is not one: it ends the whole check
-            return str(exc)
-        if sent.timed_out:
-            return f"async job not finished after --job-timeout {self.job_timeout:g} s"
+            return str(exc), None
+        if sent.timed_out or sent.lost_track:
+            why = sent.lost_track or f"not finished after --job-timeout {self.job_timeout:g} s"
+            return f"async job {why}", None
         log.info(
             "kept another writer's account change",
             resource=written.ref,
@@ -124,4 +127,4 @@ class ForeignCheck:
             dropped=list(correction.drop),
         )
         self.on_event(ChangeCorrected(written.ref, correction.restore, correction.drop))
-        return ""
+        return "", sent.done_by

@@ -18,7 +18,7 @@ from typing import Any
 from reconciler.apply.authority import UNGUARDED, Authority
 from reconciler.apply.corrections import ForeignCheck
 from reconciler.apply.events import ChangeFinished, EventSink, ignore
-from reconciler.apply.foreign import Written
+from reconciler.apply.foreign import Write, Written
 from reconciler.apply.report import Outcome, Report
 from reconciler.apply.verify import verify_changes
 from reconciler.apply.writes import set_accounts
@@ -28,7 +28,7 @@ from reconciler.medplum.accounts import account_entries, entry_for
 from reconciler.medplum.client import MedplumClient
 from reconciler.medplum.errors import JobError, MedplumError, TransportError
 from reconciler.medplum.reads import chunks
-from reconciler.model import AccountInfo, Change, LiveResource, Plan, Step
+from reconciler.model import AccountInfo, Change, LiveResource, Owners, Plan, Step
 from reconciler.plan.records import read_resources
 from reconciler.plan.versions import DURING_APPLY, moved
 
@@ -100,6 +100,7 @@ class Executor:
         unknown = timed_out = False
         lost_track = ""
         propagated = 0
+        writes: list[Write] = []
         try:
             # Every attempt of each write passes the client's gate (the lock), retries included.
             for step in change.steps:
@@ -115,6 +116,7 @@ class Executor:
                 lost_track = lost_track or sent.lost_track
                 job = sent.job or job
                 propagated += sent.propagated
+                writes.append(Write(change.version_id, frozenset(step.accounts), sent.done_by))
             if unknown and not self._matches(change):
                 if lost_track:
                     raise ApplyFailed(
@@ -142,9 +144,7 @@ class Executor:
         self._unreachable = 0
         with self._lock:
             self._written[change.ref] = Written(
-                change.ref,
-                [(change.version_id, frozenset(step.accounts)) for step in change.steps],
-                any(step.propagate for step in change.steps),
+                change.ref, writes, any(step.propagate for step in change.steps)
             )
         return self._outcome(change, True, started, job, "", propagated=propagated)
 
@@ -382,7 +382,7 @@ class Executor:
         return ForeignCheck(
             self.client,
             self._written,
-            set(self.managed),
+            lambda key: Owners.of(self.managed).owner(key) is not None,
             author=self.author,
             parallelism=self.parallelism,
             job_timeout=self.job_timeout,

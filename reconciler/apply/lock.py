@@ -21,7 +21,6 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from email.utils import parsedate_to_datetime
 from typing import Any
 
 from reconciler.clock import iso_utc, parse_iso_utc
@@ -58,15 +57,7 @@ def _ext(resource: dict[str, Any], name: str) -> str:
 
 
 def server_time(result: Result) -> datetime | None:
-    """The server's clock as its answer's `Date` header shows it (1-second resolution)."""
-    value = result.headers.get("Date")
-    try:
-        moment = parsedate_to_datetime(value) if value else None
-    except (TypeError, ValueError):
-        return None
-    if moment is not None and moment.tzinfo is None:  # "-0000" parses without a zone: UTC
-        moment = moment.replace(tzinfo=UTC)
-    return moment
+    return result.server_time
 
 
 @dataclass

@@ -8,8 +8,10 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
+from reconciler.clock import parse_iso_utc
 from reconciler.medplum.client import MedplumClient
 from reconciler.medplum.errors import JobError, JobTimeout, MedplumError
 from reconciler.medplum.operations import parameter_value
@@ -22,6 +24,7 @@ class Sent:
     propagated: int = 0  # compartment resources the job reports it updated
     timed_out: bool = False  # the job had not finished within the job timeout
     lost_track: str = ""  # the job was accepted, then its polls failed: outcome unknown
+    done_by: datetime | None = None  # the server's time by which the write was stored
 
     @property
     def unknown(self) -> bool:
@@ -44,7 +47,7 @@ def set_accounts(
         ref, list(entries), propagate=propagate, prefer_async=propagate
     )
     if result.status != 202:
-        return Sent(result.retried)
+        return Sent(result.retried, done_by=result.server_time)
     job = result.headers.get("Content-Location") or None
     try:
         done = client.wait_for_async_job(
@@ -59,4 +62,12 @@ def set_accounts(
         # well have run. Never "not updated" on a guess — the caller re-reads the target.
         return Sent(result.retried, job, lost_track=str(exc))
     updated = parameter_value(done.get("output"), "resourcesUpdated")
-    return Sent(result.retried, job, propagated=max(0, int(updated or 0) - 1))
+    finished = _time(done.get("transactionTime"))
+    return Sent(result.retried, job, propagated=max(0, int(updated or 0) - 1), done_by=finished)
+
+
+def _time(value: object) -> datetime | None:
+    try:
+        return parse_iso_utc(str(value)) if value else None
+    except ValueError:
+        return None

@@ -65,6 +65,7 @@ def config_from_args(options: argparse.Namespace) -> Config:
         quota_window_s=options.quota_window_s,
         token_ttl_s=options.token_ttl,
         seed=options.random_seed,
+        set_accounts_author=options.set_accounts_author,
     )
 
 
@@ -143,6 +144,13 @@ def add_group(group: argparse.ArgumentParser, add: MakeParser) -> None:
     p.add_argument("--quota-window-s", type=float, default=60.0)
     p.add_argument("--token-ttl", type=int, default=3600, metavar="S")
     p.add_argument("--random-seed", type=int, default=None, help="seed for fault injection")
+    p.add_argument(
+        "--set-accounts-author",
+        choices=("caller", "system"),
+        default="caller",
+        help="who the version $set-accounts writes names as author: the calling client (like "
+        "Medplum 5.0.10, the default) or system (like 5.1.29)",
+    )
 
     p = add(sub, "seed", seed, "fill the sandbox with demo data matching examples/tenants/")
     p.add_argument("--data", default=DEFAULT_DATA)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from typing import Any, Protocol
 
 import httpx
@@ -19,6 +21,18 @@ class Result:
     body: Any
     headers: httpx.Headers
     retried: bool = False
+
+    @property
+    def server_time(self) -> datetime | None:
+        """The server's clock as the answer's `Date` header shows it (1-second resolution)."""
+        value = self.headers.get("Date")
+        try:
+            moment = parsedate_to_datetime(value) if value else None
+        except (TypeError, ValueError):
+            return None
+        if moment is not None and moment.tzinfo is None:  # "-0000" parses without a zone
+            moment = moment.replace(tzinfo=UTC)
+        return moment
 
 
 class Requester(Protocol):

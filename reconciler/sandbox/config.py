@@ -28,3 +28,4 @@ class Config:
     quota_window_s: float = 60.0
     token_ttl_s: int = 3600
     seed: int | None = None
+    set_accounts_author: str = "caller"  # "system": like Medplum 5.1.29

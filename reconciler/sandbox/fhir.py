@@ -206,6 +206,7 @@ class Repository:
         propagate: bool,
         cap: int,
         charge: Charge = _no_charge,
+        system_author: bool = False,
     ) -> int:
         """Replace the target's accounts; with propagate on a Patient, apply only the difference
         to its compartment (at most `cap` resources). Every write is committed as it happens and
@@ -227,7 +228,8 @@ class Repository:
             if current is None:
                 raise not_found()
             _set_accounts_meta(current, new)
-            current["meta"]["author"] = caller.author  # the target's version is the caller's
+            # 5.0.10 names the caller; 5.1.29 writes through the system repository: "system".
+            current["meta"]["author"] = SYSTEM_AUTHOR if system_author else caller.author
             self.store.put(conn, current)
         updated = 1
         if not propagate or rtype != "Patient":

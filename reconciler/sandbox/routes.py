@@ -249,6 +249,7 @@ class Routes(Enforcement):
         accounts, propagate = parse_set_accounts(body)
         prefer_async = "respond-async" in (req.header("prefer") or "")
         cap = self.config.propagate_cap
+        system_author = self.config.set_accounts_author == "system"
         # Medplum 5.x ignores respond-async unless propagate is set (observed).
         if prefer_async and propagate:
             status_base = f"{req.base}{FHIR_PREFIX}/job"
@@ -267,8 +268,9 @@ class Routes(Enforcement):
                     job_meter.charge_waiting(points)
 
                 n = self.repo.set_accounts(
-                    rtype, rid, accounts, caller, propagate=True, cap=cap, charge=charge
-                )
+                    rtype, rid, accounts, caller, propagate=True, cap=cap, charge=charge,
+                    system_author=system_author,
+                )  # fmt: skip
                 return {
                     "resourceType": "Parameters",
                     "parameter": [{"name": "resourcesUpdated", "valueInteger": n}],
@@ -285,6 +287,7 @@ class Routes(Enforcement):
             propagate=propagate,
             cap=cap,
             charge=charge_request,
+            system_author=system_author,
         )
         return Response(
             200,

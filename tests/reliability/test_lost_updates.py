@@ -45,12 +45,16 @@ class RacingTransport(httpx.BaseTransport):
         return self.inner.handle_request(request)
 
 
+AUTHORS = ["caller", "system"]  # who a $set-accounts version names: 5.0.10, or 5.1.29
+
+
+@pytest.mark.parametrize("author", AUTHORS)
 @pytest.mark.parametrize("parallelism", [1, 4, 10])
 def test_another_writers_change_made_between_reread_and_write_survives(
-    parallelism: int, tmp_path: Path, monkeypatch: Any, capsys: Any
+    parallelism: int, author: str, tmp_path: Path, monkeypatch: Any, capsys: Any
 ) -> None:
 
-    sb = AppSandbox()
+    sb = AppSandbox("--set-accounts-author", author)
     admin = sb.client()
     scenario = build(admin, tmp_path, n=12, compartment=2)
     foreign = create_org(admin, "Foreign clinic")
@@ -88,12 +92,14 @@ def test_another_writers_change_made_between_reread_and_write_survives(
     sb.stop()
 
 
+@pytest.mark.parametrize("author", AUTHORS)
 def test_a_concurrent_writer_loses_no_account_during_a_real_apply(
-    sandbox_factory: Any, tmp_path: Path
+    author: str, sandbox_factory: Any, tmp_path: Path
 ) -> None:
     """The review's scenario over HTTP: while apply runs as its own process, another admin
-    adds an unmanaged account to every planned patient as fast as it can."""
-    sb = sandbox_factory("--latency-ms", "10")
+    adds an unmanaged account to every planned patient as fast as it can — with the server
+    naming the caller as the author of a $set-accounts version (5.0.10) or `system` (5.1.29)."""
+    sb = sandbox_factory("--latency-ms", "10", "--set-accounts-author", author)
     admin = sb.client()
     scenario = build(admin, tmp_path, n=120, compartment=2)
     planned = [p for p in scenario.patients if set(scenario.desired[p]) != set(scenario.before[p])]

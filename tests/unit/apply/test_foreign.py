@@ -2,35 +2,44 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
-from reconciler.apply.foreign import Correction, Written, find_correction, parse_history
+from reconciler.apply.foreign import Correction, Write, Written, find_correction, parse_history
 
 US, THEM = "ClientApplication/us", "ClientApplication/them"
 NORTH, SOUTH, LEGACY, FOREIGN = (
     "Organization/north", "Organization/south", "Organization/legacy", "Organization/foreign",
 )  # fmt: skip
-MANAGED = {NORTH, SOUTH}
+MANAGED = {NORTH, SOUTH}.__contains__
+SYSTEM = "system"  # the author of every $set-accounts version on Medplum 5.1.29
 
 
-def history(*versions: tuple[str, list[Any] | None, str]) -> list[dict[str, Any]]:
-    """Oldest first here; the server sends newest first. None accounts: a deletion."""
+def history(*versions: tuple[Any, ...]) -> list[dict[str, Any]]:
+    """Oldest first here; the server sends newest first. None accounts: a deletion. A fourth
+    item is the version's lastUpdated."""
     entries = []
-    for vid, accounts, author in versions:
+    for vid, accounts, author, *stored in versions:
         url = f"Patient/p/_history/{vid}"
         if accounts is None:
             entries.append({"request": {"url": url}, "response": {"status": "410"}})
             continue
         meta = {"versionId": vid, "author": {"reference": author},
                 "accounts": [a if isinstance(a, dict) else {"reference": a} for a in accounts]}  # fmt: skip
+        if stored:
+            meta["lastUpdated"] = stored[0]
         entries.append(
             {"request": {"url": url}, "resource": {"resourceType": "Patient", "meta": meta}}
         )
     return list(reversed(entries))
 
 
-def check(written_lists: list[list[str]], *versions: Any, author: str | None = US) -> Any:
-    written = Written("Patient/p", [("v0", frozenset(w)) for w in written_lists], True)
+def check(
+    written_lists: list[list[str]], *versions: Any, author: str | None = US, done: str = ""
+) -> Any:
+    done_by = datetime.fromisoformat(done) if done else None
+    writes = [Write("v0", frozenset(w), done_by) for w in written_lists]
+    written = Written("Patient/p", writes, True)
     return find_correction(written, parse_history(history(*versions)), MANAGED, author)
 
 
@@ -100,8 +109,8 @@ def test_a_version_we_cannot_prove_ours_is_never_used_to_grant() -> None:
     # have been lost instead of writing: putting an account back is a grant.
     found = check([[LEGACY, NORTH]], *versions, author=None)
     assert found == (
-        f"another writer's change to {FOREIGN} may have been overwritten; the server does not "
-        "show which versions are apply's own (meta.author)"
+        f"another writer's change to {FOREIGN} may have been overwritten; neither the server's "
+        "author nor its times show which versions are apply's own"
     )
 
 
@@ -127,7 +136,7 @@ def test_a_history_that_does_not_reach_our_read_or_a_deleted_resource() -> None:
 def test_our_own_correction_is_not_mistaken_for_a_revived_account() -> None:
     written = Written(
         "Patient/p",
-        [("v0", frozenset({LEGACY, NORTH})), ("v2", frozenset({LEGACY, NORTH, FOREIGN}))],
+        [Write("v0", frozenset({LEGACY, NORTH})), Write("v2", frozenset({LEGACY, NORTH, FOREIGN}))],
         True,
     )
     versions = history(
@@ -137,3 +146,48 @@ def test_our_own_correction_is_not_mistaken_for_a_revived_account() -> None:
         ("v3", [LEGACY, NORTH, FOREIGN], US),  # the correction: computed from v2
     )
     assert find_correction(written, parse_history(versions), MANAGED, US) is None
+
+
+# --- Medplum 5.1.29: every $set-accounts version's author is `system` -----------------------
+
+
+def test_without_an_author_our_version_is_shown_by_its_list_and_when_it_was_stored() -> None:
+    found = check(
+        [[LEGACY, NORTH]],
+        ("v0", [LEGACY], THEM, "2026-12-01T10:00:00.000Z"),
+        ("v1", [LEGACY, FOREIGN], SYSTEM, "2026-12-01T10:00:01.100Z"),  # another $set-accounts
+        ("v2", [LEGACY, NORTH], SYSTEM, "2026-12-01T10:00:01.300Z"),  # ours
+        done="2026-12-01T10:00:01+00:00",  # our answer's Date: whole seconds, stored by then+1s
+    )
+    assert isinstance(found, Correction) and found.restore == (FOREIGN,)
+
+
+def test_a_version_stored_after_our_write_was_done_is_not_ours() -> None:
+    found = check(
+        [[LEGACY, NORTH]],
+        ("v0", [LEGACY], THEM, "2026-12-01T10:00:00.000Z"),
+        ("v1", [LEGACY, FOREIGN], SYSTEM, "2026-12-01T10:00:05.000Z"),
+        ("v2", [LEGACY, NORTH], SYSTEM, "2026-12-01T10:00:09.000Z"),  # too late to be ours
+        done="2026-12-01T10:00:03+00:00",
+    )
+    assert found is None  # no version of ours overwrote anything: nothing to correct
+
+
+def test_without_an_author_or_a_time_nothing_is_put_back_on_a_guess() -> None:
+    found = check(
+        [[LEGACY, NORTH]],
+        ("v0", [LEGACY], THEM),
+        ("v1", [LEGACY, FOREIGN], SYSTEM),
+        ("v2", [LEGACY, NORTH], SYSTEM),
+    )
+    assert isinstance(found, str) and "may have been overwritten" in found
+
+
+def test_a_version_of_another_named_client_is_never_ours() -> None:
+    found = check(
+        [[LEGACY, NORTH]],
+        ("v0", [LEGACY], THEM, "2026-12-01T10:00:00.000Z"),
+        ("v1", [LEGACY, NORTH], THEM, "2026-12-01T10:00:00.500Z"),  # exactly our list, theirs
+        done="2026-12-01T10:00:01+00:00",
+    )
+    assert found is None
