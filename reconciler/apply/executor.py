@@ -15,12 +15,12 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import Any
 
+from reconciler.apply.afterwards import AfterWrites
 from reconciler.apply.authority import UNGUARDED, Authority
-from reconciler.apply.corrections import ForeignCheck
 from reconciler.apply.events import ChangeFinished, EventSink, ignore
 from reconciler.apply.foreign import Write, Written
+from reconciler.apply.journal import Journal
 from reconciler.apply.report import Outcome, Report
-from reconciler.apply.verify import verify_changes
 from reconciler.apply.writes import set_accounts
 from reconciler.errors import ApplyFailed, LockLost
 from reconciler.logs import get_logger
@@ -39,10 +39,18 @@ EDITED = (
     "its accounts at the plan's version are not the plan's `before` list, so the plan was "
     "edited; not written"
 )
-UNREACHABLE_LIMIT = 3  # changes in a row that could not reach the server, retries included
+UNREACHABLE_LIMIT = 3
 
 
-class Executor:
+def is_managed(managed: dict[str, AccountInfo]) -> Callable[[str], bool]:
+    """Whether an account entry is the manifests' to decide: a managed account or an alias."""
+    owners = Owners.of(managed)
+    return lambda key: (
+        owners.owner(key) is not None
+    )  # changes in a row that could not reach the server, retries included
+
+
+class Executor(AfterWrites):
     def __init__(
         self,
         client: MedplumClient,
@@ -53,6 +61,7 @@ class Executor:
         verify: bool = True,
         replan: Replan | None = None,
         authority: Authority = UNGUARDED,
+        journal: Journal | None = None,
         on_event: EventSink = ignore,
         batch_size: int | None = None,
         author: str | None = None,
@@ -64,6 +73,7 @@ class Executor:
         self.verify = verify
         self.replan = replan  # None: a saved plan, applied exactly
         self.authority = authority  # its gate is the client's; confirm() before each batch
+        self.journal = journal  # records each batch before it is written (crash recovery)
         self.lock_lost: str | None = None
         self.server_lost: str | None = None
         self._originals: dict[str, tuple[tuple[str, str], ...]] = {}
@@ -276,27 +286,7 @@ class Executor:
         report.interrupted = (
             self.stop.is_set() and self.lock_lost is None and self.server_lost is None
         )
-        if self._written and self.lock_lost is None and self.server_lost is None:
-            try:
-                self._foreign().run(report)
-            except LockLost as exc:
-                self._lost(exc)
-            except MedplumError as exc:
-                report.foreign_unchecked.append(f"{len(self._written)} resources: {exc}")
-        if self.verify and report.succeeded_patients and self.lock_lost is None:
-            if self.server_lost is not None:
-                report.unrepaired.append(
-                    "verification skipped: the server stopped answering; run reconciler verify "
-                    "when it is back"
-                )
-            else:
-                try:
-                    self.authority.confirm()
-                    verify_changes(self.client, report, self.managed, parallelism=self.parallelism)
-                except LockLost as exc:  # a repair is a write: after a lost lock, none
-                    self._lost(exc)
-                except MedplumError as exc:  # the server went away after the writes
-                    report.unrepaired.append(f"verification could not run: {exc}")
+        self._after_writes(report)
         report.lock_lost = self.lock_lost
         return report
 
@@ -364,7 +354,21 @@ class Executor:
                     if index + 1 < len(batches)
                     else None
                 )
-                for change in self._refresh(batch, fresh, report):
+                ready = list(self._refresh(batch, fresh, report))
+                try:
+                    if self.journal is not None:  # what this batch writes, before it writes
+                        self.journal.record(ready)
+                except LockLost as exc:
+                    self._lost(exc)
+                    break
+                except MedplumError as exc:  # no journal, no write: a crash would lose track
+                    why = f"not written: the apply journal could not be written ({exc})"
+                    for change in ready:
+                        report.outcomes.append(
+                            self._outcome(change, False, time.monotonic(), None, why)
+                        )
+                    continue
+                for change in ready:
                     while len(in_flight) >= self.parallelism:
                         finished, in_flight = wait(in_flight, return_when=FIRST_COMPLETED)
                         collect(finished)
@@ -377,15 +381,3 @@ class Executor:
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
             reader.shutdown(wait=True, cancel_futures=True)
-
-    def _foreign(self) -> ForeignCheck:
-        return ForeignCheck(
-            self.client,
-            self._written,
-            lambda key: Owners.of(self.managed).owner(key) is not None,
-            author=self.author,
-            parallelism=self.parallelism,
-            job_timeout=self.job_timeout,
-            authority=self.authority,
-            on_event=self.on_event,
-        )

@@ -363,3 +363,17 @@ def force_unlock(
         raise ApplyRefused(f"kept the apply lock Basic/{lock_id}; nothing was changed")
     client.request("DELETE", f"Basic/{lock_id}", gated=False)
     return info
+
+
+def current_lock(client: MedplumClient) -> LockState | None:
+    """The apply lock record, if there is one, and whether it is live (server clock)."""
+    result = client.request(
+        "GET", "Basic", params=[("identifier", f"{LOCK_SYSTEM}|{LOCK_VALUE}"), ("_count", "1")]
+    )
+    entries = (result.body or {}).get("entry") or []
+    resource = entries[0].get("resource") if entries else None
+    if not isinstance(resource, dict):
+        return None
+    info = LockInfo.of(resource)
+    now = server_time(result) or datetime.now(UTC)
+    return LockState(info, not info.expired(now), now)

@@ -25,6 +25,16 @@ class Outcome:
         return self.change.is_patient
 
 
+@dataclass(frozen=True)
+class Recovered:
+    """The other-writers check of a run that did not finish (its crash journal)."""
+
+    run: str  # who and since when
+    restored: int
+    dropped: int
+    unchecked: list[str]
+
+
 @dataclass
 class Report:
     planned: int  # patients
@@ -42,6 +52,7 @@ class Report:
     foreign_restored: int = 0  # accounts put back
     foreign_dropped: int = 0  # accounts taken out again
     foreign_unchecked: list[str] = field(default_factory=list)  # "Type/id: why not checked"
+    recovered: list[Recovered] = field(default_factory=list)  # runs that did not finish
 
     @property
     def succeeded(self) -> list[Outcome]:

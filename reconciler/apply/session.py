@@ -5,6 +5,7 @@ record and release the lock. The command builds a session, a view observes it.""
 from __future__ import annotations
 
 import signal
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
@@ -12,12 +13,14 @@ from types import FrameType
 from typing import Protocol
 
 from reconciler.apply.access import AccessReport, AccessWriter
+from reconciler.apply.afterwards import is_managed
 from reconciler.apply.audit import audit_event
 from reconciler.apply.authority import Authority
 from reconciler.apply.events import ApplyStarted, Event
 from reconciler.apply.executor import Executor
-from reconciler.apply.lock import ApplyLock
-from reconciler.apply.report import Report
+from reconciler.apply.journal import Journal, recover
+from reconciler.apply.lock import ApplyLock, holder_name
+from reconciler.apply.report import Recovered, Report
 from reconciler.logs import get_logger
 from reconciler.medplum.client import MedplumClient
 from reconciler.medplum.errors import MedplumError
@@ -146,6 +149,12 @@ class ApplySession:
             parallelism=options.parallelism,
             authority=authority,
         )
+        lock = self.lock
+        journal = Journal(
+            self.client,
+            run_id=lock.run_id if lock is not None else str(uuid.uuid4()),
+            holder=lock.holder if lock is not None else holder_name(),
+        )
         executor = self.executor = Executor(
             self.client,
             plan.managed,
@@ -154,6 +163,7 @@ class ApplySession:
             verify=options.verify,
             replan=replanner.change if replanner is not None else None,
             authority=authority,
+            journal=journal,
             on_event=observer.event,
             author=self.author,
         )
@@ -162,7 +172,11 @@ class ApplySession:
         self.client.pacer.on_wait = lambda delay, _why: observer.waiting(delay)
         gate = authority.installed(self.client)
         gate.__enter__()
+        recovered: list[Recovered] = []
         try:
+            # First, a run that did not finish: keep the other writers' changes it overwrote.
+            if lock is not None:
+                recovered = self._recover(authority, is_managed(plan.managed))
             # Revocations first, then the account changes, then grants: no member ever sees
             # more than its current plus its desired grants (design section 8).
             access.run(Phase.REVOKE)
@@ -183,10 +197,23 @@ class ApplySession:
             self.client.pacer.on_wait = None
             observer.stop()
             restore()
+        report.recovered = recovered
+        for item in recovered:  # what the crashed run's check could not settle is unchecked
+            report.foreign_unchecked += [
+                f"{line} (a run that did not finish)" for line in item.unchecked
+            ]
         result = ApplyResult(report, access.report)
         if options.audit and (report.outcomes or report.repaired or access.report.outcomes):
             self._audit(result)
         return result
+
+    def _recover(self, authority: Authority, managed: Callable[[str], bool]) -> list[Recovered]:
+        assert self.lock is not None
+        return recover(
+            self.client, authority, managed, own_run=self.lock.run_id,
+            parallelism=self.options.parallelism, job_timeout=self.options.job_timeout,
+            on_event=self.observer.event,
+        )  # fmt: skip
 
     def _install_interrupt(self, executor: Executor) -> Callable[[], None]:
         previous = signal.getsignal(signal.SIGINT)
@@ -228,6 +255,9 @@ class ApplySession:
             "compartment_repaired": report.repaired,
             "foreign_accounts_restored": report.foreign_restored,
             "foreign_accounts_dropped": report.foreign_dropped,
+            "unfinished_runs_checked": len(report.recovered),
+            "unfinished_runs_accounts_restored": sum(r.restored for r in report.recovered),
+            "unfinished_runs_accounts_dropped": sum(r.dropped for r in report.recovered),
         }
         ending = result.ending
         success = ending is Ending.COMPLETE

@@ -13,9 +13,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from reconciler.apply.access import AccessWriter
+from reconciler.apply.afterwards import is_managed
 from reconciler.apply.audit import audit_event
 from reconciler.apply.authority import Authority
-from reconciler.apply.lock import ApplyLock
+from reconciler.apply.journal import Unfinished, recover, unfinished
+from reconciler.apply.lock import ApplyLock, current_lock
+from reconciler.apply.report import Recovered
 from reconciler.apply.verify import (
     Straggler,
     expectations_for_live,
@@ -56,6 +59,7 @@ class RepairOptions:
     lock_timeout: float = 0.0
     request_deadline: float = 30.0
     audit: bool = True
+    job_timeout: float = 300.0
 
 
 @dataclass
@@ -66,6 +70,8 @@ class CompartmentCheck:
     orphans: list[Straggler] = field(default_factory=list)
     drifted: list[Change] = field(default_factory=list)  # own accounts differ: run apply
     managed: dict[str, AccountInfo] = field(default_factory=dict)
+    unfinished: list[Unfinished] = field(default_factory=list)  # applies that did not finish
+    recovered: list[Recovered] = field(default_factory=list)  # … whose writes repair checked
     repaired: int | None = None  # None: no repair was asked for
     repair_errors: list[tuple[Straggler, str]] = field(default_factory=list)
 
@@ -102,6 +108,10 @@ class Verification:
         """Something is still out of step after whatever repair ran."""
         check = self.compartments
         if check.drifted or (check.to_repair and check.repaired is None):
+            return True
+        if check.unfinished and not check.recovered:
+            return True
+        if any(r.unchecked for r in check.recovered):
             return True
         if self.access_repair is not None:
             return bool(self.access_repair.still)
@@ -148,6 +158,7 @@ def verify(
     check = CompartmentCheck(
         len(live.patients), read, stragglers, [*compartment_orphans, *orphans], drifted, managed
     )
+    check.unfinished = _unfinished(client)
     result = Verification(check)
     drift: list[AccessChange] = []
     if access:
@@ -156,7 +167,7 @@ def verify(
             raise PlanError(found.problems)
         drift = found.changes
         result.access = check_access(client, tenants, live, drift, parallelism=parallelism)
-    if repair_with is None or not (check.to_repair or drift):
+    if repair_with is None or not (check.to_repair or drift or check.unfinished):
         return result
     _guard(check, carrying, drift, repair_with)
     lock = None
@@ -172,6 +183,11 @@ def verify(
     authority = Authority(lock)
     try:
         with authority.installed(client):  # every repair write passes the lock's gate
+            if check.unfinished and lock is not None:  # first: what a dead apply overwrote
+                check.recovered = recover(
+                    client, authority, is_managed(managed), own_run=lock.run_id,
+                    parallelism=parallelism, job_timeout=repair_with.job_timeout,
+                )  # fmt: skip
             _repair(client, check, drift, result, authority, parallelism)
         if repair_with.audit:
             _audit(client, manifests, result, authority.lost)
@@ -189,6 +205,13 @@ def verify(
         )
         result.access_repair.still = again.mismatches
     return result
+
+
+def _unfinished(client: MedplumClient) -> list[Unfinished]:
+    """Journals of applies that did not finish — not those of an apply running now."""
+    lock = current_lock(client)
+    running = lock.info.run if lock is not None and lock.live else None
+    return [u for u in unfinished(client, own_run=running or "", done_by=None)]
 
 
 def _repair(

@@ -143,7 +143,12 @@ def result_lines(result: ApplyResult) -> Iterator[str]:
 def foreign_lines(report: Report) -> list[str]:
     """Other writers' changes during the apply: what was made good, and what could not be
     checked (the server's history did not tell) — never silently assumed fine."""
-    lines = []
+    lines = [
+        f"Checked a run that did not finish ({item.run}): "
+        f"{plural(item.restored, 'unmanaged account')} another writer set put back, "
+        f"{item.dropped} taken out again."
+        for item in report.recovered
+    ]
     if report.foreign_restored or report.foreign_dropped:
         lines.append(
             "Kept other writers' changes made during apply: "

@@ -122,6 +122,22 @@ def verify_lines(result: Verification) -> Iterator[str]:
             yield f"  {change.ref}: {' '.join(parts)}"
         if len(check.drifted) > MAX_SHOWN:
             yield f"  ... and {len(check.drifted) - MAX_SHOWN} more"
+    for run in check.unfinished:
+        if any(r.run == run.describe() for r in check.recovered):
+            continue
+        yield (
+            f"An apply that did not finish left a journal ({run.describe()}, "
+            f"{plural(len(run.written), 'resource')}): its writes were never checked for other "
+            "writers' changes they overwrote; run reconciler apply (or verify --repair) to check "
+            "them."
+        )
+    for done in check.recovered:
+        yield (
+            f"Checked a run that did not finish ({done.run}): "
+            f"{plural(done.restored, 'unmanaged account')} another writer set put back, "
+            f"{done.dropped} taken out again."
+        )
+        yield from (f"  could not check: {line}" for line in done.unchecked)
     if result.access is not None:
         yield from access_lines(result.access)
     repaired = result.access_repair

@@ -15,7 +15,7 @@ import pytest
 
 import reconciler.apply.session
 import reconciler.apply.verification
-from reconciler.apply.lock import ApplyLock
+from reconciler.apply.lock import LOCK_SYSTEM, LOCK_VALUE, ApplyLock
 from reconciler.medplum.accounts import get_resource_accounts
 from reconciler.medplum.client import MedplumClient
 from reconciler.sandbox import seed as seeding
@@ -197,7 +197,7 @@ def test_a_lock_removed_under_a_running_apply_stops_it_at_the_next_batch(
 
     def force_unlock(request: httpx.Request) -> None:
         if len(recorder.writes) == 3 and not recorder.lost:  # force-unlock --force, live lock
-            (lock,) = admin.search_all("Basic", {})
+            (lock,) = admin.search_all("Basic", {"identifier": f"{LOCK_SYSTEM}|{LOCK_VALUE}"})
             admin.delete_resource("Basic", lock["id"])
             recorder.lost = True  # from here on, only the rest of this batch may land
 
