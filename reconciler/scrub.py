@@ -1,11 +1,16 @@
 """Secrets never reach any output: every known secret value — the client secret, access
 tokens, the RECONCILER_* keys — is replaced by `***` in every error, log line, event and crash
-file, whatever the server echoes back (a 500 that quotes the Authorization header, say)."""
+file, whatever the server echoes back (a 500 that quotes the Authorization header, say).
+
+A secret is masked in every form it can take on the way out, so masking after encoding misses
+nothing: as it is, JSON-escaped (ASCII or not), as Python's repr writes it, and URL-encoded."""
 
 from __future__ import annotations
 
+import json
 import os
 import threading
+from urllib.parse import quote, quote_plus
 
 MASK = "***"
 MIN_LENGTH = 6  # shorter values would mask ordinary words
@@ -15,10 +20,24 @@ _lock = threading.Lock()
 _secrets: set[str] = set()
 
 
+def forms(value: str) -> set[str]:
+    """The ways `value` can appear in text we write."""
+    return {
+        value,
+        json.dumps(value)[1:-1],
+        json.dumps(value, ensure_ascii=False)[1:-1],
+        repr(value)[1:-1],
+        quote(value, safe=""),
+        quote(value),
+        quote_plus(value),
+        value.encode("unicode_escape").decode("ascii"),
+    }
+
+
 def register(value: str | None) -> None:
     if value and len(value) >= MIN_LENGTH:
         with _lock:
-            _secrets.add(value)
+            _secrets.update(f for f in forms(value) if len(f) >= MIN_LENGTH)
 
 
 def register_environment() -> None:

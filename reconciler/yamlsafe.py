@@ -58,18 +58,17 @@ class Document:
 
 
 def read_text(path: Path) -> tuple[bytes, str]:
+    """The file's bytes and text. The size limit holds for what is read, not for what the
+    file says it is: a FIFO, a device (/dev/zero) or stdin reports 0 and never ends."""
     try:
-        size = path.stat().st_size
+        with path.open("rb") as fh:
+            raw = fh.read(MAX_FILE_BYTES + 1)
     except OSError as exc:
         raise YamlProblem(f"cannot read file: {exc.strerror or exc}") from None
-    if size > MAX_FILE_BYTES:
-        raise YamlProblem(
-            f"file is {size:,} bytes, over the {MAX_FILE_BYTES:,}-byte limit for a manifest"
-        )
-    try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise YamlProblem(f"cannot read file: {exc.strerror or exc}") from None
+    if len(raw) > MAX_FILE_BYTES:
+        size = path.stat().st_size if path.is_file() else 0
+        said = f"file is {size:,} bytes, over" if size > MAX_FILE_BYTES else "file is over"
+        raise YamlProblem(f"{said} the {MAX_FILE_BYTES:,}-byte limit for a manifest")
     if b"\x00" in raw:
         raise YamlProblem("file is binary (contains NUL bytes), not YAML")
     try:

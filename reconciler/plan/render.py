@@ -257,7 +257,7 @@ def redact(plan: Plan, key: bytes) -> Plan:
         rtype, rid = change.ref.split("/", 1)
         identifier = None
         if change.identifier:
-            system, _, value = change.identifier.rpartition("|")
+            system, _, value = change.identifier.partition("|")  # a value may hold a "|"
             identifier = f"{system}|{_hash(value)}"
         return replace(change, ref=f"{rtype}/{_hash(rid)}", identifier=identifier)
 

@@ -42,7 +42,9 @@ class TokenIssuer:
             return _oauth_error(400, "invalid_request", "Missing client credentials")
         known = self.clients.get(client_id)
         expected = known[0] if known is not None else self.stored_secret(client_id)
-        if expected is None or not secrets.compare_digest(expected, secret):
+        # Compared as bytes: a secret with non-ASCII characters is a wrong secret (401), never
+        # an error (compare_digest refuses non-ASCII strings).
+        if expected is None or not secrets.compare_digest(expected.encode(), secret.encode()):
             return _oauth_error(401, "invalid_client", "Invalid client")
         # A recognisable prefix lets the secret-leak tests look for tokens in any output.
         token = "sbx_" + secrets.token_urlsafe(32)

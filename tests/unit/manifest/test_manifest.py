@@ -395,3 +395,19 @@ def test_a_saved_plan_never_replaces_a_link_or_device(tmp_path: Path) -> None:
     assert link.is_symlink() and target.read_text() == "keep me"
     with pytest.raises(PlanFileError, match="not a regular file"):
         save_plan(Plan(changes=(), server="sandbox:x"), "/dev/null")
+
+
+def test_the_size_limit_holds_for_what_is_read_not_what_a_file_reports(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """/dev/zero reports 0 bytes and never ends (it grew validate to 9 GB): the cap is on the
+    bytes read."""
+    from reconciler.cli import main
+
+    monkeypatch.setattr(yamlsafe, "MAX_FILE_BYTES", 1000)
+    assert main(["validate", "/dev/zero"]) == 1
+    err = capsys.readouterr().err
+    assert (
+        err.splitlines()[0]
+        == "/dev/zero:1:1: error: file is over the 1,000-byte limit for a manifest"
+    )

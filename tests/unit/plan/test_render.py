@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import stat
+from dataclasses import replace
 from pathlib import Path
 
 import jsonschema
@@ -155,6 +156,14 @@ def test_redact_hides_ids_and_identifier_values() -> None:
 
     plain = "redacted-" + hashlib.sha256(b"p1").hexdigest()[:12]  # not an unkeyed hash
     assert plain not in render_text(redact(PLAN, b"k1"))
+
+
+def test_an_identifier_value_holding_a_bar_is_hashed_whole() -> None:
+    piped = replace(PLAN, changes=(change("p9", (S,), (N,), "urn:mrn|A|1009"),))
+    hidden = redact(piped, b"k1")
+    (one,) = hidden.changes
+    assert one.identifier is not None and one.identifier.startswith("urn:mrn|redacted-")
+    assert "A|1009" not in render_text(hidden) and "1009" not in render_text(hidden)
 
 
 def test_save_and_load_round_trip_mode_0600(tmp_path: Path) -> None:
