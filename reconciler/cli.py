@@ -11,7 +11,8 @@ import traceback
 from collections.abc import Callable, Sequence
 from typing import NoReturn
 
-from reconciler import __version__, scrub
+from reconciler import __version__, phi, scrub
+from reconciler.commands.redaction import redaction_key
 from reconciler.errors import (
     ExitCode,
     ManifestError,
@@ -81,6 +82,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     logs.configure(options.log_format, options.verbose - options.quiet, color=not options.no_color)
     scrub.register_environment()
     try:
+        if getattr(options, "redact", False):  # before any work: under CI the key is required
+            phi.enable(redaction_key())
         return int(options.run(options))
     except ManifestError as exc:
         for problem in exc.problems:
@@ -113,3 +116,5 @@ def main(argv: Sequence[str] | None = None) -> int:
             fh.write(scrub.scrub(traceback.format_exc()))
         _print_error(f"Error: unexpected {type(exc).__name__}; details written to {crash}")
         return ExitCode.ERROR
+    finally:
+        phi.disable()  # one run's key and values: main may be called again in one process

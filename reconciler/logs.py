@@ -47,6 +47,7 @@ class _CurrentStderr:
     _mid_line = False
 
     def write(self, text: str) -> int:
+        text = scrub(text)  # the whole rendered line: values inside lists and dicts too
         with _status_lock:
             if _status_line and not self._mid_line:
                 sys.stderr.write("\r\033[K")

@@ -3,7 +3,9 @@ tokens, the RECONCILER_* keys — is replaced by `***` in every error, log line,
 file, whatever the server echoes back (a 500 that quotes the Authorization header, say).
 
 A secret is masked in every form it can take on the way out, so masking after encoding misses
-nothing: as it is, JSON-escaped (ASCII or not), as Python's repr writes it, and URL-encoded."""
+nothing: as it is, JSON-escaped (ASCII or not), as Python's repr writes it, and URL-encoded.
+Everything written passes here, so under `--redact` this is also where patient identifiers
+are replaced by their keyed hashes (phi.py)."""
 
 from __future__ import annotations
 
@@ -11,6 +13,8 @@ import json
 import os
 import threading
 from urllib.parse import quote, quote_plus
+
+from reconciler import phi
 
 MASK = "***"
 MIN_LENGTH = 6  # shorter values would mask ordinary words
@@ -51,4 +55,4 @@ def scrub(text: str) -> str:
     for value in known:
         if value in text:
             text = text.replace(value, MASK)
-    return text
+    return phi.redact(text)  # under --redact, no patient identifier either (phi.py)

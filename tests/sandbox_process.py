@@ -26,6 +26,7 @@ from reconciler.sandbox.clock import ManualClock
 
 ADMIN = ("sandbox-admin", "sandbox-secret")
 MEMBER = ("sandbox-member", "sandbox-secret")
+READER = ("sandbox-reader", "sandbox-secret")  # read-only policy, not an admin
 
 
 class _Common:

@@ -225,28 +225,40 @@ class ApplyLock:
                 )
             time.sleep(min(self.poll_s, max(0.0, deadline - time.monotonic())))
 
+    def _renew(self) -> bool:
+        """One renewal (the holder, the TTL and the plan digest rewritten); False once lost."""
+        with self._mutex:
+            info = self.info
+            if info is None or self.lost is not None:
+                return False
+            started = time.monotonic()
+            try:
+                result = self.client.request(
+                    "PUT", f"Basic/{info.id}", json=self._body(info.since, info.id),
+                    headers={"If-Match": f'W/"{info.version}"'}, gated=False,
+                )  # fmt: skip
+                self._server_now(result)
+                self.info = LockInfo.of(result.body)
+                self._held_until = started + self.ttl_s - self.margin_s
+                return True
+            except Exception as exc:
+                # A 412 (someone took it over) or no answer: this run can no longer prove it
+                # holds the lock, so no new write may start.
+                self.lost = f"could not renew it ({exc})"
+                log.warning("lost the apply lock", lock=info.id, error=str(exc))
+                return False
+
+    def record_plan(self, digest: str) -> None:
+        """The lock is taken before planning; once the plan is known, `lock status` shows it."""
+        if digest != self.plan_digest:
+            self.plan_digest = digest
+            self._renew()
+
     def _start_renewing(self) -> None:
         def renew() -> None:
             while not self._stop.wait(self.ttl_s / 3):
-                with self._mutex:
-                    info = self.info
-                    if info is None or self.lost is not None:
-                        return
-                    started = time.monotonic()
-                    try:
-                        result = self.client.request(
-                            "PUT", f"Basic/{info.id}", json=self._body(info.since, info.id),
-                            headers={"If-Match": f'W/"{info.version}"'}, gated=False,
-                        )  # fmt: skip
-                        self._server_now(result)
-                        self.info = LockInfo.of(result.body)
-                        self._held_until = started + self.ttl_s - self.margin_s
-                    except Exception as exc:
-                        # A 412 (someone took it over) or no answer: this run can no longer
-                        # prove it holds the lock, so no new write may start.
-                        self.lost = f"could not renew it ({exc})"
-                        log.warning("lost the apply lock", lock=info.id, error=str(exc))
-                        return
+                if not self._renew():
+                    return
 
         self._renewer = threading.Thread(target=renew, name="lock-renewer", daemon=True)
         self._renewer.start()

@@ -83,6 +83,24 @@ class ApplyResult:
         return Ending.UNCHECKED if self.report.foreign_unchecked else Ending.COMPLETE
 
 
+def take_lock(client: MedplumClient, options: SessionOptions) -> ApplyLock | None:
+    """The apply lock, taken before the server is read and held through the prompt and the
+    writes (as Terraform holds its state lock): nobody approves a plan that another apply is
+    about to change, and a held lock is said before the plan, not after the 'yes'."""
+    if not options.lock:
+        log.warning("apply lock disabled (--lock=false): another apply may run at the same time")
+        return None
+    lock = ApplyLock(
+        client,
+        plan_digest="",  # not planned yet: recorded before the first write (record_plan)
+        ttl_s=options.lock_ttl,
+        wait_s=options.lock_timeout,
+        request_deadline_s=options.request_deadline,
+    )
+    lock.acquire()
+    return lock
+
+
 class ApplySession:
     def __init__(
         self,
@@ -93,6 +111,7 @@ class ApplySession:
         options: SessionOptions,
         replanner: Replanner | None = None,
         author: str | None = None,
+        lock: ApplyLock | None = None,
     ) -> None:
         self.client = client
         self.plan = plan
@@ -100,11 +119,13 @@ class ApplySession:
         self.options = options
         self.replanner = replanner  # None: a saved plan, applied exactly
         self.author = author
-        self.lock: ApplyLock | None = None
+        self.lock = lock  # taken by the command before it read the server (take_lock)
         self.executor: Executor | None = None
 
     def run(self) -> ApplyResult:
-        self._take_lock()
+        """Write under the lock the command holds, and release it on every way out."""
+        if self.lock is not None:
+            self.lock.record_plan(plan_digest(self.plan))
         try:
             return self._write()
         except KeyboardInterrupt:  # a second Ctrl-C: release the lock on the way out, quickly
@@ -113,21 +134,6 @@ class ApplySession:
         finally:
             gone = self.executor is not None and self.executor.server_lost is not None
             self._release(quick=gone)
-
-    def _take_lock(self) -> None:
-        if not self.options.lock:
-            log.warning(
-                "apply lock disabled (--lock=false): another apply may run at the same time"
-            )
-            return
-        self.lock = ApplyLock(
-            self.client,
-            plan_digest=plan_digest(self.plan),
-            ttl_s=self.options.lock_ttl,
-            wait_s=self.options.lock_timeout,
-            request_deadline_s=self.options.request_deadline,
-        )
-        self.lock.acquire()
 
     def _release(self, *, quick: bool) -> None:
         lock, self.lock = self.lock, None

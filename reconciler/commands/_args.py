@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 
 from reconciler.connect import ServerOptions
 
@@ -15,6 +16,16 @@ def _whole_number(value: str, minimum: int) -> int:
     if number < minimum:
         raise argparse.ArgumentTypeError(f"must be {minimum} or more, got {value!r}")
     return number
+
+
+def bounded_int(minimum: int, maximum: int) -> Callable[[str], int]:
+    def parse(value: str) -> int:
+        number = _whole_number(value, minimum)
+        if number > maximum:
+            raise argparse.ArgumentTypeError(f"must be {maximum} or less, got {value!r}")
+        return number
+
+    return parse
 
 
 def positive_int(value: str) -> int:
@@ -62,6 +73,13 @@ def add_log_options(parser: argparse.ArgumentParser) -> None:
         "--no-color", action="store_true", help="no colours in plans and logs (also: NO_COLOR)"
     )
     group.add_argument("-q", "--quiet", action="count", default=0, help="fewer log lines")
+    group.add_argument(
+        "--redact",
+        action="store_true",
+        help="hide patient, membership and identifier values in every line written — plans, "
+        "errors, logs, events (keyed hashes: $RECONCILER_REDACT_KEY, required under CI=true; "
+        "else a random key for this run)",
+    )
 
 
 def add_server_options(parser: argparse.ArgumentParser, *, parallelism: bool = True) -> None:

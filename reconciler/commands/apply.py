@@ -6,7 +6,7 @@ import argparse
 import sys
 from dataclasses import dataclass
 
-from reconciler.apply.session import ApplySession, Ending, SessionOptions
+from reconciler.apply.session import ApplySession, Ending, SessionOptions, take_lock
 from reconciler.commands._args import (
     add_guard_options,
     add_lock_options,
@@ -15,16 +15,22 @@ from reconciler.commands._args import (
     positive_seconds,
     server_options,
 )
-from reconciler.connect import ServerOptions, connect, preflight
+from reconciler.connect import Connection, ServerOptions, connect, preflight
 from reconciler.errors import ApplyRefused, ExitCode, UsageError
 from reconciler.manifest import DEFAULT_PATHS, load_manifests, select_targets
 from reconciler.model import ManifestSet, Plan
 from reconciler.plan.build import build_plan
 from reconciler.plan.estimate import DEFAULT_QUOTA_POINTS
 from reconciler.plan.guard import refuse_unguarded
+from reconciler.plan.jsonform import plan_digest
 from reconciler.plan.planfile import looks_like_plan
 from reconciler.plan.replan import Replanner, replanner
-from reconciler.plan.saved import load_saved_plan, tied_manifests, trusted_saved_plan
+from reconciler.plan.saved import (
+    check_server,
+    load_saved_plan,
+    tied_manifests,
+    trusted_saved_plan,
+)
 from reconciler.views.apply import APPLY_VIEWS, ApplyView
 from reconciler.views.progress import Progress
 
@@ -147,7 +153,7 @@ def _approve(options: Options, view: ApplyView, target: str) -> None:
         )
 
 
-def _load(options: Options) -> tuple[Plan | None, ManifestSet | None]:
+def _load(options: Options) -> tuple[Plan | None, ManifestSet]:
     paths, targets = options.paths, options.targets
     saved = len(paths) == 1 and looks_like_plan(paths[0])
     if not saved and any(looks_like_plan(p) for p in paths):
@@ -162,6 +168,47 @@ def _load(options: Options) -> tuple[Plan | None, ManifestSet | None]:
     return None, select_targets(load_manifests(paths), targets)
 
 
+def _session_options(options: Options) -> SessionOptions:
+    return SessionOptions(
+        parallelism=options.parallelism,
+        job_timeout=options.job_timeout,
+        verify=options.verify,
+        lock=options.lock,
+        lock_timeout=options.lock_timeout,
+        lock_ttl=options.lock_ttl,
+        request_deadline=options.server.timeout,
+        audit=options.audit,
+    )
+
+
+def _plan(
+    conn: Connection, options: Options, saved_plan: Plan | None, manifests: ManifestSet
+) -> tuple[Plan, Replanner | None]:
+    if saved_plan is not None:
+        # Same server, nothing moved since, and exactly what its manifests give on this
+        # server: checked before anything is shown or written.
+        plan = trusted_saved_plan(
+            conn.client, conn.identity, saved_plan, options.paths[0], manifests,
+            parallelism=options.parallelism,
+        )  # fmt: skip
+        return plan, None
+    progress = Progress("reading live state")
+    try:
+        plan, live = build_plan(
+            conn.client,
+            conn.identity,
+            manifests,
+            quota_points=DEFAULT_QUOTA_POINTS,
+            parallelism=options.parallelism,
+            progress=progress.update,
+            target=conn.target,
+            targets=options.targets,
+        )
+    finally:
+        progress.close()
+    return plan, replanner(manifests.tenants, live)
+
+
 def run(options: Options) -> int:
     view = APPLY_VIEWS[options.format]()
     saved_plan, manifests = _load(options)
@@ -173,63 +220,39 @@ def run(options: Options) -> int:
             f"{options.server.timeout:g}s: the lock must outlive a write in flight, so give a "
             "TTL of at least twice the request timeout; nothing was read or written"
         )
+    session_options = _session_options(options)
     with connect(options.server) as conn:
         me = preflight(conn, need_admin="apply")
-        replan: Replanner | None = None
-        assert manifests is not None
         if saved_plan is not None:
-            # Same server, nothing moved since, and exactly what its manifests give on this
-            # server: checked before anything is shown or written.
-            plan = trusted_saved_plan(
-                conn.client, conn.identity, saved_plan, options.paths[0], manifests,
-                parallelism=options.parallelism,
+            check_server(conn.identity, saved_plan, options.paths[0])
+        # The lock first: held while the server is read, through the prompt and the writes.
+        lock = take_lock(conn.client, session_options)
+        try:
+            plan, replan = _plan(conn, options, saved_plan, manifests)
+            if lock is not None:  # `lock status` shows which plan is waiting for its 'yes'
+                lock.record_plan(plan_digest(plan))
+            view.plan(plan)
+            if plan.is_empty:
+                view.nothing_to_do()
+                return ExitCode.OK
+            refuse_unguarded(
+                plan,
+                allow_mass_removal=options.allow_mass_removal,
+                max_removals=options.max_removals,
+                allow_mass_grant=options.allow_mass_grant,
+                max_grants=options.max_grants,
+            )
+            if saved_plan is None:
+                _approve(options, view, conn.target)
+            session = ApplySession(
+                conn.client, plan, view, options=session_options, replanner=replan,
+                author=me.profile if me else None, lock=lock,
             )  # fmt: skip
-        else:
-            progress = Progress("reading live state")
-            try:
-                plan, live = build_plan(
-                    conn.client,
-                    conn.identity,
-                    manifests,
-                    quota_points=DEFAULT_QUOTA_POINTS,
-                    parallelism=options.parallelism,
-                    progress=progress.update,
-                    target=conn.target,
-                    targets=options.targets,
-                )
-            finally:
-                progress.close()
-            replan = replanner(manifests.tenants, live)
-        view.plan(plan)
-        if plan.is_empty:
-            view.nothing_to_do()
-            return ExitCode.OK
-        refuse_unguarded(
-            plan,
-            allow_mass_removal=options.allow_mass_removal,
-            max_removals=options.max_removals,
-            allow_mass_grant=options.allow_mass_grant,
-            max_grants=options.max_grants,
-        )
-        if saved_plan is None:
-            _approve(options, view, conn.target)
-        session = ApplySession(
-            conn.client,
-            plan,
-            view,
-            options=SessionOptions(
-                parallelism=options.parallelism,
-                job_timeout=options.job_timeout,
-                verify=options.verify,
-                lock=options.lock,
-                lock_timeout=options.lock_timeout,
-                lock_ttl=options.lock_ttl,
-                request_deadline=options.server.timeout,
-                audit=options.audit,
-            ),
-            replanner=replan,
-            author=me.profile if me else None,
-        )
-        result = session.run()
+            result = session.run()
+        finally:
+            if lock is not None:  # the session released it already when it ran
+                note = lock.release()
+                if note:
+                    view.message(note)
     view.result(result, conn.target)
     return EXIT_CODES[result.ending]

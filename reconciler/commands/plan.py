@@ -5,21 +5,23 @@ from __future__ import annotations
 import argparse
 from dataclasses import dataclass, replace
 
+from reconciler import phi
 from reconciler.commands._args import (
     add_target_option,
     non_negative_int,
     positive_int,
     server_options,
 )
-from reconciler.commands.redaction import redaction_key
 from reconciler.connect import ServerOptions, connect, preflight
 from reconciler.errors import ExitCode, UsageError
 from reconciler.manifest import DEFAULT_PATHS, load_manifests, select_targets
+from reconciler.model import ManifestSet
 from reconciler.plan.build import build_plan
 from reconciler.plan.estimate import DEFAULT_QUOTA_POINTS
 from reconciler.plan.jsonform import plan_digest
+from reconciler.plan.live_access import access_needs_admin
 from reconciler.plan.planfile import save_plan
-from reconciler.plan.render import redact
+from reconciler.plan.render import plural, redact
 from reconciler.plan.signing import plan_key, sign
 from reconciler.views.plan import PLAN_VIEWS, plan_view
 from reconciler.views.progress import Progress
@@ -37,6 +39,7 @@ class Options:
     parallelism: int
     server: ServerOptions
     targets: tuple[str, ...] = ()
+    skip_access: bool = False
 
     @classmethod
     def from_args(cls, ns: argparse.Namespace) -> Options:
@@ -51,6 +54,7 @@ class Options:
             parallelism=ns.parallelism,
             server=server_options(ns),
             targets=tuple(ns.target),
+            skip_access=ns.skip_access,
         )
 
 
@@ -70,11 +74,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="exit 2 when there are changes",
     )
     parser.add_argument(
-        "--redact",
-        action="store_true",
-        help="hide patient, membership and identifier values (keyed by $RECONCILER_REDACT_KEY)",
-    )
-    parser.add_argument(
         "--max-removals",
         type=non_negative_int,
         default=None,
@@ -90,19 +89,47 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "Medplum's default)",
     )
     parser.add_argument("--no-estimate", action="store_true", help="skip the quota cost estimate")
+    parser.add_argument(
+        "--skip-access",
+        action="store_true",
+        help="plan patients and resources only, not the manifests' access: for a client that "
+        "may not read ProjectMemberships (a pull request's); said in the plan; not with --out",
+    )
+
+
+def _without_access(manifests: ManifestSet) -> tuple[ManifestSet, str | None]:
+    """`--skip-access`: the tenants without their grants, and the warning the plan carries."""
+    declaring = [t.name for t in manifests.tenants if t.access]
+    if not declaring:
+        return manifests, None
+    tenants = tuple(replace(t, access=()) for t in manifests.tenants)
+    warning = (
+        f"access not planned (--skip-access): {plural(len(declaring), 'tenant')} declare "
+        f"access ({', '.join(declaring)}); review it with `reconciler diff --base REF`, plan "
+        "it with a project-admin client"
+    )
+    return replace(manifests, tenants=tenants), warning
 
 
 def run(options: Options) -> int:
-    if options.redact and options.out:
+    if options.skip_access and options.out:
         raise UsageError(
-            "--redact cannot be combined with --out: a redacted plan cannot be applied"
+            "--skip-access cannot be combined with --out: apply plans access too, so a plan "
+            "without it cannot be applied"
         )
-    key = redaction_key() if options.redact else b""  # before any work: CI may refuse it
+    key = phi.current_key() if options.redact else b""
     key_for_saving = plan_key(create=True, purpose="plan --out") if options.out else None
     manifests = select_targets(load_manifests(options.paths), options.targets)
+    skipped: str | None = None
+    if options.skip_access:
+        manifests, skipped = _without_access(manifests)
     view = plan_view(options.format)
     with connect(options.server) as conn:
-        preflight(conn, need_admin=None)
+        me = preflight(conn, need_admin=None)
+        if me is not None and not me.admin and any(t.access for t in manifests.tenants):
+            raise access_needs_admin(
+                f" (the client {conn.client.client_id!r} is not a project admin)"
+            )
         progress = Progress("reading live state")
         try:
             the_plan, _ = build_plan(
@@ -117,9 +144,15 @@ def run(options: Options) -> int:
             )
         finally:
             progress.close()
+    if skipped is not None:
+        the_plan = replace(the_plan, warnings=(*the_plan.warnings, skipped))
     if key_for_saving is not None:  # what is shown is what is saved, signature and all
         the_plan = replace(the_plan, signature=sign(plan_digest(the_plan), key_for_saving.key))
-    view.plan(redact(the_plan, key) if options.redact else the_plan)
+    shown = redact(the_plan, key) if options.redact else the_plan
+    if options.out:  # the file holds the plan; the log gets the counts (CI logs keep no PHI)
+        view.summary(shown)
+    else:
+        view.plan(shown)
     if options.max_removals is not None and the_plan.removed > options.max_removals:
         view.removals_over_limit(the_plan.removed, options.max_removals)
     if options.out and key_for_saving is not None:

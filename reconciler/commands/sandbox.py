@@ -18,8 +18,8 @@ MakeParser = Callable[..., argparse.ArgumentParser]
 
 def _client(value: str) -> tuple[str, str, str]:
     parts = value.split(":")
-    if len(parts) != 3 or parts[2] not in ("admin", "member") or not all(parts):
-        raise argparse.ArgumentTypeError("expected ID:SECRET:ROLE with ROLE admin|member")
+    if len(parts) != 3 or parts[2] not in ("admin", "member", "reader") or not all(parts):
+        raise argparse.ArgumentTypeError("expected ID:SECRET:ROLE with ROLE admin|member|reader")
     return parts[0], parts[1], parts[2]
 
 

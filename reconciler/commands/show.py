@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from dataclasses import dataclass
 
-from reconciler.commands.redaction import redaction_key
+from reconciler import phi
 from reconciler.errors import ExitCode
 from reconciler.plan.planfile import load_plan
 from reconciler.plan.render import redact
@@ -29,15 +29,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--format", choices=tuple(PLAN_VIEWS), default="text", help="(default: text)"
     )
-    parser.add_argument(
-        "--redact",
-        action="store_true",
-        help="hide patient, membership and identifier values (keyed by $RECONCILER_REDACT_KEY)",
-    )
 
 
 def run(options: Options) -> int:
-    key = redaction_key() if options.redact else b""
+    key = phi.current_key() if options.redact else b""
     plan = load_plan(options.plan_file)  # checked: schema and digest; no server is contacted
     plan_view(options.format).plan(redact(plan, key) if options.redact else plan)
     return ExitCode.OK

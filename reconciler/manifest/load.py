@@ -9,6 +9,7 @@ from pathlib import Path
 
 import jsonschema
 
+from reconciler import phi
 from reconciler.errors import ManifestError
 from reconciler.manifest.explain import explain
 from reconciler.manifest.rules import cross_file_problems
@@ -100,6 +101,7 @@ def load_manifests(paths: Sequence[str]) -> ManifestSet:
             problems.append(f"{name}:1:1: error: file holds no YAML documents")
             continue
         for doc in documents:
+            protect_selected_values(doc.data)  # before any error can quote one
             errors = _schema_problems(name, doc)
             if errors:
                 problems.extend(errors)
@@ -113,6 +115,38 @@ def load_manifests(paths: Sequence[str]) -> ManifestSet:
         files=tuple(f.as_posix() for f in files),
         digest="sha256:" + digest.hexdigest(),
     )
+
+
+def _strings(node: object) -> Iterable[str]:
+    if isinstance(node, str):
+        yield node
+    elif isinstance(node, dict):
+        for value in node.values():
+            yield from _strings(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from _strings(value)
+
+
+def protect_selected_values(data: object) -> None:
+    """Under `--redact`: the values a manifest selects people by (patient and member ids,
+    identifier values, search values) are hashed wherever they appear alone in an output line
+    (phi.py) — taken from the raw document, so an invalid one is covered too."""
+    if not phi.enabled() or not isinstance(data, dict) or not isinstance(data.get("spec"), dict):
+        return
+    spec = data["spec"]
+    grants = spec.get("access") if isinstance(spec.get("access"), list) else []
+    members = [g.get("members") for g in grants if isinstance(g, dict)]
+    found: list[str] = []
+    for text in _strings([spec.get("patients"), members]):
+        if "|" in text:
+            found.append(text.split("|", 1)[1])
+        elif "=" in text:  # a search: its values
+            for pair in text.split("&"):
+                found += pair.partition("=")[2].split(",")
+        elif "/" in text:
+            found.append(text.rsplit("/", 1)[1])
+    phi.protect(v.strip() for v in found if v.strip())
 
 
 def _schema_problems(file: str, doc: Document) -> list[str]:

@@ -224,6 +224,13 @@ def write_plan_json(plan: Plan, out: TextIO, *, key: bytes | None = None) -> Non
     out.write(f'  "signature": {json.dumps(signature)}\n}}\n')
 
 
+def summary_json(plan: Plan) -> dict[str, Any]:
+    """What `plan --out --format json` prints: the counts and the digest, no patient."""
+    header = _header(plan)
+    keep = ("format_version", "server", "target", "targets", "summary", "warnings")
+    return {**{k: header[k] for k in keep if k in header}, "plan_digest": plan_digest(plan)}
+
+
 def plan_to_json(plan: Plan) -> dict[str, Any]:
     data = _header(plan)
     data["changes"] = [change_to_json(c, plan.owners) for c in _sorted_changes(plan)]

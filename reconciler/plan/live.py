@@ -115,7 +115,7 @@ def read_live_state(
             for job in member_jobs:
                 job.cancel()
             raise ResolveError(problems)
-        memberships, grant_members, access_problems = read_access(client, tenants, accounts)
+        memberships, grant_members, access_problems = read_access(client, tenants)
         problems += access_problems
         resources, resource_members, resource_problems = read_live_resources(
             client, tenants, accounts

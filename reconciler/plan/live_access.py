@@ -6,11 +6,24 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from reconciler.errors import PreflightError
 from reconciler.medplum.client import MedplumClient
+from reconciler.medplum.errors import HTTPStatusError
 from reconciler.model import LiveMembership, Tenant
 from reconciler.plan.policy import scope_problems
 from reconciler.plan.records import MEMBERSHIP, to_live_membership
 from reconciler.plan.resolve import pick_of, resolve
+
+
+def access_needs_admin(who: str = "") -> PreflightError:
+    """Only project admins may read ProjectMemberships (medplum-api.md, "There is no read-only
+    admin"), and any client that can read them can rewrite them: so a pull request's job
+    plans the access half offline, from git."""
+    return PreflightError(
+        "planning access needs a project-admin client: only project admins may read "
+        f"ProjectMemberships{who}; in a pull request, review access offline with "
+        "`reconciler diff --base REF`, or plan patients and resources alone with --skip-access"
+    )
 
 
 def _policy_problems(client: MedplumClient, tenants: Sequence[Tenant]) -> list[str]:
@@ -41,9 +54,19 @@ def _policy_problems(client: MedplumClient, tenants: Sequence[Tenant]) -> list[s
 def read_access(
     client: MedplumClient,
     tenants: Sequence[Tenant],
-    accounts: dict[str, str],
 ) -> tuple[dict[str, LiveMembership], dict[tuple[str, int], frozenset[str]], list[str]]:
     """(memberships in scope, members of each grant, problems)."""
+    try:
+        return _read_access(client, tenants)
+    except HTTPStatusError as exc:
+        if exc.status == 403 and any(t.access for t in tenants):
+            raise access_needs_admin(" (the server answered 403)") from None
+        raise
+
+
+def _read_access(
+    client: MedplumClient, tenants: Sequence[Tenant]
+) -> tuple[dict[str, LiveMembership], dict[tuple[str, int], frozenset[str]], list[str]]:
     problems = _policy_problems(client, tenants)
     slots = [(t.name, i, m) for t in tenants for i, g in enumerate(t.access) for m in g.members]
     picks = [pick_of(name, member) for name, _, member in slots]
@@ -68,5 +91,4 @@ def read_access(
             for resource in client.search_all(MEMBERSHIP, [("access-policy", policy)]):
                 live = to_live_membership(resource)
                 memberships[live.reference] = live
-    del accounts  # resolved accounts are matched by the planner, not here
     return memberships, {k: frozenset(v) for k, v in grant_members.items()}, problems

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import io
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 
 from reconciler.model import Action, Change, Plan
+from reconciler.phi import keyed_hash
 from reconciler.plan.estimate import estimate_line
 from reconciler.plan.jsonform import write_plan_json
 from reconciler.plan.render_access import (
@@ -116,8 +115,7 @@ def change_lines(plan: Plan, change: Change, color: bool = False) -> list[str]:
     return lines
 
 
-def iter_text(plan: Plan, *, color: bool = False) -> Iterator[str]:
-    """The text plan, line by line (a 100,000-patient plan is never one string)."""
+def _preamble(plan: Plan) -> Iterator[str]:
     if plan.target:
         yield f"Target: {plan.target}"
         if plan.targets:
@@ -127,6 +125,30 @@ def iter_text(plan: Plan, *, color: bool = False) -> Iterator[str]:
         yield f"Warning: {warning}"
     if plan.warnings:
         yield ""
+
+
+def _totals(plan: Plan) -> Iterator[str]:
+    yield from tenant_lines(plan)
+    yield summary_line(plan)
+    if plan.access_changes:
+        yield access_line(plan)
+    if plan.estimate is not None:
+        yield estimate_line(plan.estimate)
+
+
+def iter_summary(plan: Plan) -> Iterator[str]:
+    """What `plan --out` prints: counts per tenant and in all, never a patient (the saved
+    file holds the plan; `show` renders it)."""
+    yield from _preamble(plan)
+    if plan.is_empty:
+        yield NO_CHANGES
+        return
+    yield from _totals(plan)
+
+
+def iter_text(plan: Plan, *, color: bool = False) -> Iterator[str]:
+    """The text plan, line by line (a 100,000-patient plan is never one string)."""
+    yield from _preamble(plan)
     if plan.is_empty:
         yield NO_CHANGES
         return
@@ -141,12 +163,7 @@ def iter_text(plan: Plan, *, color: bool = False) -> Iterator[str]:
     for access_change in plan.access_changes:
         yield from access_lines(plan, access_change, color)
         yield ""
-    yield from tenant_lines(plan)
-    yield summary_line(plan)
-    if plan.access_changes:
-        yield access_line(plan)
-    if plan.estimate is not None:
-        yield estimate_line(plan.estimate)
+    yield from _totals(plan)
 
 
 def render_text(plan: Plan, *, color: bool = False) -> str:
@@ -173,12 +190,12 @@ def _removed(plan: Plan, change: Change) -> str:
     return "<br>".join(cells)
 
 
-def render_markdown(plan: Plan, *, limit: int = MARKDOWN_LIMIT) -> str:
+def _markdown_head(plan: Plan) -> list[str]:
     head = ["### Medplum tenancy plan", ""]
     if plan.target:
         head += [f"Target: `{plan.target}`", ""]
     if plan.is_empty:
-        return "\n".join([*head, NO_CHANGES, ""])
+        return [*head, *(f"> :warning: {w}\n" for w in plan.warnings), NO_CHANGES, ""]
     head += [f"**{summary_line(plan)}**", ""]
     if plan.access_changes:
         head += [f"**{access_line(plan)}**", ""]
@@ -194,6 +211,18 @@ def render_markdown(plan: Plan, *, limit: int = MARKDOWN_LIMIT) -> str:
         head += [f"> :warning: {warning}", ""]
     if plan.estimate is not None:
         head += [estimate_line(plan.estimate), ""]
+    return head
+
+
+def render_markdown_summary(plan: Plan) -> str:
+    """The markdown of `plan --out`: the counts, no patient."""
+    return "\n".join(_markdown_head(plan))
+
+
+def render_markdown(plan: Plan, *, limit: int = MARKDOWN_LIMIT) -> str:
+    head = _markdown_head(plan)
+    if plan.is_empty:
+        return "\n".join(head)
     open_details = [
         f"<details><summary>Changes ({plural(len(plan.changes), 'patient')})</summary>",
         "",
@@ -251,7 +280,7 @@ def redact(plan: Plan, key: bytes) -> Plan:
     short medical record number — not reversible by trying every value without the key."""
 
     def _hash(value: str) -> str:
-        return "redacted-" + hmac.new(key, value.encode(), hashlib.sha256).hexdigest()[:12]
+        return keyed_hash(key, value)  # the same hash as every other redacted line (phi.py)
 
     def one(change: Change) -> Change:
         rtype, rid = change.ref.split("/", 1)

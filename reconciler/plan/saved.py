@@ -141,13 +141,18 @@ def check_consistent(plan: Plan, path: str) -> None:
         )
 
 
-def check_fresh(client: MedplumClient, identity: str, plan: Plan, path: str) -> None:
-    """Same server, and nothing the plan names moved since it was made."""
+def check_server(identity: str, plan: Plan, path: str) -> None:
+    """Checked before the lock is taken: nothing is written to a server the plan is not for."""
     if plan.server != identity:
         raise PlanFileError(
             f"{path}: the plan was made for server {plan.server}, but this run talks to "
             f"{identity}; nothing was changed"
         )
+
+
+def check_fresh(client: MedplumClient, identity: str, plan: Plan, path: str) -> None:
+    """Same server, and nothing the plan names moved since it was made."""
+    check_server(identity, plan, path)
     fresh = read_resources(client, [c.ref for c in (*plan.changes, *plan.resource_changes)])
     memberships = read_memberships(client, [c.membership for c in plan.access_changes])
     stale = []

@@ -24,7 +24,7 @@ from reconciler.sandbox.access import (
 )
 from reconciler.sandbox.auth import TokenIssuer
 from reconciler.sandbox.clock import Clock, SystemClock
-from reconciler.sandbox.config import DEFAULT_CLIENTS, Config
+from reconciler.sandbox.config import DEFAULT_CLIENTS, READ_ONLY_POLICY, Config
 from reconciler.sandbox.fhir import Caller, Repository
 from reconciler.sandbox.jobs import JobRunner
 from reconciler.sandbox.messages import Request, Response
@@ -83,8 +83,17 @@ class App(Routes):
 
     def _ensure_client_memberships(self) -> None:
         """Every configured client is a ClientApplication with a ProjectMembership (`admin`
-        for the admin role, no `admin` field otherwise), created once and then left alone."""
+        for the admin role, a read-only policy for the reader role, no `admin` field
+        otherwise), created once and then left alone."""
         with self.store.transaction() as conn:
+            roles = {role for _, role in self.config.clients.values()}
+            if "reader" in roles and self.store.get("AccessPolicy", READ_ONLY_POLICY) is None:
+                self.store.put(
+                    conn,
+                    {"resourceType": "AccessPolicy", "id": READ_ONLY_POLICY, "meta": {},
+                     "name": "read-only (sandbox reader role)",
+                     "resource": [{"resourceType": "*", "readonly": True}]},
+                )  # fmt: skip
             for client_id, (secret, role) in self.config.clients.items():
                 ref = {"reference": f"ClientApplication/{client_id}", "display": client_id}
                 if self.store.get("ClientApplication", client_id) is None:
@@ -104,6 +113,10 @@ class App(Routes):
                     }
                     if role == "admin":
                         membership["admin"] = True
+                    elif role == "reader":
+                        membership["accessPolicy"] = {
+                            "reference": f"AccessPolicy/{READ_ONLY_POLICY}"
+                        }
                     self.store.put(conn, membership)
 
     def _membership_where(self, param: str, value: str) -> Resource | None:

@@ -4,10 +4,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+# Roles: admin (a project admin), member (no policy: everything but admin types), reader
+# (a read-only policy on every type: what a pull request's CI job plans with — it cannot read
+# ProjectMemberships, which only admins may, nor write anything).
 DEFAULT_CLIENTS = {
     "sandbox-admin": ("sandbox-secret", "admin"),
     "sandbox-member": ("sandbox-secret", "member"),
+    "sandbox-reader": ("sandbox-secret", "reader"),
 }
+READ_ONLY_POLICY = "0f1e0004-0000-4000-8000-0000000000f0"  # the reader role's AccessPolicy
 
 
 @dataclass

@@ -26,6 +26,7 @@ TYPE_PARAMS = {
     "Questionnaire": {"name"},
     "Organization": {"name"},
     "AccessPolicy": {"name"},
+    "AuditEvent": {"subtype"},
     "ProjectMembership": {
         "profile", "user", "profile-type", "access-policy", "user-name", "project", "external-id",
     },
@@ -41,6 +42,7 @@ class SearchRequest:
     count: int = DEFAULT_COUNT
     offset: int = 0
     sort_last_updated: bool = False
+    newest_first: bool = False  # _sort=-_lastUpdated (pages by offset)
     cursor: tuple[str, int] | None = None
     elements: list[str] | None = None
     summary_count: bool = False
@@ -65,9 +67,12 @@ def parse(
         elif name == "_offset":
             req.offset = _int(name, value)
         elif name == "_sort":
-            if value != "_lastUpdated":
+            if value == "-_lastUpdated":
+                req.newest_first = True
+            elif value == "_lastUpdated":
+                req.sort_last_updated = True
+            else:
                 raise bad_request(f"Unsupported sort: {value}")
-            req.sort_last_updated = True
         elif name == "_cursor":
             req.cursor = _decode_cursor(value)
         elif name == "_elements" or name == "_fields":
@@ -230,6 +235,8 @@ def run(
         return bundle
     use_cursor = req.sort_last_updated and req.count >= 20
     order = "r.last_updated, r.seq" if req.sort_last_updated else "r.seq"
+    if req.newest_first:
+        order = "r.last_updated DESC, r.seq DESC"
     offset = req.offset
     if req.cursor is not None:
         where = [*where, "(r.last_updated, r.seq) > (?, ?)"]

@@ -145,6 +145,11 @@ def index_rows(resource: Resource) -> Iterator[tuple[str, str]]:
                 yield "name", part.lower()
     if rtype == "ProjectMembership":
         yield from _membership_rows(resource)
+    if rtype == "AuditEvent":  # token: system|code, or the code alone
+        for coding in resource.get("subtype") or []:
+            if isinstance(coding, dict) and coding.get("code"):
+                yield "subtype", f"{coding.get('system', '')}|{coding['code']}"
+                yield "subtype", str(coding["code"])
     # organization: Location.managingOrganization, HealthcareService.providedBy,
     # PractitionerRole.organization; practitioner: PractitionerRole.practitioner.
     for field, param in (

@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import json
 import sys
 
 from reconciler.model import Plan
-from reconciler.plan.jsonform import write_plan_json
-from reconciler.plan.render import iter_text, render_markdown, use_color
+from reconciler.plan.jsonform import summary_json, write_plan_json
+from reconciler.plan.render import (
+    iter_summary,
+    iter_text,
+    render_markdown,
+    render_markdown_summary,
+    use_color,
+)
 from reconciler.plan.signing import PlanKey
 from reconciler.views.output import Output
 
@@ -21,6 +28,10 @@ class PlanView:
 
     def plan(self, plan: Plan) -> None:
         self.out.results(iter_text(plan, color=use_color(sys.stdout.isatty())))
+
+    def summary(self, plan: Plan) -> None:
+        """With `--out`: the counts only; the file holds the plan (what CI logs show)."""
+        self.out.results(iter_summary(plan))
 
     def removals_over_limit(self, removed: int, limit: int) -> None:
         # A diagnostic of this run, not part of the plan: a saved plan (and its digest) does
@@ -37,7 +48,9 @@ class PlanView:
                 "RECONCILER_PLAN_KEY instead)."
             )
         self.out.message(
-            f"\nSaved the plan to {path}. To apply exactly these changes, run:\n"
+            f"\nSaved the plan to {path} (mode 0600: it names patients). See it with:\n"
+            f"    reconciler show {path}\n"
+            "To apply exactly these changes, run:\n"
             f"    reconciler apply {path}"
         )
 
@@ -49,10 +62,16 @@ class JsonPlanView(PlanView):
         write_plan_json(plan, sys.stdout)  # streamed: large plans are never one string
         sys.stdout.flush()
 
+    def summary(self, plan: Plan) -> None:
+        self.out.raw(json.dumps(summary_json(plan), indent=2) + "\n")
+
 
 class MarkdownPlanView(PlanView):
     def plan(self, plan: Plan) -> None:
         self.out.raw(render_markdown(plan))
+
+    def summary(self, plan: Plan) -> None:
+        self.out.raw(render_markdown_summary(plan))
 
 
 PLAN_VIEWS: dict[str, type[PlanView]] = {

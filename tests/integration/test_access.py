@@ -264,7 +264,7 @@ def test_membership_search_parameters(world: World) -> None:
     assert ids(identifier="urn:staff|m-1") == [mid]
     assert ids(**{"access-policy": world.policy}) == [mid]
     assert ids(**{"user-name": "sandbox-mem"}) == [mid]
-    assert len(ids(**{"profile-type": "ClientApplication"})) == 2
+    assert len(ids(**{"profile-type": "ClientApplication"})) == 3  # admin, member, reader
     r = world.admin.req("GET", "AccessPolicy", params={"name": "tenant-staff"})
     assert [e["resource"]["id"] for e in r.json()["entry"]] == [world.policy.split("/")[1]]
 

@@ -90,10 +90,34 @@ def test_plan_out_file_is_0600_and_says_how_to_apply(
     out_file = tmp_path / "plan.json"
     code, out, err = cli(sandbox, "plan", path, "--out", str(out_file), "--format", "json")
     assert code == 0
-    assert json.loads(out)["changes"][0]["patient"] == p
+    saved = json.loads(out_file.read_text())
+    assert saved["changes"][0]["patient"] == p
     assert stat.S_IMODE(os.stat(out_file).st_mode) == 0o600
-    assert f"Saved the plan to {out_file}. To apply exactly these changes, run:" in err
-    assert json.loads(out_file.read_text()) == json.loads(out)
+    assert f"Saved the plan to {out_file} (mode 0600: it names patients). See it with:" in err
+    assert f"    reconciler show {out_file}\nTo apply exactly these changes, run:" in err
+    # The log gets the counts and the digest, never a patient: the file holds the plan.
+    assert json.loads(out) == {
+        "format_version": saved["format_version"],
+        "server": saved["server"],
+        "target": saved["target"],
+        "summary": {"patients": 1, "add": 1, "remove": 0},
+        "plan_digest": saved["plan_digest"],
+    }
+    assert p.split("/")[1] not in out + err
+    code, text, _ = cli(sandbox, "plan", path, "--out", str(out_file))
+    assert code == 0
+    assert text.splitlines()[0].startswith(f"Target: {sandbox.url}/")
+    assert text.splitlines()[:4] == [
+        text.splitlines()[0],
+        "",
+        "Per tenant:",
+        "  solo  +1 -0",
+    ]
+    assert text.splitlines()[5] == (
+        "Plan: 1 patient to update, 1 account to add, 0 accounts to remove."
+    )
+    assert text.splitlines()[6].startswith("Estimated cost: 1 write")
+    assert len(text.splitlines()) == 7 and p not in text
 
 
 def test_unresolvable_selectors_all_listed_nothing_else(
@@ -181,9 +205,11 @@ def test_request_count_for_3000_selectors(
     )
 
 
-def test_redact_and_out_conflict(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["plan", "x.yaml", "--redact", "--out", "p.json"]) == 1
-    assert "--redact cannot be combined with --out" in capsys.readouterr().err
+def test_skip_access_and_out_conflict(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["plan", "x.yaml", "--skip-access", "--out", "p.json"]) == 1
+    assert "--skip-access cannot be combined with --out: apply plans access too" in (
+        capsys.readouterr().err
+    )
 
 
 def test_embedded_default_says_so(

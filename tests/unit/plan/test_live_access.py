@@ -10,7 +10,6 @@ import pytest
 
 from reconciler.manifest import load_manifests
 from reconciler.medplum.client import MedplumClient
-from reconciler.plan.live import resolve_accounts
 from reconciler.plan.live_access import read_access
 from reconciler.sandbox import seed as seeding
 from tests.integration.helpers import write
@@ -49,7 +48,7 @@ def manifest(tmp_path: Path, account: str, policy: str, members: list[str], **kw
 
 def read(client: MedplumClient, *paths: str) -> tuple[dict[str, Any], dict[Any, Any], list[str]]:
     tenants = load_manifests(list(paths)).tenants
-    return read_access(client, tenants, resolve_accounts(client, tenants))
+    return read_access(client, tenants)
 
 
 def test_every_kind_of_member_and_the_holders_of_a_granted_policy(
