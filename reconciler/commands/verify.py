@@ -27,6 +27,7 @@ class Options:
     allow_mass_removal: bool = False
     lock_timeout: float = 0.0
     lock_ttl: float = 600.0
+    format: str = "text"
 
     @classmethod
     def from_args(cls, ns: argparse.Namespace) -> Options:
@@ -42,6 +43,7 @@ class Options:
             allow_mass_removal=ns.allow_mass_removal,
             lock_timeout=ns.lock_timeout,
             lock_ttl=ns.lock_ttl,
+            format=ns.format,
         )
 
 
@@ -87,11 +89,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="exit 2 when drift is found",
     )
+    parser.add_argument(
+        "--format",
+        choices=tuple(VERIFY_VIEWS),
+        default="text",
+        help="markdown: for a CI job summary (default: text)",
+    )
 
 
 def run(options: Options) -> int:
     manifests = select_targets(load_manifests(options.paths), options.targets)
-    view = VERIFY_VIEWS["text"]()
+    view = VERIFY_VIEWS[options.format]()
     with connect(options.server) as conn:
         preflight(conn, need_admin="verify --repair" if options.repair else None)
         repair = RepairOptions(

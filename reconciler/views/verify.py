@@ -114,7 +114,8 @@ def verify_lines(result: Verification) -> Iterator[str]:
             yield f"  ... and {len(check.orphans) - MAX_SHOWN} more"
     if check.drifted:
         yield (
-            f"{plural(len(check.drifted), 'resource')} hold other accounts than the manifests "
+            f"{plural(len(check.drifted), 'resource')} "
+            f"{'holds' if len(check.drifted) == 1 else 'hold'} other accounts than the manifests "
             "give them: run reconciler apply (verify leaves them, and their compartments, alone):"
         )
         for change in check.drifted[:MAX_SHOWN]:
@@ -154,4 +155,12 @@ def verify_lines(result: Verification) -> Iterator[str]:
         yield from (f"  {s.resource} ({s.patient}): {reason}" for s, reason in check.repair_errors)
 
 
-VERIFY_VIEWS: dict[str, type[VerifyView]] = {"text": VerifyView}
+class MarkdownVerifyView(VerifyView):
+    """For a job summary: the same lines, in a block."""
+
+    def result(self, result: Verification) -> None:
+        lines = ["### Medplum tenancy: verify", "", "```text", *verify_lines(result), "```", ""]
+        self.out.raw("\n".join(lines) + "\n")
+
+
+VERIFY_VIEWS: dict[str, type[VerifyView]] = {"text": VerifyView, "markdown": MarkdownVerifyView}
