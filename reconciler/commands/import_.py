@@ -7,6 +7,7 @@ import re
 import sys
 from dataclasses import dataclass
 
+from reconciler import phi
 from reconciler.commands._args import server_options
 from reconciler.commands.accounts import split_reference
 from reconciler.connect import ServerOptions, connect
@@ -65,6 +66,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(options: Options) -> int:
+    if phi.enabled():
+        raise UsageError(
+            "import prints a manifest, and a manifest's selectors are the patients' identifiers: "
+            "--redact would leave nothing to use; write it to a file (> tenants/x.yaml), not a "
+            "CI log"
+        )
     split_reference(options.account, "--account to be a reference")
     for rtype in options.resource_types:
         if not re.fullmatch(r"[A-Z][A-Za-z]{1,63}", rtype) or rtype == "Patient":
