@@ -780,9 +780,16 @@ def access_scenario(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         again.extra = {"result": out.strip().splitlines()[-1]}
         proof, out, _ = run_cli(sb, "access: verify --access", "verify", str(manifests), "--access")
         proof.extra = {"result": out.strip().splitlines()[-1]}
+        review, _, err = run_cli(
+            sb, "access: report access (html)", "report", "access", str(manifests),
+            "--out", str(work / "access-report.html"), "--parallelism", str(args.parallelism),
+        )  # fmt: skip
+        review.extra = {"result": next(
+            (line for line in err.splitlines() if line.startswith("Access review:")), "?"
+        ).split(". Report digest")[0]}  # fmt: skip
     finally:
         sb.stop()
-    return {"runs": [asdict(r) for r in (plan, apply, again, proof)]}
+    return {"runs": [asdict(r) for r in (plan, apply, again, proof, review)]}
 
 
 # --- other resources: Practitioners and Locations beside the patients ---------------------------

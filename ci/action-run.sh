@@ -23,14 +23,14 @@ case "${command[0]}" in
     args+=("$INPUT_PLAN_FILE") ;;
   apply)
     if [ -n "$INPUT_PLAN_FILE" ]; then args+=("$INPUT_PLAN_FILE"); else args+=("${manifests[@]}"); fi ;;
-  validate | verify | diff | import)
+  validate | verify | diff | import | report)
     args+=("${manifests[@]}") ;;
 esac
 if [ "$INPUT_REDACT" = "true" ]; then args+=(--redact); fi
 if [ "$INPUT_DETAILED_EXITCODE" = "true" ]; then
   case "${command[0]}" in
-    plan | verify | diff) args+=(--detailed-exitcode) ;;
-    *) echo "::error::detailed-exitcode goes with plan, verify or diff"; exit 1 ;;
+    plan | verify | diff | report) args+=(--detailed-exitcode) ;;
+    *) echo "::error::detailed-exitcode goes with plan, verify, diff or report"; exit 1 ;;
   esac
 fi
 markdown=false

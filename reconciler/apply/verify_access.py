@@ -86,8 +86,8 @@ def drift_of(changes: Sequence[AccessChange]) -> list[Mismatch]:
 
 
 @dataclass
-class _Member:
-    """One membership as the proof sees it."""
+class MemberAccess:
+    """One membership as the proof sees it: what the manifests give it, what its entries are."""
 
     live: LiveMembership
     given: dict[str, frozenset[str]] = field(default_factory=dict)  # account -> managed types
@@ -120,10 +120,10 @@ def _only_compartment(criteria: str | None, name: str) -> bool:
     )
 
 
-def _member(
+def member_access(
     live: LiveMembership, rules: AccessRules, policies: Mapping[str, Mapping[str, Any]]
-) -> _Member:
-    member = _Member(live)
+) -> MemberAccess:
+    member = MemberAccess(live)
     wanted = {k for k in map(rules.key_of, desired_entries(live, rules)) if k}
     legacy = [("accessPolicy", live.access_policy)] if live.access_policy else []
     for label, entry in [*(("entry", e) for e in live.entries), *legacy]:
@@ -157,7 +157,7 @@ def _member(
     return member
 
 
-def _via(member: _Member, account: str | None) -> str:
+def via_of(member: MemberAccess, account: str | None) -> str:
     if account is not None and account in member.undeclared:
         return f"a managed entry no tenant grants it ({member.undeclared[account]})"
     if member.undeclared and account is None:
@@ -184,11 +184,11 @@ def check_access(
         for r, m in live.memberships.items()
         if rules.declared.get(r) or any(rules.key_of(e) for e in m.entries)
     )
-    policies = _read_policies(client, [live.memberships[r] for r in refs])
-    members = [_member(live.memberships[r], rules, policies) for r in refs]
+    policies = read_policies(client, [live.memberships[r] for r in refs])
+    members = [member_access(live.memberships[r], rules, policies) for r in refs]
     accounts = sorted(rules.owners)
     types = sorted({t for m in members for t in m.types})
-    totals = _totals(client, accounts, types, members)
+    totals = tenant_totals(client, accounts, types, members)
     with ThreadPoolExecutor(max(1, parallelism), thread_name_prefix="verify-access") as pool:
         for found in pool.map(lambda m: _check_one(client, rules, m, accounts, totals), members):
             mismatches += found
@@ -197,7 +197,7 @@ def check_access(
     return AccessCheck(len(members), len(used), mismatches, tuple(types))
 
 
-def _read_policies(
+def read_policies(
     client: MedplumClient, memberships: Sequence[LiveMembership]
 ) -> dict[str, dict[str, Any]]:
     wanted: set[str] = set()
@@ -212,12 +212,15 @@ def _read_policies(
     return {f"AccessPolicy/{p['id']}": p for p in client.read_many("AccessPolicy", ids)}
 
 
-def _union(accounts: Sequence[str]) -> str:
+def union_of(accounts: Sequence[str]) -> str:
     return ",".join(sorted(accounts))
 
 
-def _totals(
-    client: MedplumClient, accounts: Sequence[str], types: Sequence[str], members: Sequence[_Member]
+def tenant_totals(
+    client: MedplumClient,
+    accounts: Sequence[str],
+    types: Sequence[str],
+    members: Sequence[MemberAccess],
 ) -> dict[tuple[str, str], int]:
     """(type, account or union of accounts) -> how many the tenant(s) hold, counted as admin."""
     keys = [(t, a) for t in types for a in accounts]
@@ -225,7 +228,7 @@ def _totals(
         for rtype in member.types:
             given = [a for a, ts in member.given.items() if rtype in ts]
             if given:
-                union = _union(given)
+                union = union_of(given)
                 keys.append((rtype, union))
                 # Another tenant's data the member is given anyway: a patient of both tenants.
                 keys += [(rtype, f"{a}&{union}") for a in accounts if a not in given]
@@ -236,10 +239,51 @@ def _totals(
     return dict(zip(keys, counts, strict=True))
 
 
+@dataclass(frozen=True)
+class Sight:
+    """What one member sees, counted on its behalf: of each (type, tenant account) and of each
+    type in all; `error` when the server would not count as the member."""
+
+    by_tenant: dict[tuple[str, str], int] = field(default_factory=dict)
+    in_all: dict[str, int] = field(default_factory=dict)
+    in_tenants: dict[str, int] = field(default_factory=dict)  # in any tenant (with `union`)
+    error: str | None = None
+
+
+def count_as(
+    client: MedplumClient,
+    membership: str,
+    types: Sequence[str],
+    accounts: Sequence[str],
+    *,
+    union: bool = False,
+) -> Sight:
+    """One batch of counts on behalf of `membership` (X-Medplum-On-Behalf-Of); with `union`,
+    also what it sees in any tenant (so what it sees outside every tenant is known)."""
+    queries: list[tuple[str, list[tuple[str, str]]]] = []
+    for rtype in types:
+        queries += [(rtype, [("_compartment", a)]) for a in accounts]
+        queries.append((rtype, []))
+        if union:
+            queries.append((rtype, [("_compartment", union_of(accounts))]))
+    try:
+        seen = iter(client.count_many(queries, on_behalf_of=membership))
+    except MedplumError as exc:
+        return Sight(error=getattr(exc, "outcome_text", "") or str(exc))
+    sight = Sight()
+    for rtype in types:
+        for account in accounts:
+            sight.by_tenant[(rtype, account)] = next(seen)
+        sight.in_all[rtype] = next(seen)
+        if union:
+            sight.in_tenants[rtype] = next(seen)
+    return sight
+
+
 def _check_one(
     client: MedplumClient,
     rules: AccessRules,
-    member: _Member,
+    member: MemberAccess,
     accounts: Sequence[str],
     totals: Mapping[tuple[str, str], int],
 ) -> list[Mismatch]:
@@ -252,19 +296,13 @@ def _check_one(
     if member.star:
         return [*found, Unrestricted(ref, member.star)]
     types = sorted(member.types)
-    queries: list[tuple[str, list[tuple[str, str]]]] = []
-    for rtype in types:
-        queries += [(rtype, [("_compartment", a)]) for a in accounts]
-        queries.append((rtype, []))
-    try:
-        seen = iter(client.count_many(queries, on_behalf_of=ref))
-    except MedplumError as exc:
-        text = getattr(exc, "outcome_text", "") or str(exc)
-        return [*found, Unchecked(ref, text)]
+    sight = count_as(client, ref, types, accounts)
+    if sight.error is not None:
+        return [*found, Unchecked(ref, sight.error)]
     for rtype in types:
         given_here = [a for a, ts in member.given.items() if rtype in ts]
         for account in accounts:
-            count = next(seen)
+            count = sight.by_tenant[(rtype, account)]
             total = totals[(rtype, account)]
             tenant = rules.owners[account].name
             if account in given_here:
@@ -273,17 +311,17 @@ def _check_one(
             else:
                 # What it is given of this tenant anyway: its tenants' data that is this one's
                 # too (a patient of both). More than that comes through something else.
-                shared = totals[(rtype, f"{account}&{_union(given_here)}")] if given_here else 0
+                shared = totals[(rtype, f"{account}&{union_of(given_here)}")] if given_here else 0
                 if count > shared:
-                    via = _via(member, account)
+                    via = via_of(member, account)
                     found.append(SeenCount(ref, rtype, count, shared, tenant=tenant, via=via))
-        in_all = next(seen)
-        expected = totals[(rtype, _union(given_here))] if given_here else 0
+        in_all = sight.in_all[rtype]
+        expected = totals[(rtype, union_of(given_here))] if given_here else 0
         names = tuple(sorted(rules.owners[a].name for a in given_here))
         plain = all(rtype in member.plain.get(a, frozenset()) for a in given_here)
         if in_all > expected:
             found.append(
-                SeenCount(ref, rtype, in_all, expected, tenants=names, via=_via(member, None))
+                SeenCount(ref, rtype, in_all, expected, tenants=names, via=via_of(member, None))
             )
         elif in_all < expected and plain:
             found.append(SeenCount(ref, rtype, in_all, expected, tenants=names))

@@ -1,4 +1,5 @@
-"""`reconciler schema [tenant|plan]`: print a JSON Schema the tool ships (for editors and CI)."""
+"""`reconciler schema [tenant|plan|access-report]`: print a JSON Schema the tool ships (for editors
+and CI)."""
 
 from __future__ import annotations
 
@@ -22,7 +23,11 @@ class Options:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "name", nargs="?", choices=("tenant", "plan"), default="tenant", help="(default: tenant)"
+        "name",
+        nargs="?",
+        choices=("tenant", "plan", "access-report"),
+        default="tenant",
+        help="(default: tenant)",
     )
 
 

@@ -67,6 +67,7 @@ class LiveMembership:
     profile: str | None = None
     display: str | None = None
     access_policy: str | None = None  # the legacy `accessPolicy`'s reference, when it has one
+    user: str | None = None  # the user's name, where the server shows one (`user.display`)
 
     @property
     def unrestricted(self) -> bool:

@@ -42,7 +42,13 @@ def to_live_membership(resource: dict[str, Any]) -> LiveMembership:
         profile=profile.get("reference") if isinstance(profile.get("reference"), str) else None,
         display=profile.get("display") if isinstance(profile.get("display"), str) else None,
         access_policy=_reference(resource.get("accessPolicy")),
+        user=_display(resource.get("user")),
     )
+
+
+def _display(value: Any) -> str | None:
+    shown = value.get("display") if isinstance(value, dict) else None
+    return shown if isinstance(shown, str) and shown else None
 
 
 def _reference(value: Any) -> str | None:

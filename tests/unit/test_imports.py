@@ -11,11 +11,12 @@ PACKAGE = Path(__file__).resolve().parents[2] / "reconciler"
 # Lowest first: a module may import its own layer and the layers before it.
 LAYERS: list[tuple[str, ...]] = [
     ("reconciler", "reconciler.errors", "reconciler.clock", "reconciler.logs",
-     "reconciler.model", "reconciler.yamlsafe", "reconciler.schemas", "reconciler.scrub"),
+     "reconciler.model", "reconciler.yamlsafe", "reconciler.schemas", "reconciler.scrub",
+     "reconciler.phi"),
     ("reconciler.medplum", "reconciler.sandbox"),
     ("reconciler.manifest",),
     ("reconciler.plan",),
-    ("reconciler.apply",),
+    ("reconciler.apply", "reconciler.report"),
     ("reconciler.connect", "reconciler.importer"),
     ("reconciler.views",),
     ("reconciler.commands",),

@@ -243,4 +243,10 @@ def test_schedule_finds_drift_after_both_checks_ran(
     assert drift.step("Fail on drift").outcome == "failure"
     assert "drifted from the manifests on main (plan: 2, verify: 2)" in drift.log
     assert "### Medplum tenancy: verify" in drift.summary
+    assert drift.step("Access review").outcome == "success"
+    assert world.runner is not None
+    (review,) = world.runner.artifacts[f"access-review-{4242}"].files.values()
+    assert b"Access review: who can see which tenant's records" in review
+    assert b"ProjectMembership/redacted-" in review  # kept for 90 days: redacted
+    assert leaked(world, review.decode()) == []
     assert leaked(world, *everything_written(jobs)) == []
