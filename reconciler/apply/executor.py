@@ -26,6 +26,7 @@ from reconciler.errors import ApplyFailed, LockLost
 from reconciler.logs import get_logger
 from reconciler.medplum.accounts import account_entries, entry_for
 from reconciler.medplum.client import MedplumClient
+from reconciler.medplum.costs import set_accounts_cost
 from reconciler.medplum.errors import JobError, MedplumError, TransportError
 from reconciler.medplum.reads import chunks
 from reconciler.model import AccountInfo, Change, LiveResource, Owners, Plan, Step
@@ -40,6 +41,9 @@ EDITED = (
     "edited; not written"
 )
 UNREACHABLE_LIMIT = 3
+# The largest compartment sent synchronously: 200 writes take a few seconds on Medplum, far
+# from an HTTP timeout and under its propagation cap (1,000); larger ones go through a job.
+SYNC_MAX_COMPARTMENT = 200
 
 
 def is_managed(managed: dict[str, AccountInfo]) -> Callable[[str], bool]:
@@ -65,6 +69,7 @@ class Executor(AfterWrites):
         on_event: EventSink = ignore,
         batch_size: int | None = None,
         author: str | None = None,
+        propagate_with: str = "auto",
     ) -> None:
         self.client = client
         self.managed = managed
@@ -84,19 +89,33 @@ class Executor(AfterWrites):
         self.stop = threading.Event()
         self.author = author  # our versions' meta.author (the client's profile), when known
         self._written: dict[str, Written] = {}
+        self._sizes: dict[str, int] = {}  # patient -> compartment size, read per batch
+        self.calls = {"sync": 0, "async": 0}  # propagating $set-accounts, by how they went
+        self.propagate_with = propagate_with  # auto; sync or async: as the person asked
 
     # --- one change ------------------------------------------------------------------------
 
     def _apply_one(self, change: Change) -> Outcome | None:
         """None: the lock was lost before this change could be written (the phase ends)."""
-        self.client.pacer.begin_change()
         try:
             return self._write_change(change)
         except LockLost as exc:
             self._lost(exc)
             return None
-        finally:
-            self.client.pacer.end_change()
+
+    def _mode(self, change: Change) -> tuple[int | None, bool]:
+        """(compartment size, whether to go async): synchronously when the compartment is
+        small (no HTTP timeout, under the propagation cap) and one quota window can hold the
+        whole call — the pacer then reserves it before sending; async otherwise (its job
+        sleeps through resets). Waiting for a window that can hold a synchronous call costs
+        less than a job's 200 points and ends no later."""
+        size = self._sizes.get(change.ref)
+        if self.propagate_with != "auto":
+            return size, self.propagate_with == "async"
+        if size is None:
+            return None, True
+        cost = set_accounts_cost(size, propagate=True, asynchronous=False)
+        return size, size > SYNC_MAX_COMPARTMENT or not self.client.pacer.can_ever_take(cost)
 
     def _lost(self, exc: LockLost) -> None:
         with self._lock:
@@ -113,6 +132,7 @@ class Executor(AfterWrites):
         writes: list[Write] = []
         try:
             # Every attempt of each write passes the client's gate (the lock), retries included.
+            size, asynchronous = self._mode(change)
             for step in change.steps:
                 sent = set_accounts(
                     self.client,
@@ -120,7 +140,10 @@ class Executor(AfterWrites):
                     self._entries(change, step),
                     propagate=step.propagate,
                     job_timeout=self.job_timeout,
+                    compartment=size,
+                    asynchronous=asynchronous,
                 )
+                self._count_mode(step.propagate, sent.asynchronous)
                 unknown |= sent.unknown
                 timed_out |= sent.timed_out
                 lost_track = lost_track or sent.lost_track
@@ -216,7 +239,25 @@ class Executor(AfterWrites):
     # --- batches ---------------------------------------------------------------------------
 
     def _read(self, batch: Sequence[Change]) -> dict[str, LiveResource]:
-        return read_resources(self.client, [c.ref for c in batch])
+        """A batch re-read right before it is written, with its patients' compartment sizes
+        (one search per batch of patients: what a synchronous call's cost is computed from)."""
+        fresh = read_resources(self.client, [c.ref for c in batch])
+        propagating = [c.ref for c in batch if c.ref.startswith("Patient/")
+                       and any(s.propagate for s in c.steps)]  # fmt: skip
+        if propagating:
+            try:
+                sizes = self.client.compartment_sizes(propagating)
+            except MedplumError as exc:  # not known: those changes go async, as before
+                log.warning("could not read compartment sizes", error=str(exc))
+                sizes = {}
+            with self._lock:
+                self._sizes.update(sizes)
+        return fresh
+
+    def _count_mode(self, propagate: bool, asynchronous: bool) -> None:
+        if propagate:
+            with self._lock:
+                self.calls["async" if asynchronous else "sync"] += 1
 
     def _refresh(
         self, batch: Sequence[Change], fresh: dict[str, LiveResource], report: Report
@@ -252,6 +293,7 @@ class Executor(AfterWrites):
     def run(self, plan: Plan, progress: Callable[[int, int], None] | None = None) -> Report:
         report = Report(planned=len(plan.changes), resources_planned=len(plan.resource_changes))
         self._pace(plan)
+        spent_before = self.client.pacer.spent_seen
         # Patients first, then other resources (Practitioners, Locations, …), in one stream.
         changes = [*plan.changes, *plan.resource_changes]
         started = time.monotonic()
@@ -263,6 +305,8 @@ class Executor(AfterWrites):
             resources=len(report.succeeded_resources),
             writes_estimated=plan.estimate.writes if plan.estimate else None,
             writes_made=made,
+            sync_calls=self.calls["sync"],
+            async_calls=self.calls["async"],
             failed=len(report.failed),
             propagated=report.propagated,
             duration_ms=round((time.monotonic() - started) * 1000),
@@ -288,18 +332,28 @@ class Executor(AfterWrites):
         )
         self._after_writes(report)
         report.lock_lost = self.lock_lost
+        report.sync_calls, report.async_calls = self.calls["sync"], self.calls["async"]
+        report.points_estimated = plan.estimate.quota_points if plan.estimate else None
+        if self.client.pacer.remaining is not None:
+            report.points_spent = self.client.pacer.spent_seen - spent_before
+        log.info(
+            "quota",
+            points_estimated=report.points_estimated,
+            points_spent=report.points_spent,
+            sync_calls=report.sync_calls,
+            async_calls=report.async_calls,
+        )
         return report
 
     def _pace(self, plan: Plan) -> None:
-        # Each change in flight pledges what it will charge (its patient and, propagating, its
-        # compartment): the estimate's share first, then what finished changes were seen to
-        # charge, so the pacer stops before the jobs exhaust the window under our requests.
+        # Each call reserves (sync) or pledges (async) what the cost model says it charges;
+        # a job whose compartment size is unknown pledges the estimate's share.
         per_change = 500
         if plan.estimate and plan.changes:
             per_change = max(100, plan.estimate.quota_points // len(plan.changes))
         self.client.pacer.estimated_change_points = per_change
-        # With the jobs' charges pledged, the reserve only covers our own requests between two
-        # responses: a poll (1 point) or a re-read (a search, 20) per worker.
+        # With the calls' charges reserved or pledged, the reserve only covers our own small
+        # requests between two responses: a poll (1 point) or a re-read (a search, 20) each.
         self.client.pacer.reserve_points = 25 * self.parallelism
 
     def _write_all(

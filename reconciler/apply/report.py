@@ -53,6 +53,11 @@ class Report:
     foreign_dropped: int = 0  # accounts taken out again
     foreign_unchecked: list[str] = field(default_factory=list)  # "Type/id: why not checked"
     recovered: list[Recovered] = field(default_factory=list)  # runs that did not finish
+    # The FHIR quota: how the propagating calls went, and points estimated against seen spent.
+    sync_calls: int = 0
+    async_calls: int = 0
+    points_estimated: int | None = None
+    points_spent: int | None = None  # as the RateLimit headers showed it (None: no header)
 
     @property
     def succeeded(self) -> list[Outcome]:

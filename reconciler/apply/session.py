@@ -52,6 +52,7 @@ class SessionOptions:
     lock_ttl: float = 600.0
     request_deadline: float = 30.0
     audit: bool = True
+    propagate_with: str = "auto"  # how propagating calls go: auto, sync or async
 
 
 class Ending(Enum):
@@ -172,6 +173,7 @@ class ApplySession:
             journal=journal,
             on_event=observer.event,
             author=self.author,
+            propagate_with=options.propagate_with,
         )
         restore = self._install_interrupt(executor)
         observer.start(len(plan.changes))

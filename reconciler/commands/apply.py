@@ -63,6 +63,7 @@ class Options:
     targets: tuple[str, ...] = ()
     manifests: tuple[str, ...] = ()  # a saved plan's manifests, when not where it says
     max_plan_age: float | None = 86_400.0
+    propagate_with: str = "auto"
 
     @classmethod
     def from_args(cls, ns: argparse.Namespace) -> Options:
@@ -85,6 +86,7 @@ class Options:
             targets=tuple(ns.target),
             manifests=tuple(ns.manifests),
             max_plan_age=ns.max_plan_age or None,
+            propagate_with=ns.propagate_with,
         )
 
 
@@ -128,6 +130,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="under CI=true, refuse a saved plan older than this (default: 24h; 0: no limit)",
     )
     parser.add_argument("--no-audit", action="store_true", help="do not write the AuditEvent")
+    parser.add_argument(
+        "--propagate-with",
+        choices=("auto", "sync", "async"),
+        default="auto",
+        help="how a propagating $set-accounts is sent: auto (synchronously when its "
+        "compartment holds at most 200 resources and one quota window can hold the call, "
+        "else an async job), sync, or async (default: %(default)s)",
+    )
 
 
 def _can_ask(options: Options) -> None:
@@ -178,6 +188,7 @@ def _session_options(options: Options) -> SessionOptions:
         lock_ttl=options.lock_ttl,
         request_deadline=options.server.timeout,
         audit=options.audit,
+        propagate_with=options.propagate_with,
     )
 
 

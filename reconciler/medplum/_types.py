@@ -56,6 +56,8 @@ class Requester(Protocol):
         deadline_s: float | None = None,
         retries: int | None = None,
         gated: bool | None = None,
+        cost: int | None = None,
+        reserved: bool = False,
     ) -> Result: ...
 
     def search(self, resource_type: str, params: Params | None = None) -> dict[str, Any]: ...

@@ -21,6 +21,7 @@ import httpx
 from reconciler.logs import get_logger
 from reconciler.medplum._types import Params, Result
 from reconciler.medplum.auth import RETRY_STATUSES, ClientCredentialsAuth
+from reconciler.medplum.costs import request_cost
 from reconciler.medplum.errors import (
     AuthError,
     HTTPStatusError,
@@ -154,6 +155,8 @@ class MedplumClient(ReadsMixin, OperationsMixin):
         deadline_s: float | None = None,
         retries: int | None = None,
         gated: bool | None = None,
+        cost: int | None = None,
+        reserved: bool = False,
     ) -> Result:
         """Send one FHIR request with auth, pacing and retries; raise on any non-2xx answer.
         A write (`gated`: by default every method but GET; a search or a batch of reads says
@@ -174,21 +177,29 @@ class MedplumClient(ReadsMixin, OperationsMixin):
         started = time.monotonic()
         attempt = 0
         retried = False
+        # What the quota will be charged (medplum/costs.py), for the pacer; `reserved`: the
+        # caller reserved it already (a synchronous $set-accounts).
+        if cost is None:
+            cost = request_cost(method, url, json) if url.startswith(self.fhir_base) else 0
         while True:
-            self.pacer.wait_turn()
+            self.pacer.admit(cost, reserved=reserved)
             if self.gate is not None and (method != "GET" if gated is None else gated):
                 self.gate()
             with self._stats_lock:
                 self.requests_sent += 1
             try:
-                response = self._send_bounded(
-                    self.http.build_request(
-                        method, url, params=query or None, json=json, data=data,
-                        headers=send_headers,
-                    ),
-                    shown,
-                    min(self.timeout, deadline_s) if deadline_s is not None else self.timeout,
-                )  # fmt: skip
+                try:
+                    response = self._send_bounded(
+                        self.http.build_request(
+                            method, url, params=query or None, json=json, data=data,
+                            headers=send_headers,
+                        ),
+                        shown,
+                        min(self.timeout, deadline_s) if deadline_s is not None else self.timeout,
+                    )  # fmt: skip
+                except BaseException:  # no answer: its points are no longer in flight
+                    self.pacer.forget(cost, reserved=reserved)
+                    raise
             except httpx.TransportError as exc:
                 wait = self._retry_wait(attempt, started, None, retries)
                 if wait is None:
@@ -206,7 +217,7 @@ class MedplumClient(ReadsMixin, OperationsMixin):
                 retried = True
                 self.sleep(wait)
                 continue
-            self.pacer.observe(response.headers.get("RateLimit"))
+            self.pacer.observe(response.headers.get("RateLimit"), cost=cost, reserved=reserved)
             status = response.status_code
             if status in RETRY_STATUSES:
                 body = _json_or_none(response)

@@ -98,9 +98,12 @@ class OperationsMixin(Requester):
         *,
         propagate: bool = False,
         prefer_async: bool = False,
+        cost: int | None = None,
+        reserved: bool = False,
     ) -> Result:
         """`$set-accounts` returning the full Result (status, headers, whether it was retried);
-        a write: it passes the client's gate before each attempt (see `request`)."""
+        a write: it passes the client's gate before each attempt (see `request`). `cost`: what
+        the quota will be charged (medplum/costs.py); `reserved`: the caller reserved it."""
         if prefer_async and not propagate:
             raise ValueError("prefer_async requires propagate=True (Medplum runs it synchronously)")
         if isinstance(resource_ref, Mapping):
@@ -122,6 +125,8 @@ class OperationsMixin(Requester):
             f"{ref}/$set-accounts",
             json={"resourceType": "Parameters", "parameter": parameter},
             headers=headers,
+            cost=cost,
+            reserved=reserved,
         )
 
     def set_accounts(

@@ -177,6 +177,9 @@ class Estimate:
     quota_points: int
     assumed_points_per_minute: int
     minutes: float
+    sync_calls: int = 0  # propagating calls apply sends synchronously
+    async_calls: int = 0  # … and through async jobs
+    overhead_points: int = 0  # apply's reads, journal, lock and audit beside the calls
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -186,6 +189,9 @@ class Estimate:
             "quota_points": self.quota_points,
             "assumed_points_per_minute": self.assumed_points_per_minute,
             "minutes": self.minutes,
+            "sync_calls": self.sync_calls,
+            "async_calls": self.async_calls,
+            "overhead_points": self.overhead_points,
         }
 
     @classmethod
@@ -197,6 +203,9 @@ class Estimate:
             quota_points=int(data["quota_points"]),
             assumed_points_per_minute=int(data["assumed_points_per_minute"]),
             minutes=float(data["minutes"]),
+            sync_calls=int(data.get("sync_calls", 0)),
+            async_calls=int(data.get("async_calls", 0)),
+            overhead_points=int(data.get("overhead_points", 0)),
         )
 
 

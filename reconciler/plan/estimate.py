@@ -1,50 +1,101 @@
-"""What an apply will cost in Medplum's FHIR quota: every `$set-accounts` writes its target and,
-with propagation, every resource of the patient's compartment — changed or not, up to the
-propagation cap (Medplum's set-accounts.ts charges and counts each one) — each a 100-point
-write charged to the caller (medplum-api.md, "Rate limits"). Compartment sizes are read as ids
-(never a multi-type count: 5.0.10 answers 1); past SAMPLE patients, an even sample of them is
-read and scaled. The header gives only what remains, not the limit, so the rate is an
-assumption (`--quota-points`, Medplum's default 50,000 points per minute)."""
+"""What an apply will cost in Medplum's FHIR quota, with Medplum's own cost model
+(medplum/costs.py): a propagating `$set-accounts` on a patient with k compartment resources is
+120 + 100·k points synchronously and 320 + 100·k through an async job; without propagation 100.
+Each call goes the way apply will send it (apply/executor.py: synchronously when the compartment
+is small and one window can hold it). Then what apply reads and writes around the calls: per
+batch its re-read, the compartment sizes, the crash journal (written, then removed) and a lock
+check; per resource its history (the other-writers check); verification's compartment reads;
+the lock and the audit record. Compartment sizes are read as ids (never a multi-type count:
+5.0.10 answers 1); past SAMPLE patients an even sample is read and scaled. The header gives only
+what remains, not the limit, so the rate is an assumption (`--quota-points`, 50,000/min)."""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 from reconciler.medplum.client import MedplumClient
-from reconciler.model import Estimate, Plan
+from reconciler.medplum.costs import HISTORY, READ, SEARCH, WRITE, set_accounts_cost
+from reconciler.medplum.reads import COMPARTMENT_BATCH
+from reconciler.model import Change, Estimate, Plan
 
-WRITE_POINTS = 100
 SAMPLE = 250  # patients whose compartments are read; more are estimated from them
-PROPAGATE_CAP = 1000  # Medplum's documented propagation limit per call
 DEFAULT_QUOTA_POINTS = 50_000
+SYNC_MAX_COMPARTMENT = 200  # the executor's limit for a synchronous call (apply/executor.py)
+BATCH = 50  # the executor's batch at the default parallelism (re-read, journal, lock check)
+IDS_PER_SEARCH = 100  # ids per batched read
+RESERVE = 250  # what the pacer keeps back at the default parallelism
+FIXED = 4 * WRITE + 2 * READ  # the lock taken and removed, its renewal, the audit record
+
+
+def is_async(compartment: int, window: int) -> bool:
+    """How apply sends a propagating call: async when the compartment is large or one window
+    (less the pacer's reserve) cannot hold the synchronous call."""
+    sync = set_accounts_cost(compartment, propagate=True, asynchronous=False)
+    return compartment > SYNC_MAX_COMPARTMENT or sync > window - RESERVE
+
+
+def overhead_points(changes: int, patients: int, compartment_resources: int) -> int:
+    """What apply reads and writes beside the calls themselves."""
+    if not changes:
+        return 0
+    batches = math.ceil(changes / BATCH)
+    per_batch = (
+        2 * WRITE  # the journal entry: written before the batch, removed once checked
+        + SEARCH * math.ceil(BATCH / IDS_PER_SEARCH)  # the re-read
+        + SEARCH  # the compartment sizes of its patients
+        + READ  # the lock confirmed
+    )
+    history = HISTORY * changes  # one history read per resource written, in batches
+    verify = SEARCH * (
+        math.ceil(patients / COMPARTMENT_BATCH) + math.ceil(compartment_resources / 1000)
+    )
+    return FIXED + batches * per_batch + history + verify
 
 
 def estimate(
     client: MedplumClient, plan: Plan, *, quota_points: int = DEFAULT_QUOTA_POINTS
 ) -> Estimate:
-    runs = {c.ref: sum(s.propagate for s in c.steps) for c in plan.changes}
-    propagating = [ref for ref, n in runs.items() if n]
+    changes: Sequence[Change] = (*plan.changes, *plan.resource_changes)
+    propagating = [c.ref for c in plan.changes if any(s.propagate for s in c.steps)]
     sample = propagating[:: max(1, math.ceil(len(propagating) / SAMPLE))]
     sizes = client.compartment_sizes(sample) if sample else {}
-    charged = sum(min(size, PROPAGATE_CAP) * runs[ref] for ref, size in sizes.items())
-    compartment = round(charged * len(propagating) / len(sample)) if sample else 0
-    calls = sum(len(c.steps) for c in (*plan.changes, *plan.resource_changes))
-    writes = calls + compartment
-    points = writes * WRITE_POINTS
+    average = sum(sizes.values()) / len(sizes) if sizes else 0.0
+    points = sync_calls = async_calls = compartment = 0
+    for change in changes:
+        size = sizes.get(change.ref, round(average))
+        for step in change.steps:
+            if not step.propagate or not change.ref.startswith("Patient/"):
+                points += WRITE
+                continue
+            asynchronous = is_async(size, quota_points)
+            points += set_accounts_cost(size, propagate=True, asynchronous=asynchronous)
+            compartment += min(size, 1000)
+            async_calls += asynchronous
+            sync_calls += not asynchronous
+    calls = sum(len(c.steps) for c in changes)
+    overhead = overhead_points(len(changes), len(propagating), compartment)
+    total = points + overhead
     return Estimate(
-        writes=writes,
+        writes=calls + compartment,
         patient_writes=calls,
         compartment_writes=compartment,
-        quota_points=points,
+        quota_points=total,
         assumed_points_per_minute=quota_points,
-        minutes=round(points / quota_points, 2),
+        minutes=round(total / quota_points, 2),
+        sync_calls=sync_calls,
+        async_calls=async_calls,
+        overhead_points=overhead,
     )
 
 
 def estimate_line(data: Estimate) -> str:
     duration = f"{data.minutes * 60:.0f} s" if data.minutes < 1 else f"{data.minutes:,.1f} min"
+    calls = f"{data.patient_writes:,} $set-accounts"
+    if data.sync_calls or data.async_calls:
+        calls += f" ({data.sync_calls:,} synchronous, {data.async_calls:,} async)"
     return (
-        f"Estimated cost: {data.writes:,} write{'' if data.writes == 1 else 's'} ≈ "
-        f"{data.quota_points:,} quota points ≈ {duration} at an assumed "
-        f"{data.assumed_points_per_minute:,} points/min"
+        f"Estimated cost: {calls} and {data.compartment_writes:,} compartment "
+        f"write{'' if data.compartment_writes == 1 else 's'} ≈ {data.quota_points:,} quota "
+        f"points ≈ {duration} at an assumed {data.assumed_points_per_minute:,} points/min"
     )

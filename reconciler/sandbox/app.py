@@ -263,9 +263,12 @@ class App(Routes):
         if req.method == "POST":
             with self._lock:
                 self.stats.clear()
+            with self.quota._lock:
+                self.quota.points_charged = 0
         with self._lock:
             body: dict[str, Any] = dict(self.stats)
         body["throttled"] = self.quota.throttled_count
+        body["points"] = self.quota.points_charged
         body["jobs_completed"] = self.jobs.completed
         body["jobs_failed"] = self.jobs.failed
         return Response(200, body, content_type="application/json")

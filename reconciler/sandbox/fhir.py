@@ -210,7 +210,9 @@ class Repository:
     ) -> int:
         """Replace the target's accounts; with propagate on a Patient, apply only the difference
         to its compartment (at most `cap` resources). Every write is committed as it happens and
-        charged first, so a quota cut leaves what was done in place — like Medplum."""
+        charged first, so a quota cut leaves what was done in place — like Medplum. Charged like
+        Medplum 5.0.10: the write 100, with propagation the compartment search 20 and every
+        compartment resource 100 (an async job's own AsyncJob writes are the caller's)."""
         if not caller.admin:
             raise forbidden()
         target = self.store.get(rtype, rid)
@@ -234,6 +236,7 @@ class Repository:
         updated = 1
         if not propagate or rtype != "Patient":
             return updated
+        charge(20)  # the compartment search (observed: 120 + 100·k points in all, synchronously)
         # Only the difference propagates, compared by reference (set-accounts.ts).
         additions = [e for e in new if e.get("reference") not in old]
         removals = [a for a in old if a not in new_refs]

@@ -9,7 +9,9 @@
   (remaining ≤ 0) its next charge is refused without consuming; a synchronous request answers
   429 there, an async job sleeps `msBeforeNext * (1 + up to 25 % jitter)` and charges again;
 - the header reports the tighter of the two limiters; 429s carry no Retry-After.
-Costs: read 1, search 20, write 100; every resource `$set-accounts` propagates to is a write.
+Costs (medplum-api.md, observed on 5.0.10): read 1, history 10, search 20, write 100;
+`$set-accounts` with propagation: the write, a compartment search, a write per compartment
+resource (120 + 100·k), and with Prefer: respond-async the AsyncJob written twice (+200).
 Unmetered (no --fhir-quota), the headers still appear and report a large remainder.
 """
 
@@ -97,6 +99,7 @@ class QuotaMeter:
         self.requests = FixedWindow(REQUESTS_PER_WINDOW, window_s, self.clock)
         self._lock = threading.Lock()
         self.throttled_count = 0
+        self.points_charged = 0  # every charge, metered or not: what a run cost, for measuring
 
     def meter(self, client: str) -> RequestMeter:
         """A new meter for one request or one async job of `client`."""
@@ -145,6 +148,8 @@ class RequestMeter:
     def charge(self, points: int) -> None:
         """Consume `points`; 429 past the limit (the points stay spent) or once exhausted."""
         quota = self.quota
+        with quota._lock:
+            quota.points_charged += points
         if not quota.metered:
             return
         if self.current is not None and self.current.remaining <= 0:

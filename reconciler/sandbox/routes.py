@@ -262,20 +262,25 @@ class Routes(Enforcement):
 
                 def charge(points: int) -> None:
                     nonlocal writes
-                    if limit is not None and writes >= limit:
-                        raise FhirError(500, outcome("exception", "Job died mid-propagation"))
-                    writes += 1
+                    if points >= WRITE:  # the compartment search is no write
+                        if limit is not None and writes >= limit:
+                            raise FhirError(500, outcome("exception", "Job died mid-propagation"))
+                        writes += 1
                     job_meter.charge_waiting(points)
 
                 n = self.repo.set_accounts(
                     rtype, rid, accounts, caller, propagate=True, cap=cap, charge=charge,
                     system_author=system_author,
                 )  # fmt: skip
+                job_meter.charge_waiting(WRITE)  # the AsyncJob updated with its outcome
                 return {
                     "resourceType": "Parameters",
                     "parameter": [{"name": "resourcesUpdated", "valueInteger": n}],
                 }
 
+            # The AsyncJob resource is written before the 202 (observed: an async call costs 200
+            # points more than a synchronous one — created here, updated when it ends).
+            charge_request(WRITE)
             job = self.jobs.submit(f"{req.base}/{rtype}/{rid}/$set-accounts", caller.author, work)
             url = f"{status_base}/{job['id']}/status"
             return Response(202, accepted(url), headers={"Content-Location": url})

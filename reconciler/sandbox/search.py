@@ -59,9 +59,9 @@ def parse(
 ) -> SearchRequest:
     req = SearchRequest(types=list(types), system_level=system_level)
     for name, value in params:
+        req.echo.append((name, value))  # the links repeat every parameter, _type included
         if name == "_type" and system_level:
             continue
-        req.echo.append((name, value))
         if name == "_count":
             req.count = min(_int(name, value), MAX_COUNT)
         elif name == "_offset":

@@ -259,6 +259,10 @@ def summary_json(result: ApplyResult) -> dict[str, Any]:
         "memberships_failed": len(access.failed),
         "grants": access.granted,
         "revocations": access.revoked,
+        "sync_calls": report.sync_calls,
+        "async_calls": report.async_calls,
+        "points_estimated": report.points_estimated,
+        "points_spent": report.points_spent,
     }
 
 

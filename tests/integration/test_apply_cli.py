@@ -231,7 +231,8 @@ def test_job_failures_reported_others_still_applied(
         + "---\n"
         + tenant_yaml("quiet", quiet, [b], propagate=False),
     )
-    code, out, _ = cli(sb, "apply", manifests, "--auto-approve")
+    # Async jobs fail here; small compartments would go synchronously: ask for jobs.
+    code, out, _ = cli(sb, "apply", manifests, "--auto-approve", "--propagate-with", "async")
     assert code == 1
     lines = out.splitlines()
     assert lines[-3:] == [
@@ -244,7 +245,8 @@ def test_job_failures_reported_others_still_applied(
     code, out, _ = cli(sb, "plan", manifests)
     assert out.splitlines()[-2:] == [
         "Plan: 1 patient to update, 1 account to add, 0 accounts to remove.",
-        "Estimated cost: 1 write ≈ 100 quota points ≈ 0 s at an assumed 50,000 points/min",
+        "Estimated cost: 1 $set-accounts (1 synchronous, 0 async) and 0 compartment writes ≈ "
+        "793 quota points ≈ 1 s at an assumed 50,000 points/min",
     ]
 
 

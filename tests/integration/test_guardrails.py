@@ -170,9 +170,11 @@ def test_lock_released_after_failure_and_lock_false_warns(
     org = create_org(client)
     refs = create_patients(client, 2)
     manifests = write(tmp_path, "t.yaml", tenant_yaml("failing", org, refs))
-    assert cli(sb, "apply", manifests, "--auto-approve")[0] == 1
+    assert cli(sb, "apply", manifests, "--auto-approve", "--propagate-with", "async")[0] == 1
     assert locks(client) == []
-    code, _, err = cli(sb, "apply", manifests, "--auto-approve", "--lock=false")
+    code, _, err = cli(
+        sb, "apply", manifests, "--auto-approve", "--lock=false", "--propagate-with", "async"
+    )
     assert code == 1 and "apply lock disabled (--lock=false)" in err
 
 

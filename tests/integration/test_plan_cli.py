@@ -45,13 +45,19 @@ def test_plan_text_json_markdown_and_exit_codes(
     block3 = f"  ~ {p3}  (identifier {m3})\n      + {north}   (tenant north)\n\n"
     blocks = block1 + block3 if p1 < p3 else block3 + block1  # changes are sorted by patient
     target = f"Target: {sandbox.url}/ (client sandbox-…)"
-    assert out == (
-        f"{target}\n\n"
-        "Reconciler will perform the following changes:\n\n"
-        + blocks
-        + "Per tenant:\n  north  +2 -0\n  south  +0 -1\n\n"
-        + "Plan: 2 patients to update, 2 accounts to add, 1 account to remove.\n"
-        + "Estimated cost: 2 writes ≈ 200 quota points ≈ 0 s at an assumed 50,000 points/min\n"
+    assert (
+        out
+        == (
+            f"{target}\n\n"
+            "Reconciler will perform the following changes:\n\n"
+            + blocks
+            + "Per tenant:\n  north  +2 -0\n  south  +0 -1\n\n"
+            + "Plan: 2 patients to update, 2 accounts to add, 1 account to remove.\n"
+            # 2 x 120 (empty compartments, sent synchronously) and what apply reads and writes
+            # around them: lock, journal, re-reads, history, verification, audit (plan/estimate.py)
+            + "Estimated cost: 2 $set-accounts (2 synchronous, 0 async) and 0 compartment writes ≈ "
+            "923 quota points ≈ 1 s at an assumed 50,000 points/min\n"
+        )
     )
     assert out.count("  ~ Patient/") == 2
     assert (
@@ -116,7 +122,7 @@ def test_plan_out_file_is_0600_and_says_how_to_apply(
     assert text.splitlines()[5] == (
         "Plan: 1 patient to update, 1 account to add, 0 accounts to remove."
     )
-    assert text.splitlines()[6].startswith("Estimated cost: 1 write")
+    assert text.splitlines()[6].startswith("Estimated cost: 1 $set-accounts (1 synchronous")
     assert len(text.splitlines()) == 7 and p not in text
 
 
@@ -200,8 +206,8 @@ def test_request_count_for_3000_selectors(
     code, out, err = cli(sandbox, "plan", path)
     assert sandbox.stats()["requests"] - after - 1 <= 10 + 12
     assert out.splitlines()[-1] == (
-        "Estimated cost: 3,000 writes ≈ 300,000 quota points ≈ 6.0 min at an assumed "
-        "50,000 points/min"
+        "Estimated cost: 3,000 $set-accounts (3,000 synchronous, 0 async) and 0 compartment "
+        "writes ≈ 405,462 quota points ≈ 8.1 min at an assumed 50,000 points/min"
     )
 
 

@@ -76,7 +76,8 @@ def test_failing_jobs_are_reported_exactly_then_converge(
 ) -> None:
     sb = sandbox_factory("--job-fail-rate", "0.4", "--random-seed", "3")
     scenario = build(sb.client(), tmp_path)
-    attempts = converge(run, sb, scenario, attempts=8)
+    # Jobs (small compartments would otherwise go synchronously, with no job to fail).
+    attempts = converge(run, sb, scenario, "--propagate-with", "async", attempts=8)
     assert attempts > 1  # some jobs failed first and were reported, then a re-run finished them
     assert sb.stats()["jobs_failed"] > 0
 
@@ -92,6 +93,8 @@ def test_slow_jobs_past_job_timeout(sandbox_factory: Any, run: Run, tmp_path: Pa
         "--allow-mass-grant",
         "--job-timeout",
         "0.2",
+        "--propagate-with",
+        "async",
     )
     assert code == 1
     reasons = re.findall(r"^  Patient/[\w-]+: (.*)$", out, re.M)
@@ -112,7 +115,10 @@ def test_job_dying_mid_propagation_is_finished_by_verification(
     sb = sandbox_factory("--job-fail-after-writes", "2")
     client = sb.client()
     scenario = build(client, tmp_path, n=12, compartment=3)
-    code, out, err = run(sb, "apply", scenario.manifests, "--auto-approve", "--allow-mass-grant")
+    code, out, err = run(
+        sb, "apply", scenario.manifests, "--auto-approve", "--allow-mass-grant",
+        "--propagate-with", "async",
+    )  # fmt: skip
     assert code == 0, out + err
     changed = sum(
         1 for p in scenario.patients if set(scenario.desired[p]) != set(scenario.before[p])

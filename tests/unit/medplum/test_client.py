@@ -18,7 +18,6 @@ from reconciler.medplum.errors import (
     TransportError,
 )
 from reconciler.medplum.operations import wrap_parameters
-from reconciler.medplum.ratelimit import Pacer, parse_ratelimit, throttle_wait_s
 
 BASE = "https://medplum.example/"
 SECRET = "s3cr3t-value-never-shown"
@@ -478,78 +477,6 @@ def test_wait_for_async_job_polls_with_doubling_then_fails_with_outcome() -> Non
     )
     with pytest.raises(JobTimeout, match=r"not finished after 0\.2 s"):
         client.wait_for_async_job(BASE + "fhir/R4/job/j1/status", timeout=0.2)
-
-
-def test_ratelimit_parsing_and_pacer_waits_before_quota_runs_out() -> None:
-    limits = parse_ratelimit('"requests";r=59999;t=60, "fhirInteractions";r=900;t=12')
-    assert limits["requests"].remaining == 59999 and limits["fhirInteractions"].remaining == 900
-    assert limits["fhirInteractions"].reset_s == 12
-    assert parse_ratelimit("garbage") == {} and parse_ratelimit(None) == {}
-    assert throttle_wait_s(outcome("throttled", "x", json.dumps({"_msBeforeNext": 1500}))) == 1.5
-    now = [100.0]
-    slept: list[float] = []
-
-    def sleep(s: float) -> None:
-        slept.append(s)
-        now[0] += s
-
-    pacer = Pacer(reserve_points=1000, clock=lambda: now[0], sleep=sleep)
-    pacer.observe('"requests";r=59999;t=60, "fhirInteractions";r=5000;t=30')
-    assert pacer.wait_turn() == 0 and pacer.remaining == 5000
-    pacer.observe('"requests";r=59998;t=60, "fhirInteractions";r=900;t=3')
-    assert pacer.wait_turn() == pytest.approx(3.0)
-    assert sum(slept) == pytest.approx(3.0)
-
-
-def fhir_header(remaining: int, reset_s: int) -> str:
-    return f'"requests";r=59999;t=60, "fhirInteractions";r={remaining};t={reset_s}'
-
-
-def test_changes_in_flight_pledge_their_charge_so_jobs_never_exhaust_the_window() -> None:
-    now = [0.0]
-
-    def sleep(s: float) -> None:
-        now[0] += s
-
-    pacer = Pacer(reserve_points=100, clock=lambda: now[0], sleep=sleep)
-    pacer.estimated_change_points = 450
-    pacer.observe(fhir_header(3000, 6))  # window ends at 6
-    for _ in range(6):  # 6 x 450 = 2,700 pledged: 300 left, above the reserve
-        pacer.begin_change()
-        assert pacer.wait_turn() == 0
-    pacer.begin_change()  # 3,150 pledged > 3,000: the jobs could exhaust the window
-    assert pacer.wait_turn() == pytest.approx(6.0)
-    # Seen spending counts against the pledges, and teaches what a change really charges.
-    now[0] = 1.0
-    pacer2 = Pacer(reserve_points=400, clock=lambda: now[0], sleep=sleep)
-    pacer2.estimated_change_points = 450  # the estimate is low: changes charge 1,000
-    pacer2.observe(fhir_header(3000, 6))
-    pacer2.begin_change()
-    pacer2.begin_change()  # 900 pledged
-    pacer2.observe(fhir_header(1000, 5))  # 2,000 spent (more than pledged); reset at 6
-    pacer2.end_change()
-    pacer2.end_change()
-    assert pacer2.change_points() == 1_100  # 1,000 each, plus a tenth
-    pacer2.begin_change()  # 1,100 pledged against 1,000 left (450 would have fitted)
-    assert pacer2.wait_turn() == pytest.approx(6.0 - 1.0)
-
-
-def test_a_new_window_settles_the_pledges_the_old_one_could_hold() -> None:
-    now = [0.0]
-    pacer = Pacer(reserve_points=100, clock=lambda: now[0], sleep=lambda s: None)
-    pacer.estimated_change_points = 1_000
-    pacer.observe(fhir_header(3000, 6))
-    for _ in range(3):
-        pacer.begin_change()  # 3,000 pledged: blocked to the reset at 6
-    pacer.observe(fhir_header(2500, 5))  # 500 seen spent: 2,500 pledged, 2,500 left
-    now[0] = 6.5  # past the reset: the jobs spent at most the 2,500 the old window had left
-    pacer.observe(fhir_header(2800, 6))  # and 200 of the new one
-    assert pacer.wait_turn() == 0  # nothing left pledged: 2,800 is free to use
-    for _ in range(3):
-        pacer.end_change()
-    # Only the drop seen inside one window counts as charged: 500 over 3 changes is below the
-    # estimate, which stays the floor.
-    assert pacer.change_points() == 1_000
 
 
 def test_secret_never_in_repr() -> None:

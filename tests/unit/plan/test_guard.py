@@ -68,12 +68,15 @@ def test_estimate_line() -> None:
         quota_points=124_000,
         assumed_points_per_minute=50_000,
         minutes=2.48,
+        sync_calls=990,
+        async_calls=10,
     )
     assert estimate_line(data) == (
-        "Estimated cost: 1,240 writes ≈ 124,000 quota points ≈ 2.5 min at an assumed 50,000 points/min"
+        "Estimated cost: 1,000 $set-accounts (990 synchronous, 10 async) and 240 compartment "
+        "writes ≈ 124,000 quota points ≈ 2.5 min at an assumed 50,000 points/min"
     )
-    one = Estimate(1, 1, 0, 100, 50_000, 0.002)
-    assert (
-        estimate_line(one)
-        == "Estimated cost: 1 write ≈ 100 quota points ≈ 0 s at an assumed 50,000 points/min"
+    one = Estimate(1, 1, 1, 100, 50_000, 0.002)  # without propagation: no split to name
+    assert estimate_line(one) == (
+        "Estimated cost: 1 $set-accounts and 1 compartment write ≈ 100 quota points ≈ 0 s at an "
+        "assumed 50,000 points/min"
     )
