@@ -17,6 +17,7 @@ from typing import Any
 
 from reconciler.apply.afterwards import AfterWrites
 from reconciler.apply.authority import UNGUARDED, Authority
+from reconciler.apply.calls import CallModes, Concurrency
 from reconciler.apply.events import ChangeFinished, EventSink, ignore
 from reconciler.apply.foreign import Write, Written
 from reconciler.apply.journal import Journal
@@ -26,7 +27,6 @@ from reconciler.errors import ApplyFailed, LockLost
 from reconciler.logs import get_logger
 from reconciler.medplum.accounts import account_entries, entry_for
 from reconciler.medplum.client import MedplumClient
-from reconciler.medplum.costs import set_accounts_cost
 from reconciler.medplum.errors import JobError, MedplumError, TransportError
 from reconciler.medplum.reads import chunks
 from reconciler.model import AccountInfo, Change, LiveResource, Owners, Plan, Step
@@ -41,9 +41,6 @@ EDITED = (
     "edited; not written"
 )
 UNREACHABLE_LIMIT = 3
-# The largest compartment sent synchronously: 200 writes take a few seconds on Medplum, far
-# from an HTTP timeout and under its propagation cap (1,000); larger ones go through a job.
-SYNC_MAX_COMPARTMENT = 200
 
 
 def is_managed(managed: dict[str, AccountInfo]) -> Callable[[str], bool]:
@@ -89,33 +86,20 @@ class Executor(AfterWrites):
         self.stop = threading.Event()
         self.author = author  # our versions' meta.author (the client's profile), when known
         self._written: dict[str, Written] = {}
-        self._sizes: dict[str, int] = {}  # patient -> compartment size, read per batch
-        self.calls = {"sync": 0, "async": 0}  # propagating $set-accounts, by how they went
-        self.propagate_with = propagate_with  # auto; sync or async: as the person asked
+        self.modes = CallModes(client, propagate_with)  # sync or async, call by call
+        self.concurrency = Concurrency(self.parallelism, throttled=lambda: client.throttled_answers)
 
     # --- one change ------------------------------------------------------------------------
 
     def _apply_one(self, change: Change) -> Outcome | None:
         """None: the lock was lost before this change could be written (the phase ends)."""
         try:
-            return self._write_change(change)
+            outcome = self._write_change(change)
         except LockLost as exc:
             self._lost(exc)
             return None
-
-    def _mode(self, change: Change) -> tuple[int | None, bool]:
-        """(compartment size, whether to go async): synchronously when the compartment is
-        small (no HTTP timeout, under the propagation cap) and one quota window can hold the
-        whole call — the pacer then reserves it before sending; async otherwise (its job
-        sleeps through resets). Waiting for a window that can hold a synchronous call costs
-        less than a job's 200 points and ends no later."""
-        size = self._sizes.get(change.ref)
-        if self.propagate_with != "auto":
-            return size, self.propagate_with == "async"
-        if size is None:
-            return None, True
-        cost = set_accounts_cost(size, propagate=True, asynchronous=False)
-        return size, size > SYNC_MAX_COMPARTMENT or not self.client.pacer.can_ever_take(cost)
+        self.concurrency.finished(outcome.duration_ms / 1000)
+        return outcome
 
     def _lost(self, exc: LockLost) -> None:
         with self._lock:
@@ -132,7 +116,7 @@ class Executor(AfterWrites):
         writes: list[Write] = []
         try:
             # Every attempt of each write passes the client's gate (the lock), retries included.
-            size, asynchronous = self._mode(change)
+            size, asynchronous = self.modes.mode(change)
             for step in change.steps:
                 sent = set_accounts(
                     self.client,
@@ -143,7 +127,7 @@ class Executor(AfterWrites):
                     compartment=size,
                     asynchronous=asynchronous,
                 )
-                self._count_mode(step.propagate, sent.asynchronous)
+                self.modes.count(step.propagate, sent.asynchronous)
                 unknown |= sent.unknown
                 timed_out |= sent.timed_out
                 lost_track = lost_track or sent.lost_track
@@ -240,24 +224,10 @@ class Executor(AfterWrites):
 
     def _read(self, batch: Sequence[Change]) -> dict[str, LiveResource]:
         """A batch re-read right before it is written, with its patients' compartment sizes
-        (one search per batch of patients: what a synchronous call's cost is computed from)."""
+        (one search: what a synchronous call's cost is computed from)."""
         fresh = read_resources(self.client, [c.ref for c in batch])
-        propagating = [c.ref for c in batch if c.ref.startswith("Patient/")
-                       and any(s.propagate for s in c.steps)]  # fmt: skip
-        if propagating:
-            try:
-                sizes = self.client.compartment_sizes(propagating)
-            except MedplumError as exc:  # not known: those changes go async, as before
-                log.warning("could not read compartment sizes", error=str(exc))
-                sizes = {}
-            with self._lock:
-                self._sizes.update(sizes)
+        self.modes.read_sizes(batch)
         return fresh
-
-    def _count_mode(self, propagate: bool, asynchronous: bool) -> None:
-        if propagate:
-            with self._lock:
-                self.calls["async" if asynchronous else "sync"] += 1
 
     def _refresh(
         self, batch: Sequence[Change], fresh: dict[str, LiveResource], report: Report
@@ -292,8 +262,7 @@ class Executor(AfterWrites):
 
     def run(self, plan: Plan, progress: Callable[[int, int], None] | None = None) -> Report:
         report = Report(planned=len(plan.changes), resources_planned=len(plan.resource_changes))
-        self._pace(plan)
-        spent_before = self.client.pacer.spent_seen
+        self.modes.pace(plan, self.parallelism)
         # Patients first, then other resources (Practitioners, Locations, …), in one stream.
         changes = [*plan.changes, *plan.resource_changes]
         started = time.monotonic()
@@ -305,8 +274,9 @@ class Executor(AfterWrites):
             resources=len(report.succeeded_resources),
             writes_estimated=plan.estimate.writes if plan.estimate else None,
             writes_made=made,
-            sync_calls=self.calls["sync"],
-            async_calls=self.calls["async"],
+            sync_calls=self.modes.counts["sync"],
+            async_calls=self.modes.counts["async"],
+            in_flight=self.concurrency.history,
             failed=len(report.failed),
             propagated=report.propagated,
             duration_ms=round((time.monotonic() - started) * 1000),
@@ -332,29 +302,8 @@ class Executor(AfterWrites):
         )
         self._after_writes(report)
         report.lock_lost = self.lock_lost
-        report.sync_calls, report.async_calls = self.calls["sync"], self.calls["async"]
-        report.points_estimated = plan.estimate.quota_points if plan.estimate else None
-        if self.client.pacer.remaining is not None:
-            report.points_spent = self.client.pacer.spent_seen - spent_before
-        log.info(
-            "quota",
-            points_estimated=report.points_estimated,
-            points_spent=report.points_spent,
-            sync_calls=report.sync_calls,
-            async_calls=report.async_calls,
-        )
+        self.modes.settle(report, plan)
         return report
-
-    def _pace(self, plan: Plan) -> None:
-        # Each call reserves (sync) or pledges (async) what the cost model says it charges;
-        # a job whose compartment size is unknown pledges the estimate's share.
-        per_change = 500
-        if plan.estimate and plan.changes:
-            per_change = max(100, plan.estimate.quota_points // len(plan.changes))
-        self.client.pacer.estimated_change_points = per_change
-        # With the calls' charges reserved or pledged, the reserve only covers our own small
-        # requests between two responses: a poll (1 point) or a re-read (a search, 20) each.
-        self.client.pacer.reserve_points = 25 * self.parallelism
 
     def _write_all(
         self,
@@ -423,7 +372,7 @@ class Executor(AfterWrites):
                         )
                     continue
                 for change in ready:
-                    while len(in_flight) >= self.parallelism:
+                    while len(in_flight) >= self.concurrency.limit:
                         finished, in_flight = wait(in_flight, return_when=FIRST_COMPLETED)
                         collect(finished)
                     if self.stop.is_set():

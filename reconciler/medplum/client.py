@@ -29,7 +29,7 @@ from reconciler.medplum.errors import (
     TransportError,
     outcome_text,
 )
-from reconciler.medplum.operations import OperationsMixin
+from reconciler.medplum.operations import JobTimer, OperationsMixin
 from reconciler.medplum.ratelimit import Pacer, throttle_wait_s
 from reconciler.medplum.reads import ReadsMixin, _bundle
 
@@ -87,6 +87,8 @@ class MedplumClient(ReadsMixin, OperationsMixin):
             )
         self._stats_lock = threading.Lock()
         self.requests_sent = 0
+        self.throttled_answers = 0  # 429 and 503 answers seen
+        self.job_timer = JobTimer()  # how long this server's async jobs take
         # The write gate (design section 11): run before every attempt of every write — retries
         # included — so a run that can no longer prove its authority (the apply lock) writes
         # nothing more. It raises to refuse. Reads and the lock's own writes pass ungated.
@@ -219,6 +221,9 @@ class MedplumClient(ReadsMixin, OperationsMixin):
                 continue
             self.pacer.observe(response.headers.get("RateLimit"), cost=cost, reserved=reserved)
             status = response.status_code
+            if status in (429, 503):
+                with self._stats_lock:
+                    self.throttled_answers += 1  # what adaptive concurrency backs off on
             if status in RETRY_STATUSES:
                 body = _json_or_none(response)
                 server_wait = _server_wait(response, body) if status == 429 else None

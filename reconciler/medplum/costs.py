@@ -17,6 +17,9 @@ SEARCH = 20
 WRITE = 100
 JOB_OVERHEAD = 2 * WRITE  # the AsyncJob resource: created, then updated when it ends
 PROPAGATE_CAP = 1000  # Medplum propagates to at most this many compartment resources
+# The largest compartment apply sends synchronously: 200 writes take a few seconds on Medplum,
+# far from an HTTP timeout and under the propagation cap; larger ones go through a job.
+SYNC_MAX_COMPARTMENT = 200
 
 
 def set_accounts_cost(compartment: int, *, propagate: bool, asynchronous: bool) -> int:

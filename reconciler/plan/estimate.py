@@ -15,13 +15,19 @@ import math
 from collections.abc import Sequence
 
 from reconciler.medplum.client import MedplumClient
-from reconciler.medplum.costs import HISTORY, READ, SEARCH, WRITE, set_accounts_cost
+from reconciler.medplum.costs import (
+    HISTORY,
+    READ,
+    SEARCH,
+    SYNC_MAX_COMPARTMENT,
+    WRITE,
+    set_accounts_cost,
+)
 from reconciler.medplum.reads import COMPARTMENT_BATCH
 from reconciler.model import Change, Estimate, Plan
 
 SAMPLE = 250  # patients whose compartments are read; more are estimated from them
 DEFAULT_QUOTA_POINTS = 50_000
-SYNC_MAX_COMPARTMENT = 200  # the executor's limit for a synchronous call (apply/executor.py)
 BATCH = 50  # the executor's batch at the default parallelism (re-read, journal, lock check)
 IDS_PER_SEARCH = 100  # ids per batched read
 RESERVE = 250  # what the pacer keeps back at the default parallelism
