@@ -91,9 +91,10 @@ class CallModes:
 
 
 class Concurrency:
-    """How many changes are in flight: starts at half of `--parallelism` (its cap), one more
-    each round while the throughput of a round beats the last one's, halved when a round's
-    median latency doubles the best seen or the server answered 429 or 503 meanwhile."""
+    """How many changes are in flight: starts at `--parallelism` (its cap), halves when the
+    server answered 429 or 503 during a round, or when two rounds in a row took twice the best
+    median latency while their throughput fell below 80 % of the best; from there it widens by
+    one each round while the throughput beats the last round's."""
 
     def __init__(
         self,
@@ -103,13 +104,15 @@ class Concurrency:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.cap = max(1, cap)
-        self.limit = max(1, self.cap // 2)
+        self.limit = self.cap
         self.throttled = throttled  # the client's count of 429 and 503 answers
         self.clock = clock
         self._lock = threading.Lock()
         self._round: list[float] = []
         self._round_started = clock()
         self._last_rate = 0.0
+        self._best_rate = 0.0
+        self._slow_rounds = 0  # rounds in a row slower and less productive than the best
         self._best_latency: float | None = None
         self._seen_throttled = throttled()
         self.history: list[int] = [self.limit]
@@ -125,11 +128,20 @@ class Concurrency:
             rate = len(self._round) / elapsed
             latency = statistics.median(self._round)
             throttled = self.throttled()
-            slower = self._best_latency is not None and latency > 2 * self._best_latency
-            if throttled > self._seen_throttled or slower:
+            # Latency growth alone is no reason (a busy server answers slower at the same
+            # throughput): it counts when the throughput fell with it.
+            slow = (
+                self._best_latency is not None
+                and latency > 2 * self._best_latency
+                and rate < 0.8 * self._best_rate
+            )
+            self._slow_rounds = self._slow_rounds + 1 if slow else 0
+            if throttled > self._seen_throttled or self._slow_rounds >= 2:
+                self._slow_rounds = 0
                 self.limit = max(1, self.limit // 2)
             elif rate > self._last_rate * 1.05 and self.limit < self.cap:
                 self.limit += 1
+            self._best_rate = max(self._best_rate, rate)
             self._best_latency = (
                 latency if self._best_latency is None else min(self._best_latency, latency)
             )

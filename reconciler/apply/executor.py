@@ -12,7 +12,6 @@ import json
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import Any
 
 from reconciler.apply.afterwards import AfterWrites
@@ -21,6 +20,7 @@ from reconciler.apply.calls import CallModes, Concurrency
 from reconciler.apply.events import ChangeFinished, EventSink, ignore
 from reconciler.apply.foreign import Write, Written
 from reconciler.apply.journal import Journal
+from reconciler.apply.pipeline import BatchPipeline
 from reconciler.apply.report import Outcome, Report
 from reconciler.apply.writes import set_accounts
 from reconciler.errors import ApplyFailed, LockLost
@@ -28,7 +28,6 @@ from reconciler.logs import get_logger
 from reconciler.medplum.accounts import account_entries, entry_for
 from reconciler.medplum.client import MedplumClient
 from reconciler.medplum.errors import JobError, MedplumError, TransportError
-from reconciler.medplum.reads import chunks
 from reconciler.model import AccountInfo, Change, LiveResource, Owners, Plan, Step
 from reconciler.plan.records import read_resources
 from reconciler.plan.versions import DURING_APPLY, moved
@@ -51,7 +50,7 @@ def is_managed(managed: dict[str, AccountInfo]) -> Callable[[str], bool]:
     )  # changes in a row that could not reach the server, retries included
 
 
-class Executor(AfterWrites):
+class Executor(AfterWrites, BatchPipeline):
     def __init__(
         self,
         client: MedplumClient,
@@ -82,7 +81,7 @@ class Executor(AfterWrites):
         self._unreachable = 0
         self._lock = threading.Lock()
         self.on_event = on_event
-        self.batch_size = batch_size or max(50, self.parallelism * 5)
+        self.batch_size = batch_size or max(100, self.parallelism * 10)
         self.stop = threading.Event()
         self.author = author  # our versions' meta.author (the client's profile), when known
         self._written: dict[str, Written] = {}
@@ -304,83 +303,3 @@ class Executor(AfterWrites):
         report.lock_lost = self.lock_lost
         self.modes.settle(report, plan)
         return report
-
-    def _write_all(
-        self,
-        changes: list[Change],
-        report: Report,
-        progress: Callable[[int, int], None] | None,
-    ) -> None:
-        in_flight: set[Future[Outcome | None]] = set()
-        done = 0
-
-        def collect(futures: set[Future[Outcome | None]]) -> None:
-            nonlocal done
-            for future in futures:
-                outcome = future.result()
-                if outcome is None:
-                    continue  # not started: the lock was lost
-                report.outcomes.append(outcome)
-                done += 1
-                if progress is not None:
-                    progress(done, len(report.failed))
-
-        pool = ThreadPoolExecutor(max_workers=self.parallelism, thread_name_prefix="apply")
-        # Each batch is re-read right before it is written; the read of the next batch runs
-        # while this one is being written, so workers never wait for it.
-        reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="reread")
-        batches = list(chunks(changes, self.batch_size))
-        try:
-            upcoming = reader.submit(self._read, batches[0]) if batches else None
-            for index, batch in enumerate(batches):
-                if self.stop.is_set() or upcoming is None:
-                    break
-                try:
-                    self.authority.confirm()  # one read: the lock is still this run's
-                except LockLost as exc:
-                    self._lost(exc)
-                    break
-                try:
-                    fresh = upcoming.result()
-                except MedplumError as exc:
-                    # The server is gone (or refuses reads): nothing more can be checked or
-                    # written. Every change not yet started is reported, not dropped.
-                    for change in (c for b in batches[index:] for c in b):
-                        report.outcomes.append(
-                            self._outcome(
-                                change, False, time.monotonic(), None, f"not written: {exc}"
-                            )
-                        )
-                    break
-                upcoming = (
-                    reader.submit(self._read, batches[index + 1])
-                    if index + 1 < len(batches)
-                    else None
-                )
-                ready = list(self._refresh(batch, fresh, report))
-                try:
-                    if self.journal is not None:  # what this batch writes, before it writes
-                        self.journal.record(ready)
-                except LockLost as exc:
-                    self._lost(exc)
-                    break
-                except MedplumError as exc:  # no journal, no write: a crash would lose track
-                    why = f"not written: the apply journal could not be written ({exc})"
-                    for change in ready:
-                        report.outcomes.append(
-                            self._outcome(change, False, time.monotonic(), None, why)
-                        )
-                    continue
-                for change in ready:
-                    while len(in_flight) >= self.concurrency.limit:
-                        finished, in_flight = wait(in_flight, return_when=FIRST_COMPLETED)
-                        collect(finished)
-                    if self.stop.is_set():
-                        break
-                    in_flight.add(pool.submit(self._apply_one, change))
-            while in_flight:
-                finished, in_flight = wait(in_flight, return_when=FIRST_COMPLETED)
-                collect(finished)
-        finally:
-            pool.shutdown(wait=True, cancel_futures=True)
-            reader.shutdown(wait=True, cancel_futures=True)

@@ -28,7 +28,10 @@ from reconciler.model import Change, Estimate, Plan
 
 SAMPLE = 250  # patients whose compartments are read; more are estimated from them
 DEFAULT_QUOTA_POINTS = 50_000
-BATCH = 50  # the executor's batch at the default parallelism (re-read, journal, lock check)
+# The executor's batches at the default parallelism (10): a first one of 2 x 10 changes, so the
+# writes start early, then max(100, 10 x 10); each is re-read, journaled and its lock checked.
+FIRST_BATCH = 20
+BATCH = 100
 IDS_PER_SEARCH = 100  # ids per batched read
 RESERVE = 250  # what the pacer keeps back at the default parallelism
 FIXED = 4 * WRITE + 2 * READ  # the lock taken and removed, its renewal, the audit record
@@ -45,7 +48,7 @@ def overhead_points(changes: int, patients: int, compartment_resources: int) -> 
     """What apply reads and writes beside the calls themselves."""
     if not changes:
         return 0
-    batches = math.ceil(changes / BATCH)
+    batches = 1 + math.ceil(max(0, changes - FIRST_BATCH) / BATCH)
     per_batch = (
         2 * WRITE  # the journal entry: written before the batch, removed once checked
         + SEARCH * math.ceil(BATCH / IDS_PER_SEARCH)  # the re-read

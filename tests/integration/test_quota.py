@@ -210,3 +210,40 @@ def test_jobs_charging_between_requests_never_get_a_request_refused(
     # ran into an exhausted window either (it would sleep past the reset, up to 25 % more).
     assert any(e.get("event") == "waiting for quota" for e in events)
     assert sb.stats()["throttled"] == 0
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_the_estimate_is_within_ten_percent_of_what_the_server_charged(
+    make_sandbox: Any,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    mode: str,
+) -> None:
+    # The plan's estimate against the sandbox's meter (which charges as Medplum does): what
+    # the reviewed plan says the apply will cost is what the server charged it.
+    data = str(tmp_path / "estimate.sqlite")
+    org, refs = seed_store(data, patients=60, compartment=3)
+    sb = make_sandbox(data=data)
+    manifests = write(tmp_path, "t.yaml", tenant_yaml("costed", org, refs))
+    plan_file = str(tmp_path / "plan.json")
+    code, out, err = run_cli(sb, monkeypatch, capsys, "plan", manifests, "--out", plan_file)
+    assert code == 0, err
+    estimate = json.loads(Path(plan_file).read_text())["estimate"]
+    httpx.post(f"{sb.url}/sandbox/stats")  # the meter from zero: what apply alone charges
+    code, out, err = run_cli(
+        sb, monkeypatch, capsys, "apply", plan_file, "--allow-mass-grant", "--propagate-with", mode,
+    )  # fmt: skip
+    assert code == 0, out + err
+    charged = sb.stats()["points"]
+    events = [json.loads(line) for line in err.splitlines() if line.startswith("{")]
+    quota = next(e for e in events if e.get("event") == "quota")
+    assert (quota["sync_calls"], quota["async_calls"]) == ((60, 0) if mode == "sync" else (0, 60))
+    # The plan assumed the automatic choice: all synchronous (4 resources < 200, ample window).
+    assert (estimate["sync_calls"], estimate["async_calls"]) == (60, 0)
+    sync_cost, async_cost = 120 + 100 * 3, 320 + 100 * 3
+    calls = 60 * (sync_cost if mode == "sync" else async_cost)
+    assert calls < charged
+    assert quota["points_estimated"] == estimate["quota_points"]
+    expected = estimate["quota_points"] + (0 if mode == "sync" else 60 * (async_cost - sync_cost))
+    assert abs(charged - expected) <= 0.1 * charged, (charged, expected)

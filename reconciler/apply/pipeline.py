@@ -1,0 +1,155 @@
+"""The executor's batches, pipelined: while one batch is being written, the next is made ready
+on a thread of its own — re-read with its compartment sizes, re-planned where it moved, and
+recorded in the crash journal — so workers never wait at a batch boundary. The lock is
+confirmed on the writing thread right before each batch, so a lost lock stops the writes at
+the batch being written. A mixin of the Executor (apply/executor.py), kept apart by job."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+
+from reconciler.apply.authority import Authority
+from reconciler.apply.calls import Concurrency
+from reconciler.apply.journal import Journal
+from reconciler.apply.report import Outcome, Report
+from reconciler.errors import LockLost
+from reconciler.medplum.errors import MedplumError
+from reconciler.medplum.reads import chunks
+from reconciler.model import Change, LiveResource
+
+
+@dataclass
+class Prepared:
+    """One batch made ready to write, or why it cannot be."""
+
+    ready: list[Change] = field(default_factory=list)
+    dropped: list[Outcome] = field(default_factory=list)  # refused at the re-read
+    skipped: int = 0  # re-planned to no change
+    lock_lost: LockLost | None = None
+    read_error: MedplumError | None = None  # the server is gone: nothing more is written
+    journal_error: MedplumError | None = None  # this batch is not written
+
+
+class BatchPipeline:
+    authority: Authority
+    journal: Journal | None
+    concurrency: Concurrency
+    parallelism: int
+    batch_size: int
+    stop: threading.Event
+
+    # The Executor's own (apply/executor.py):
+    def _read(self, batch: Sequence[Change]) -> dict[str, LiveResource]:
+        raise NotImplementedError
+
+    def _refresh(
+        self, batch: Sequence[Change], fresh: dict[str, LiveResource], report: Report
+    ) -> Iterator[Change]:
+        raise NotImplementedError
+
+    def _apply_one(self, change: Change) -> Outcome | None:
+        raise NotImplementedError
+
+    def _lost(self, exc: LockLost) -> None:
+        raise NotImplementedError
+
+    def _outcome(
+        self, change: Change, ok: bool, started: float, job: str | None, reason: str
+    ) -> Outcome:
+        raise NotImplementedError
+
+    def _prepare(self, batch: Sequence[Change]) -> Prepared:
+        prepared = Prepared()
+        try:
+            fresh = self._read(batch)
+        except MedplumError as exc:
+            prepared.read_error = exc
+            return prepared
+        holder = Report(planned=0)  # outcomes of the re-read, merged on the writing thread
+        prepared.ready = list(self._refresh(batch, fresh, holder))
+        prepared.dropped, prepared.skipped = holder.outcomes, holder.skipped
+        try:
+            if self.journal is not None:  # what this batch writes, before it writes
+                self.journal.record(prepared.ready)
+        except LockLost as exc:
+            prepared.lock_lost = exc
+        except MedplumError as exc:  # no journal, no write: a crash would lose track
+            prepared.journal_error = exc
+        return prepared
+
+    def _write_all(
+        self,
+        changes: list[Change],
+        report: Report,
+        progress: Callable[[int, int], None] | None,
+    ) -> None:
+        in_flight: set[Future[Outcome | None]] = set()
+        # Counted here: report.failed is a scan, and once per change it would be O(n²).
+        done, failed = 0, len(report.failed)
+
+        def collect(futures: set[Future[Outcome | None]]) -> None:
+            nonlocal done, failed
+            for future in futures:
+                outcome = future.result()
+                if outcome is None:
+                    continue  # not started: the lock was lost
+                report.outcomes.append(outcome)
+                done += 1
+                failed += not outcome.ok
+                if progress is not None:
+                    progress(done, failed)
+
+        def not_written(items: Sequence[Change], why: str) -> None:
+            for change in items:
+                report.outcomes.append(self._outcome(change, False, time.monotonic(), None, why))
+
+        pool = ThreadPoolExecutor(max_workers=self.parallelism, thread_name_prefix="apply")
+        preparer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="prepare")
+        # A small first batch: the writes start after one short preparation, not a full one.
+        first = min(len(changes), max(1, 2 * self.parallelism))
+        batches = [changes[:first], *chunks(changes[first:], self.batch_size)] if changes else []
+        try:
+            upcoming = preparer.submit(self._prepare, batches[0]) if batches else None
+            for index in range(len(batches)):
+                if self.stop.is_set() or upcoming is None:
+                    break
+                prepared = upcoming.result()
+                try:  # on this thread, right before the batch: the lock is still this run's
+                    self.authority.confirm()  # (one read, while the last batch's calls run)
+                except LockLost as exc:
+                    prepared.lock_lost = exc
+                if prepared.lock_lost is not None:
+                    self._lost(prepared.lock_lost)
+                    break
+                if prepared.read_error is not None:
+                    # The server is gone (or refuses reads): nothing more can be checked or
+                    # written. Every change not yet started is reported, not dropped.
+                    not_written([c for b in batches[index:] for c in b],
+                                f"not written: {prepared.read_error}")  # fmt: skip
+                    break
+                report.outcomes += prepared.dropped
+                failed += sum(not o.ok for o in prepared.dropped)
+                report.skipped += prepared.skipped
+                more = index + 1 < len(batches)
+                upcoming = preparer.submit(self._prepare, batches[index + 1]) if more else None
+                if prepared.journal_error is not None:
+                    not_written(prepared.ready, "not written: the apply journal could not be "
+                                f"written ({prepared.journal_error})")  # fmt: skip
+                    continue
+                for change in prepared.ready:
+                    while len(in_flight) >= self.concurrency.limit:
+                        finished, in_flight = wait(in_flight, return_when=FIRST_COMPLETED)
+                        collect(finished)
+                    if self.stop.is_set():
+                        break
+                    in_flight.add(pool.submit(self._apply_one, change))
+            while in_flight:
+                finished, in_flight = wait(in_flight, return_when=FIRST_COMPLETED)
+                collect(finished)
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+            preparer.shutdown(wait=True, cancel_futures=True)
