@@ -19,19 +19,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import random
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import httpx
 
@@ -39,253 +36,31 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks import floors  # noqa: E402
+from benchmarks.harness import (  # noqa: E402
+    FLOOR_KINDS,
+    FLOOR_TO,
+    NAMESPACE,
+    TENANTS,
+    Ids,
+    Remote,
+    Run,
+    Sandbox,
+    SandboxIds,
+    Target,
+    events,
+    floor_patient_id,
+    install_rss_hook,
+    live_tenant,
+    org_id,
+    patient_id,
+    run_cli,
+    seed,
+    seed_floor_patients,
+    wanted_tenant,
+    write_manifests,
+)  # fmt: skip
+from benchmarks.quota import quota_scenario, server_pacing_scenario  # noqa: E402
 from reconciler.sandbox.store import Store  # noqa: E402
-
-CLIENT = ("bench-admin", "bench-secret")
-NAMESPACE = uuid.UUID("b3c40000-0000-4000-8000-000000000000")
-TENANTS = ("alpha", "beta", "gamma")
-
-
-@dataclass
-class Run:
-    name: str
-    wall_s: float
-    requests: int
-    peak_rss_mb: float | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
-
-
-# --- data -------------------------------------------------------------------------------------
-
-
-def org_id(t: int) -> str:
-    return str(uuid.uuid5(NAMESPACE, f"org-{t}"))
-
-
-def patient_id(i: int) -> str:
-    return str(uuid.uuid5(NAMESPACE, f"patient-{i}"))
-
-
-def live_tenant(i: int) -> int:
-    return i % 3
-
-
-def wanted_tenant(i: int, fraction: float) -> int:
-    """Every 1/fraction-th patient moves to the next tenant: one account added, one removed."""
-    step = max(1, round(1 / fraction)) if fraction > 0 else 0
-    return (i + 1) % 3 if step and i % step == 0 else i % 3
-
-
-class SandboxIds:
-    """The ids the sandbox seed writes (uuid5); a seeded remote copy (`remote.Seeded`) answers
-    the same two questions from what the server assigned."""
-
-    org_id = staticmethod(org_id)
-    patient_id = staticmethod(patient_id)
-
-
-class Ids(Protocol):
-    def org_id(self, t: int) -> str: ...
-    def patient_id(self, i: int) -> str: ...
-
-
-def seed(path: Path, patients: int, per_patient: int) -> None:
-    store = Store(str(path))
-
-    def resources() -> Any:
-        for t, name in enumerate(TENANTS):
-            yield {"resourceType": "Organization", "id": org_id(t), "name": name, "meta": {}}
-        for i in range(patients):
-            pid = patient_id(i)
-            accounts = [{"reference": f"Organization/{org_id(live_tenant(i))}"}]
-            yield {
-                "resourceType": "Patient",
-                "id": pid,
-                "meta": {"accounts": accounts},
-                "identifier": [{"system": "urn:bench:mrn", "value": f"B-{i}"}],
-            }
-            for j in range(per_patient):
-                yield {
-                    "resourceType": "Observation" if j % 2 == 0 else "Encounter",
-                    "id": str(uuid.uuid5(NAMESPACE, f"r-{i}-{j}")),
-                    "meta": {"accounts": accounts},
-                    "status": "final" if j % 2 == 0 else "finished",
-                    "subject": {"reference": f"Patient/{pid}"},
-                }
-
-    batch: list[dict[str, Any]] = []
-    for resource in resources():
-        batch.append(resource)
-        if len(batch) >= 20_000:
-            store.bulk_insert(batch)
-            batch = []
-    store.bulk_insert(batch)
-    store.close()
-
-
-FLOOR_FROM = str(uuid.uuid5(NAMESPACE, "floor-from"))
-FLOOR_TO = str(uuid.uuid5(NAMESPACE, "floor-to"))
-
-
-def floor_patient_id(kind: str, i: int) -> str:
-    return str(uuid.uuid5(NAMESPACE, f"floor-{kind}-{i}"))
-
-
-def seed_floor_patients(path: Path, kinds: Sequence[str], count: int, per_patient: int) -> None:
-    """Fresh patients for the direct-rate floors, like the scenario's (the same compartment
-    size), in an organisation of their own that no manifest names (FLOOR_FROM)."""
-    store = Store(str(path))
-    accounts = [{"reference": f"Organization/{FLOOR_FROM}"}]
-    batch: list[dict[str, Any]] = [
-        {"resourceType": "Organization", "id": org, "name": org, "meta": {}}
-        for org in (FLOOR_FROM, FLOOR_TO)
-    ]
-    for kind in kinds:
-        for i in range(count):
-            pid = floor_patient_id(kind, i)
-            batch.append({"resourceType": "Patient", "id": pid, "meta": {"accounts": accounts}})
-            for j in range(per_patient):
-                batch.append({
-                    "resourceType": "Observation" if j % 2 == 0 else "Encounter",
-                    "id": str(uuid.uuid5(NAMESPACE, f"floor-{kind}-{i}-{j}")),
-                    "meta": {"accounts": accounts},
-                    "status": "final" if j % 2 == 0 else "finished",
-                    "subject": {"reference": f"Patient/{pid}"},
-                })  # fmt: skip
-    store.bulk_insert(batch)
-    store.close()
-
-
-def write_manifests(directory: Path, patients: int, fraction: float, ids: Ids | None = None) -> int:
-    ids = ids or SandboxIds()
-    directory.mkdir(parents=True, exist_ok=True)
-    members: list[list[str]] = [[], [], []]
-    changes = 0
-    for i in range(patients):
-        t = wanted_tenant(i, fraction)
-        changes += t != live_tenant(i)
-        members[t].append(f"    - Patient/{ids.patient_id(i)}\n")
-    for t, name in enumerate(TENANTS):
-        with (directory / f"{name}.yaml").open("w") as fh:
-            fh.write(
-                f"apiVersion: reconciler/v1\nkind: Tenant\nmetadata:\n  name: {name}\n"
-                f"spec:\n  account: Organization/{ids.org_id(t)}\n  patients:\n"
-            )
-            fh.writelines(members[t])
-    return changes
-
-
-# --- processes --------------------------------------------------------------------------------
-
-
-class Sandbox:
-    def __init__(self, data: Path, *flags: str) -> None:
-        cmd = [
-            sys.executable,
-            "-m",
-            "reconciler",
-            "sandbox",
-            "serve",
-            "--port",
-            "0",
-            "--data",
-            str(data),
-            "--client",
-            ":".join([*CLIENT, "admin"]),
-            *flags,
-        ]
-        self.proc = subprocess.Popen(
-            cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
-        )
-        assert self.proc.stdout is not None
-        line = self.proc.stdout.readline().strip()
-        if not line.startswith("Sandbox listening on "):
-            raise SystemExit(f"sandbox did not start: {line!r}")
-        self.url = line.removeprefix("Sandbox listening on ")
-        self.creds = CLIENT
-
-    def stats(self, reset: bool = False) -> dict[str, Any]:
-        if reset:
-            return dict(httpx.post(f"{self.url}/sandbox/stats").json())
-        return dict(httpx.get(f"{self.url}/sandbox/stats").json())
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        self.proc.wait(timeout=30)
-
-
-@dataclass
-class Remote:
-    """A server the benchmark does not own (`--server URL`): no /sandbox/stats there, so
-    requests are counted by the client (the CLI's `requests sent` event, pymedplum's hook)."""
-
-    url: str
-    creds: tuple[str, str]
-
-
-Target = Sandbox | Remote
-
-
-def run_cli(sb: Target, name: str, *args: str) -> tuple[Run, str, str]:
-    env = {
-        **os.environ,
-        "MEDPLUM_BASE_URL": sb.url,
-        "MEDPLUM_CLIENT_ID": sb.creds[0],
-        "MEDPLUM_CLIENT_SECRET": sb.creds[1],
-    }
-    counted_here = isinstance(sb, Sandbox)
-    if counted_here:
-        sb.stats(reset=True)
-    started = time.monotonic()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "reconciler", *args, "--log-format", "json"]
-        + ([] if counted_here else ["-v"]),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-    )
-    out, err = proc.communicate()
-    wall = time.monotonic() - started
-    rss = _RSS.get(proc.pid)
-    if isinstance(sb, Sandbox):
-        requests = int(sb.stats().get("requests", 0)) - 1  # minus the stats call itself
-    else:
-        sent = [e for e in events(err) if e.get("event") == "requests sent"]
-        requests = int(sent[-1]["requests"]) if sent else -1
-    if proc.returncode not in (0, 2):
-        raise SystemExit(f"{name} failed ({proc.returncode}):\n{out[-2000:]}\n{err[-2000:]}")
-    return Run(name, wall, requests, rss), out, err
-
-
-_RSS: dict[int, float] = {}
-
-
-def _install_rss_hook() -> None:
-    """Popen reaps its child in communicate(); wrap _try_wait to read the child's rusage."""
-    original = subprocess.Popen._try_wait  # type: ignore[attr-defined]
-
-    def try_wait(self: subprocess.Popen[str], wait_flags: int) -> tuple[int, int]:
-        try:
-            pid, status, usage = os.wait4(self.pid, wait_flags)
-        except ChildProcessError:
-            return original(self, wait_flags)  # type: ignore[no-any-return]
-        if pid:
-            _RSS[pid] = usage.ru_maxrss / 1024
-        return pid, status
-
-    subprocess.Popen._try_wait = try_wait  # type: ignore[attr-defined]
-
-
-def events(stderr: str) -> list[dict[str, Any]]:
-    out = []
-    for line in stderr.splitlines():
-        try:
-            out.append(json.loads(line))
-        except ValueError:
-            continue
-    return out
-
 
 # --- the naive pymedplum loop -------------------------------------------------------------------
 
@@ -369,9 +144,6 @@ def naive_sample(patients: int, sample: int) -> list[int]:
 # --- scenarios ---------------------------------------------------------------------------------
 
 
-FLOOR_KINDS = ("sync-before", "async-before", "sync-after", "async-after")
-
-
 def work_s(err: str) -> float:
     """The plan's own work from its log: reading the live state and planning (the process's
     start and imports are not the server's time)."""
@@ -396,6 +168,31 @@ def floor_rates(sb: Target, args: argparse.Namespace, when: str, count: int) -> 
             asynchronous=mode == "async",
         )  # fmt: skip
     return rates
+
+
+def floor_figures(
+    listing: float,
+    before: dict[str, float],
+    after: dict[str, float],
+    ours_rate: float,
+    plan: Run,
+    bare: Run,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The floors measured around our runs (rates before and after the apply, the best taken)
+    and our runs as fractions of them: the targets issue 28 sets."""
+    best = max(*before.values(), *after.values())
+    measured = {
+        "listing_s": round(listing, 2),
+        "direct_sync_per_s": round(max(before["sync"], after["sync"]), 1),
+        "direct_async_per_s": round(max(before["async"], after["async"]), 1),
+        "ours_per_s": round(ours_rate, 1),
+    }
+    targets = {
+        "plan_work_over_listing (<= 1.5)": floors.ratio(bare.extra["work_s"], listing),
+        "plan_with_estimate_work_over_listing": floors.ratio(plan.extra["work_s"], listing),
+        "ours_over_best_direct_rate (>= 0.9)": floors.ratio(ours_rate, best),
+    }
+    return measured, targets
 
 
 def main_scenario(args: argparse.Namespace, work: Path) -> dict[str, Any]:
@@ -461,18 +258,9 @@ def main_scenario(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         sb.stop()
     write_phase = float(apply.extra["write_phase_s"])
     ours_rate = changes / write_phase if write_phase else 0.0
-    best = max(*before.values(), *after.values())
-    results["floors"] = {
-        "listing_s": round(listing, 2),
-        "direct_sync_per_s": round(max(before["sync"], after["sync"]), 1),
-        "direct_async_per_s": round(max(before["async"], after["async"]), 1),
-        "ours_per_s": round(ours_rate, 1),
-    }
-    results["targets"] = {
-        "plan_work_over_listing (<= 1.5)": floors.ratio(bare.extra["work_s"], listing),
-        "plan_with_estimate_work_over_listing": floors.ratio(plan.extra["work_s"], listing),
-        "ours_over_best_direct_rate (>= 0.9)": floors.ratio(ours_rate, best),
-    }
+    results["floors"], results["targets"] = floor_figures(
+        listing, before, after, ours_rate, plan, bare
+    )
 
     verify_data = work / "verify.sqlite"
     shutil.copy(base, verify_data)
@@ -560,13 +348,43 @@ def server_scenario(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         tenants = str(work / "server-tenants")
         changes = write_manifests(Path(tenants), args.patients, args.change_fraction, ours)
         results["changes"] = changes
+        floor_count = max(20, min(changes, 300))
+        floor_copy = remote.seed(
+            client, run_id=run_id, label="floor", tenants=TENANTS,
+            indices=range(len(FLOOR_KINDS) * floor_count),
+            per_patient=args.resources_per_patient, live_tenant=lambda i: 0, created=created,
+        )  # fmt: skip
+        floor_ids = {
+            kind: [f"Patient/{floor_copy.patient_id(k * floor_count + i)}"
+                   for i in range(floor_count)]
+            for k, kind in enumerate(FLOOR_KINDS)
+        }  # fmt: skip
+        floor_to = f"Organization/{floor_copy.org_id(1)}"
+
+        def rates(when: str) -> dict[str, float]:
+            return {
+                mode: floors.direct_rate(
+                    args.server, target.creds, floor_ids[f"{mode}-{when}"], floor_to,
+                    parallelism=args.parallelism, asynchronous=mode == "async",
+                )
+                for mode in ("sync", "async")
+            }  # fmt: skip
+
+        listing = floors.listing_s(
+            args.server, target.creds, [ours.patient_id(i) for i in range(args.patients)],
+            [f"Organization/{ours.org_id(t)}" for t in range(len(TENANTS))],
+        )  # fmt: skip
         parallel = ("--parallelism", str(args.parallelism))
-        plan, _, _ = run_cli(target, "ours: plan", "plan", tenants, *parallel)
-        bare, _, _ = run_cli(target, "ours: plan --no-estimate", "plan", tenants, "--no-estimate")
+        plan, _, err = run_cli(target, "ours: plan", "plan", tenants, *parallel)
+        plan.extra = {"work_s": round(work_s(err), 2)}
+        bare, _, err = run_cli(target, "ours: plan --no-estimate", "plan", tenants, "--no-estimate")
+        bare.extra = {"work_s": round(work_s(err), 2)}
+        before = rates("before")
         apply, out, err = run_cli(
             target, "ours: apply --no-verify", "apply", tenants, "--auto-approve", "--no-verify",
             *parallel,
         )  # fmt: skip
+        after = rates("after")
         if f"Apply complete! {changes:,} patient" not in out:
             raise SystemExit(f"apply did not complete:\n{out[-1500:]}")
         writes = next(e for e in events(err) if e.get("event") == "writes finished")
@@ -574,7 +392,12 @@ def server_scenario(args: argparse.Namespace, work: Path) -> dict[str, Any]:
             "write_phase_s": round(writes["duration_ms"] / 1000, 2),
             "writes_estimated": writes.get("writes_estimated"),
             "writes_made": writes.get("writes_made"),
+            "sync_calls": writes.get("sync_calls"),
+            "async_calls": writes.get("async_calls"),
         }
+        results["floors"], results["targets"] = floor_figures(
+            listing, before, after, changes / max(1e-9, writes["duration_ms"] / 1000), plan, bare
+        )
         again, out, _ = run_cli(target, "ours: plan again", "plan", tenants, "--detailed-exitcode")
         if "No changes. Live accounts match the manifests." not in out:
             raise SystemExit("the plan after apply is not empty")
@@ -622,180 +445,6 @@ def rss_scenario(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         sb.stop()
     run.extra = {"plan_summary": out.strip().splitlines()[-2] if out.strip() else ""}
     return {"seed_s": round(seed_s, 2), "runs": [asdict(run)]}
-
-
-def quota_scenario(args: argparse.Namespace, work: Path) -> dict[str, Any]:
-    """An apply bigger than one quota window: our paced apply vs the naive loop."""
-    patients, per_patient = args.quota_patients, 4
-    window_s, quota = args.quota_window_s, args.fhir_quota
-    data = work / "quota.sqlite"
-    seed(data, patients, per_patient)
-    changes = write_manifests(
-        work / "quota-tenants", patients, 1.0
-    )  # a third stay, two thirds move
-    writes_needed = changes * (1 + per_patient)
-    ours_data = work / "quota-ours.sqlite"
-    shutil.copy(data, ours_data)
-    sb = Sandbox(ours_data, "--fhir-quota", str(quota), "--quota-window-s", str(window_s))
-    try:
-        run, out, err = run_cli(
-            sb,
-            "ours: apply under quota",
-            "apply",
-            str(work / "quota-tenants"),
-            "--auto-approve",
-            "--no-verify",
-            "--no-audit",
-            "--lock=false",
-            "--allow-mass-removal",  # the scenario moves every patient on purpose
-            "--allow-mass-grant",
-        )
-        stats = sb.stats()
-    finally:
-        sb.stop()
-    waits = [e for e in events(err) if e.get("event") == "waiting for quota"]
-    first_window = [
-        e for e in events(err) if e.get("event") == "retrying" and e.get("status") == 429
-    ]
-    max_rate = quota / 100 / window_s  # writes per second the quota allows
-    achieved = writes_needed / run.wall_s
-    run.extra = {
-        "writes": writes_needed,
-        "write_rate_per_s": round(achieved, 1),
-        "quota_max_write_rate_per_s": round(max_rate, 1),
-        "fraction_of_quota_rate": round(achieved / max_rate, 3),
-        "429s_seen_by_client": len(first_window),
-        "429s_answered_by_server": stats.get("throttled", 0),
-        "quota_waits": len(waits),
-        "failed": "Apply failed" in out,
-    }
-    naive_data = work / "quota-naive.sqlite"
-    shutil.copy(data, naive_data)
-    sb = Sandbox(naive_data, "--fhir-quota", str(quota), "--quota-window-s", str(window_s))
-    naive_result: dict[str, Any] = {}
-    try:
-        naive_result = naive_under_quota(sb, patients, min(args.naive_sample, patients), window_s)
-    finally:
-        sb.stop()
-    return {"runs": [asdict(run)], "naive": naive_result, "pacing": pacing_scenario(args, work)}
-
-
-def pacing_scenario(args: argparse.Namespace, work: Path) -> dict[str, Any]:
-    """Issue 21's case: 10 patients x 3 Observations under a 3,000-point window (≈ 4,000 points
-    of writes, so one reset is unavoidable). The floor is one window plus the work itself, the
-    work measured by the same apply on an unmetered sandbox in this run."""
-    patients, per_patient, quota = 10, 3, 3_000
-    window_s = args.pacing_window_s
-    data = work / "pacing.sqlite"
-    seed(data, patients, per_patient)
-    write_manifests(work / "pacing-tenants", patients, 1.0)
-    cli_args = (
-        "apply",
-        str(work / "pacing-tenants"),
-        "--auto-approve",
-        "--no-verify",
-        "--no-audit",
-        "--lock=false",
-        "--allow-mass-removal",
-        "--allow-mass-grant",
-    )
-    walls: dict[str, Run] = {}
-    found: dict[str, dict[str, Any]] = {}
-    for name, flags in (
-        ("unmetered", ()),
-        ("metered", ("--fhir-quota", str(quota), "--quota-window-s", str(window_s))),
-    ):
-        copy = work / f"pacing-{name}.sqlite"
-        shutil.copy(data, copy)
-        sb = Sandbox(copy, *flags)
-        try:
-            run, out, err = run_cli(sb, f"ours: pacing, {name}", *cli_args)
-            stats = sb.stats()
-        finally:
-            sb.stop()
-        finished = next((e for e in events(err) if e.get("event") == "writes finished"), {})
-        walls[name] = run
-        found[name] = {
-            "writes_made": finished.get("writes_made"),
-            "429s_seen_by_client": sum(
-                1 for e in events(err) if e.get("event") == "retrying" and e.get("status") == 429
-            ),
-            "429s_answered_by_server": stats.get("throttled", 0),
-            "failed": "Apply failed" in out,
-        }
-    writes = found["metered"]["writes_made"] or 0
-    resets = max(0, math.ceil(writes * 100 / quota) - 1)
-    floor_s = resets * window_s + walls["unmetered"].wall_s
-    return {
-        "quota_points": quota,
-        "window_s": window_s,
-        "writes": writes,
-        "resets_needed": resets,
-        "unmetered_apply_s": round(walls["unmetered"].wall_s, 2),
-        "metered_apply_s": round(walls["metered"].wall_s, 2),
-        "floor_s": round(floor_s, 2),
-        "metered_over_floor": round(walls["metered"].wall_s / floor_s, 2),
-        **{k: v for k, v in found["metered"].items() if k != "writes_made"},
-    }
-
-
-def naive_under_quota(sb: Sandbox, patients: int, sample: int, window_s: float) -> dict[str, Any]:
-    """The pymedplum loop with synchronous propagation, as many scripts do: count failures and
-    patients whose compartment was left half-propagated by a quota cut."""
-    from pymedplum import MedplumClient, get_resource_accounts
-
-    client = MedplumClient(
-        base_url=sb.url + "/",
-        client_id=CLIENT[0],
-        client_secret=CLIENT[1],
-        allow_insecure_http=True,
-    )
-    failures = 0
-    touched = []
-    started = time.monotonic()
-    for i in range(sample):
-        want = f"Organization/{org_id(wanted_tenant(i, 1.0))}"
-        try:
-            patient = client.read_resource("Patient", patient_id(i))
-            if get_resource_accounts(patient) != [want]:
-                client.set_accounts(f"Patient/{patient_id(i)}", [want], propagate=True)
-                touched.append((i, want))
-        except Exception:
-            failures += 1
-            touched.append((i, want))
-    wall = time.monotonic() - started
-    time.sleep(window_s)  # let the quota reset before inspecting the damage
-    partial = 0
-    token = httpx.post(
-        f"{sb.url}/oauth2/token",
-        data={
-            "grant_type": "client_credentials",
-            "client_id": CLIENT[0],
-            "client_secret": CLIENT[1],
-        },
-    ).json()["access_token"]
-    http = httpx.Client(headers={"Authorization": f"Bearer {token}"}, timeout=60)
-    for i, want in touched:
-        while True:
-            r = http.get(
-                f"{sb.url}/fhir/R4/",
-                params={
-                    "_type": "Observation,Encounter",
-                    "_compartment": f"Patient/{patient_id(i)}",
-                    "_count": "100",
-                },
-            )
-            if r.status_code != 429:
-                break
-            time.sleep(0.5)
-        accounts = [get_resource_accounts(e["resource"]) for e in r.json().get("entry", [])]
-        partial += any(a != [want] for a in accounts)
-    return {
-        "patients": sample,
-        "wall_s": round(wall, 2),
-        "failed_calls": failures,
-        "partially_propagated_patients": partial,
-    }
 
 
 # --- tenant access: 1,000 memberships x 3 tenants ----------------------------------------------
@@ -1003,27 +652,48 @@ def main() -> int:
     parser.add_argument(
         "--keep-seeded", action="store_true", help="with --server: leave the seeded data there"
     )
-    parser.add_argument("--json", metavar="FILE")
+    parser.add_argument(
+        "--quota-client-id",
+        default=os.environ.get("MEDPLUM_QUOTA_CLIENT_ID"),
+        help="with --server --quota: a project admin client whose membership has a small "
+        "fhirQuota (e.g. 3,000), for the quota scenario (env MEDPLUM_QUOTA_CLIENT_ID)",
+    )
+    parser.add_argument(
+        "--quota-client-secret",
+        default=os.environ.get("MEDPLUM_QUOTA_CLIENT_SECRET"),
+        help="its secret (env MEDPLUM_QUOTA_CLIENT_SECRET)",
+    )
+    parser.add_argument("--json", metavar="FILE", help="also write every figure to FILE")
     args = parser.parse_args()
-    sandbox_only = [f"--{k.replace('_', '-')}" for k in ("rss_patients", "quota", "access",
+    sandbox_only = [f"--{k.replace('_', '-')}" for k in ("rss_patients", "access",
                     "other_resources") if getattr(args, k)]  # fmt: skip
+    if args.server and args.quota and not (args.quota_client_id and args.quota_client_secret):
+        parser.error("--server --quota needs --quota-client-id and --quota-client-secret")
     if args.server and sandbox_only:
         parser.error(
             f"{', '.join(sandbox_only)}: sandbox-only (they read its meters); not with --server"
         )
     if args.quick:
         args.patients, args.naive_sample = 500, 20
-    _install_rss_hook()
+    install_rss_hook()
     results: dict[str, Any] = {"config": {k: v for k, v in vars(args).items() if k != "json"}}
     with tempfile.TemporaryDirectory(prefix="reconciler-bench-") as tmp:
         work = Path(tmp)
-        if args.server:
+        if args.server and not args.skip_main:
             results["server"] = server_scenario(args, work)
-        elif not args.skip_main:
+        elif not args.skip_main and not args.server:
             results["main"] = main_scenario(args, work)
         if args.rss_patients:
             results["rss"] = rss_scenario(args, work)
-        if args.quota:
+        if args.quota and args.server:
+            admin = (os.environ.get("MEDPLUM_CLIENT_ID", ""),
+                     os.environ.get("MEDPLUM_CLIENT_SECRET", ""))  # fmt: skip
+            quota_creds = (args.quota_client_id, args.quota_client_secret)
+            results["quota"] = {
+                "pacing": server_pacing_scenario(args, work, admin, quota_creds),
+                "runs": [],
+            }
+        elif args.quota:
             results["quota"] = quota_scenario(args, work)
         if args.access:
             results["access"] = access_scenario(args, work)

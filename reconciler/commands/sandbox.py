@@ -23,6 +23,13 @@ def _client(value: str) -> tuple[str, str, str]:
     return parts[0], parts[1], parts[2]
 
 
+def _client_quota(value: str) -> tuple[str, int]:
+    client_id, _, points = value.rpartition(":")
+    if not client_id or not points.isdigit() or int(points) < 1:
+        raise argparse.ArgumentTypeError("expected ID:POINTS, e.g. sandbox-admin:3000")
+    return client_id, int(points)
+
+
 def _fault(value: str) -> tuple[int, float]:
     try:
         status, rate = value.split(":")
@@ -62,6 +69,7 @@ def config_from_args(options: argparse.Namespace) -> Config:
         propagate_cap=options.propagate_cap,
         max_search_offset=options.max_search_offset,
         fhir_quota=options.fhir_quota,
+        client_quotas=dict(options.client_quota or []),
         quota_window_s=options.quota_window_s,
         token_ttl_s=options.token_ttl,
         seed=options.random_seed,
@@ -141,6 +149,14 @@ def add_group(group: argparse.ArgumentParser, add: MakeParser) -> None:
     p.add_argument("--propagate-cap", type=int, default=1000)
     p.add_argument("--max-search-offset", type=int, default=None)
     p.add_argument("--fhir-quota", type=int, default=None, metavar="POINTS")
+    p.add_argument(
+        "--client-quota",
+        action="append",
+        type=_client_quota,
+        metavar="ID:POINTS",
+        help="one client's FHIR quota a window (Medplum's membership option fhirQuota); "
+        "repeatable; the others keep --fhir-quota, or none",
+    )
     p.add_argument("--quota-window-s", type=float, default=60.0)
     p.add_argument("--token-ttl", type=int, default=3600, metavar="S")
     p.add_argument("--random-seed", type=int, default=None, help="seed for fault injection")

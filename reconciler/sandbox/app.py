@@ -51,7 +51,11 @@ class App(Routes):
         self.repo = Repository(store)
         self.rng = random.Random(config.seed)
         self.quota = QuotaMeter(
-            config.fhir_quota, config.quota_window_s, clock=self.clock, rng=self.rng
+            config.fhir_quota,
+            config.quota_window_s,
+            clock=self.clock,
+            rng=self.rng,
+            client_points=config.client_quotas,
         )
         self.jobs = JobRunner(
             store,

@@ -30,6 +30,7 @@ class Config:
     propagate_cap: int = 1000
     max_search_offset: int | None = None
     fhir_quota: int | None = None
+    client_quotas: dict[str, int] = field(default_factory=dict)  # client id -> points
     quota_window_s: float = 60.0
     token_ttl_s: int = 3600
     seed: int | None = None

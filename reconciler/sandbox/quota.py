@@ -51,8 +51,11 @@ class LimiterState:
 class FixedWindow:
     """Points per key in fixed windows that open at the key's first charge."""
 
-    def __init__(self, limit: int, window_s: float, clock: Clock) -> None:
+    def __init__(
+        self, limit: int, window_s: float, clock: Clock, limits: dict[str, int] | None = None
+    ) -> None:
         self.limit = limit
+        self.limits = dict(limits or {})  # per key, where it differs (a membership's fhirQuota)
         self.window_s = window_s
         self.clock = clock
         self._windows: dict[str, tuple[float, int]] = {}  # key -> (opened at, points)
@@ -68,16 +71,16 @@ class FixedWindow:
         opened, used = self._current(key, now)
         used += points
         self._windows[key] = (opened, used)
-        return self._state(opened, used, now)
+        return self._state(key, opened, used, now)
 
     def peek(self, key: str) -> LimiterState:
         now = self.clock.now()
         opened, used = self._current(key, now)
-        return self._state(opened, used, now)
+        return self._state(key, opened, used, now)
 
-    def _state(self, opened: float, used: int, now: float) -> LimiterState:
+    def _state(self, key: str, opened: float, used: int, now: float) -> LimiterState:
         ms = max(1, math.ceil((opened + self.window_s - now) * 1000))
-        return LimiterState(self.limit, used, ms)
+        return LimiterState(self.limits.get(key, self.limit), used, ms)
 
 
 class QuotaMeter:
@@ -88,13 +91,16 @@ class QuotaMeter:
         *,
         clock: Clock | None = None,
         rng: random.Random | None = None,
+        client_points: dict[str, int] | None = None,
     ) -> None:
-        self.metered = points is not None
+        # Metered when a quota is set for all clients or for some (Medplum's membership option
+        # `fhirQuota`); the project's window stays 10x the default.
+        self.metered = points is not None or bool(client_points)
         self.limit = points if points is not None else UNMETERED_POINTS
         self.window_s = window_s
         self.clock = clock or SystemClock()
         self.rng = rng or random.Random()
-        self.membership = FixedWindow(self.limit, window_s, self.clock)
+        self.membership = FixedWindow(self.limit, window_s, self.clock, client_points)
         self.project = FixedWindow(self.limit * PROJECT_FACTOR, window_s, self.clock)
         self.requests = FixedWindow(REQUESTS_PER_WINDOW, window_s, self.clock)
         self._lock = threading.Lock()
@@ -130,7 +136,7 @@ class QuotaMeter:
     def _refuse(self, state: LimiterState) -> FhirError:
         with self._lock:
             self.throttled_count += 1
-        return FhirError(429, throttled(state.ms_before_next, state.consumed, self.limit))
+        return FhirError(429, throttled(state.ms_before_next, state.consumed, state.limit))
 
 
 def _tighter(a: LimiterState, b: LimiterState) -> LimiterState:

@@ -67,6 +67,25 @@ def test_quota_costs_headers_and_429(make_app_sandbox: Any) -> None:
     assert parse_ratelimit(r.headers["RateLimit"])["requests"].remaining > 0
 
 
+def test_one_client_can_have_a_quota_of_its_own(make_app_sandbox: Any) -> None:
+    # Medplum's membership option fhirQuota: --client-quota ID:POINTS meters that client alone.
+    sb = make_app_sandbox(
+        "--client", "sandbox-admin:sandbox-secret:admin", "--client", "small:s3cret:admin",
+        "--client-quota", "small:300",
+    )  # fmt: skip
+    http = authed(sb)
+    small = httpx.Client(
+        base_url=f"{sb.url}/fhir/R4/", transport=sb.transport,
+        headers={"Authorization": f"Bearer {sb.token(('small', 's3cret'))}"},
+    )  # fmt: skip
+    pid = http.post("Patient", json={"resourceType": "Patient"}).json()["id"]
+    assert fhir_remaining(small.get(f"Patient/{pid}")) == 299
+    for _ in range(2):
+        assert small.post("Patient", json={"resourceType": "Patient"}).status_code == 201
+    assert small.post("Patient", json={"resourceType": "Patient"}).status_code == 429
+    assert fhir_remaining(http.get(f"Patient/{pid}")) > 1_000_000  # the other is not metered
+
+
 def test_the_project_limiter_is_ten_times_the_membership_and_shared(make_app_sandbox: Any) -> None:
     sb = make_app_sandbox(
         "--fhir-quota", "1000",
