@@ -4,29 +4,19 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable, Sequence
-from functools import cache
 from pathlib import Path
-
-import jsonschema
 
 from reconciler import phi
 from reconciler.errors import ManifestError
 from reconciler.manifest.explain import explain
 from reconciler.manifest.rules import cross_file_problems
+from reconciler.manifest.schema_errors import schema_errors
 from reconciler.manifest.tenants import to_tenant
 from reconciler.model import ManifestSet, Tenant
-from reconciler.schemas import load_schema
 from reconciler.yamlsafe import Document, PathKey, YamlProblem, load_documents, read_text
 
 MANIFEST_SUFFIXES = (".yaml", ".yml")
 DEFAULT_PATHS = ["tenants/"]  # what commands read when given no PATH (design section 2)
-
-
-@cache
-def _tenant_validator() -> jsonschema.Draft202012Validator:
-    schema = load_schema("tenant.schema.json")
-    jsonschema.Draft202012Validator.check_schema(schema)
-    return jsonschema.Draft202012Validator(schema)
 
 
 def discover(paths: Sequence[str]) -> tuple[list[Path], list[str]]:
@@ -151,7 +141,7 @@ def protect_selected_values(data: object) -> None:
 
 def _schema_problems(file: str, doc: Document) -> list[str]:
     errors = sorted(
-        _tenant_validator().iter_errors(doc.data), key=lambda e: doc.position(tuple(e.path))
+        schema_errors(doc.data), key=lambda e: doc.position(tuple(e.path))
     )
     out: list[str] = []
     for error in errors:

@@ -411,3 +411,26 @@ def test_the_size_limit_holds_for_what_is_read_not_what_a_file_reports(
         err.splitlines()[0]
         == "/dev/zero:1:1: error: file is over the 1,000-byte limit for a manifest"
     )
+
+
+def test_errors_in_a_long_patient_list_name_their_own_lines(tmp_path: Path) -> None:
+    # Past 100 entries plain `Patient/<id>` strings skip jsonschema (manifest/schema_errors.py);
+    # the others are still checked and their errors keep their places in the file.
+    entries = [f"    - Patient/p{i}\n" for i in range(300)]
+    entries[7] = "    - Patient/has space\n"
+    entries[150] = "    - {identifier: 'urn:mrn|1', extra: 1}\n"
+    entries[299] = "    - Practitioner/x\n"
+    path = _write(
+        tmp_path, "t.yaml",
+        "apiVersion: reconciler/v1\nkind: Tenant\nmetadata: {name: t}\nspec:\n"
+        "  account: Organization/o1\n  patients:\n" + "".join(entries),
+    )  # fmt: skip
+    with pytest.raises(ManifestError) as info:
+        load_manifests([str(path)])
+    lines = [
+        p.split(": error: ")[0].removeprefix(path.as_posix() + ":") for p in info.value.problems
+    ]
+    assert lines == ["14:7", "157:33", "306:7"]  # entry k is on line 7 + k; its key `extra`
+    assert [p.split(": error: ")[1].split(":")[0] for p in info.value.problems] == [
+        "spec.patients[7]", "spec.patients[150].extra", "spec.patients[299]"
+    ]  # fmt: skip
