@@ -140,9 +140,7 @@ def protect_selected_values(data: object) -> None:
 
 
 def _schema_problems(file: str, doc: Document) -> list[str]:
-    errors = sorted(
-        schema_errors(doc.data), key=lambda e: doc.position(tuple(e.path))
-    )
+    errors = sorted(schema_errors(doc.data), key=lambda e: doc.position(tuple(e.path)))
     out: list[str] = []
     for error in errors:
         if error.validator == "additionalProperties":
