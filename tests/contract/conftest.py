@@ -45,6 +45,8 @@ def target() -> Iterator[Target]:
             )
         yield Target(url, cid, secret, True, run)
         return
-    proc = SandboxProcess().start()
+    # Metered, with a quota no test reaches: the RateLimit header shows what each call cost
+    # (tests/contract/test_cost_facts.py), as on a Medplum.
+    proc = SandboxProcess(args=("--fhir-quota", "100000000")).start()
     yield Target(proc.url, *ADMIN, False, run)
     proc.stop()
