@@ -14,7 +14,12 @@ from typing import Any
 
 import yaml
 
-MAX_FILE_BYTES = 10 * 1024 * 1024
+# 64 MiB: a million-patient tenant is ~55 MB of `- Patient/<uuid>` lines; the limit is there so
+# /dev/zero or a pipe cannot grow without end, not to cap a real manifest.
+MAX_FILE_BYTES = 64 * 1024 * 1024
+# Nodes a document may build: at least this many, and never more than its text has characters.
+# Without aliases every node takes a character or more, so only alias expansion (a "billion
+# laughs" bomb) can pass the text's length; a long plain patient list never does.
 MAX_NODES_PER_DOCUMENT = 100_000
 MAX_DEPTH = 64
 
@@ -104,7 +109,7 @@ def _load_documents(text: str, loader: Any) -> list[Document]:
             if node is None:
                 continue
             doc = Document(data=None, line=node.start_mark.line + 1)
-            builder = _Builder(doc)
+            builder = _Builder(doc, max(MAX_NODES_PER_DOCUMENT, len(text)))
             doc.data = builder.build(node, (), 0)
             documents.append(doc)
     except yaml.MarkedYAMLError as exc:
@@ -120,9 +125,10 @@ def _load_documents(text: str, loader: Any) -> list[Document]:
 
 
 class _Builder:
-    def __init__(self, doc: Document) -> None:
+    def __init__(self, doc: Document, max_nodes: int) -> None:
         self.doc = doc
         self.nodes = 0
+        self.max_nodes = max_nodes
         self.constructor = yaml.SafeLoader("")
 
     def _fail(self, node: yaml.Node, message: str) -> YamlProblem:
@@ -130,10 +136,10 @@ class _Builder:
 
     def build(self, node: yaml.Node, path: PathKey, depth: int) -> Any:
         self.nodes += 1
-        if self.nodes > MAX_NODES_PER_DOCUMENT:
+        if self.nodes > self.max_nodes:
             raise self._fail(
                 node,
-                f"document expands to more than {MAX_NODES_PER_DOCUMENT:,} nodes "
+                f"document expands to more than {self.max_nodes:,} nodes "
                 "(alias expansion bomb?)",
             )
         if depth > MAX_DEPTH:

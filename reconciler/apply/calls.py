@@ -91,10 +91,15 @@ class CallModes:
 
 
 class Concurrency:
-    """How many changes are in flight: starts at `--parallelism` (its cap), halves when the
-    server answered 429 or 503 during a round, or when two rounds in a row took twice the best
-    median latency while their throughput fell below 80 % of the best; from there it widens by
-    one each round while the throughput beats the last round's."""
+    """How many changes are in flight: starts at `--parallelism` (its cap). A round is
+    max(20, 2 x limit) finished changes. It halves when the server answered 429 or 503 during
+    a round; it steps back by one when two rounds in a row took more than twice the reference
+    latency while their throughput fell below 80 % of the reference rate; and it widens by one
+    while a round's throughput beats the last one's. The references (best latency, best rate)
+    are reset to what is seen at each back-off and decay by 10 % a round toward what is seen,
+    so a server that is slower for everyone is not mistaken for one we overload."""
+
+    MIN_ROUND = 20
 
     def __init__(
         self,
@@ -112,16 +117,19 @@ class Concurrency:
         self._round_started = clock()
         self._last_rate = 0.0
         self._best_rate = 0.0
-        self._slow_rounds = 0  # rounds in a row slower and less productive than the best
+        self._slow_rounds = 0  # rounds in a row slower and less productive than the references
         self._best_latency: float | None = None
         self._seen_throttled = throttled()
         self.history: list[int] = [self.limit]
 
+    def round_size(self) -> int:
+        return max(self.MIN_ROUND, 2 * self.limit)
+
     def finished(self, duration_s: float) -> None:
-        """One change finished after `duration_s`; a round is `limit` of them."""
+        """One change finished after `duration_s`."""
         with self._lock:
             self._round.append(duration_s)
-            if len(self._round) < self.limit:
+            if len(self._round) < self.round_size():
                 return
             now = self.clock()
             elapsed = max(now - self._round_started, 1e-6)
@@ -136,15 +144,23 @@ class Concurrency:
                 and rate < 0.8 * self._best_rate
             )
             self._slow_rounds = self._slow_rounds + 1 if slow else 0
-            if throttled > self._seen_throttled or self._slow_rounds >= 2:
-                self._slow_rounds = 0
+            backed_off = True
+            if throttled > self._seen_throttled:
                 self.limit = max(1, self.limit // 2)
-            elif rate > self._last_rate * 1.05 and self.limit < self.cap:
-                self.limit += 1
-            self._best_rate = max(self._best_rate, rate)
-            self._best_latency = (
-                latency if self._best_latency is None else min(self._best_latency, latency)
-            )
+            elif self._slow_rounds >= 2:
+                self.limit = max(1, self.limit - 1)
+            else:
+                backed_off = False
+                if rate > self._last_rate * 1.05 and self.limit < self.cap:
+                    self.limit += 1
+            if backed_off or self._best_latency is None:
+                # What is seen now is the new reference: one step back per slowdown, not one
+                # every two rounds while the server stays slower for everyone.
+                self._slow_rounds = 0
+                self._best_rate, self._best_latency = rate, latency
+            else:
+                self._best_rate = max(rate, 0.9 * self._best_rate)
+                self._best_latency = min(latency, 1.1 * self._best_latency)
             self._last_rate = rate
             self._seen_throttled = throttled
             self._round = []

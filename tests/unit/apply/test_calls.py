@@ -12,29 +12,36 @@ def test_concurrency_backs_off_on_trouble_and_widens_while_throughput_rises() ->
     c = Concurrency(10, throttled=lambda: throttled[0], clock=lambda: now[0])
     assert c.limit == 10  # the cap, --parallelism, to start
 
-    def round_of(duration: float, elapsed: float) -> None:
-        now[0] += elapsed
-        for _ in range(c.limit):
+    def round_of(duration: float, rate: float) -> None:
+        """One round (max(20, 2 x limit) changes) at `rate` changes a second."""
+        size = c.round_size()
+        now[0] += size / rate
+        for _ in range(size):
             c.finished(duration)
 
-    round_of(0.1, 1.0)  # 10 in 1 s, latency 0.1: the best seen
+    round_of(0.1, 100)  # 100/s, latency 0.1: the references
+    assert (c.limit, c.round_size()) == (10, 20)
+    round_of(0.25, 50)  # latency more than doubled and throughput fell: once is noise
     assert c.limit == 10
-    round_of(0.25, 1.5)  # the median latency more than doubled and throughput fell: once
+    round_of(0.25, 50)  # twice in a row: one step back
+    assert c.limit == 9
+    round_of(0.1, 60)  # 60/s beats the last round's 50/s: widened by one
     assert c.limit == 10
-    round_of(0.25, 1.5)  # twice in a row: halved
+    round_of(0.1, 60)  # no better than the last, and at the cap: stays
+    assert c.limit == 10
+    throttled[0] = 1  # a 429 or 503 meanwhile: halved at once
+    round_of(0.1, 60)
     assert c.limit == 5
-    round_of(0.1, 0.5)  # 5 in 0.5 s: 10/s beats the last round's 6.7/s: widened by one
+    round_of(0.1, 70)  # rising again: widened
     assert c.limit == 6
-    round_of(0.1, 0.6)  # 6 in 0.6 s: 10/s again, no better than the last: stays
-    assert c.limit == 6
-    round_of(0.1, 0.4)  # 15/s: widened
-    assert c.limit == 7
-    throttled[0] = 1  # a 429 or 503 meanwhile: halved
-    round_of(0.1, 0.4)
-    assert c.limit == 3
-    assert c.history == [10, 5, 6, 7, 3]
-    for _ in range(40):  # never past the cap
-        round_of(0.1, 0.01 / (c.limit + 1))
+    assert c.history == [10, 9, 10, 5, 6]
+    # A server slower for everyone: the references decay toward it, so after a step back or
+    # two the limit holds instead of sinking to 1.
+    for _ in range(40):
+        round_of(0.5, 20)
+    assert c.limit >= 4
+    for _ in range(40):  # and when things improve it widens back to the cap, never past it
+        round_of(0.1, 100 + 10 * c.limit)
     assert c.limit == 10
 
 

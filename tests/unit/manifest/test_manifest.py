@@ -434,3 +434,15 @@ def test_errors_in_a_long_patient_list_name_their_own_lines(tmp_path: Path) -> N
     assert [p.split(": error: ")[1].split(":")[0] for p in info.value.problems] == [
         "spec.patients[7]", "spec.patients[150].extra", "spec.patients[299]"
     ]  # fmt: skip
+
+
+def test_a_long_plain_list_is_not_an_alias_bomb(tmp_path: Path) -> None:
+    # 150,000 patients in one document: more nodes than 100,000, fewer than its characters.
+    entries = "".join(f"    - Patient/p{i}\n" for i in range(150_000))
+    path = _write(
+        tmp_path, "t.yaml",
+        "apiVersion: reconciler/v1\nkind: Tenant\nmetadata: {name: t}\nspec:\n"
+        "  account: Organization/o1\n  patients:\n" + entries,
+    )  # fmt: skip
+    (tenant,) = load_manifests([str(path)]).tenants
+    assert len(tenant.patients) == 150_000
