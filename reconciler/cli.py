@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 import tempfile
 import traceback
@@ -22,15 +23,46 @@ from reconciler.errors import (
     UsageError,
 )
 from reconciler.plan.render import plural
+from reconciler.suggest import did_you_mean
 
 Run = Callable[[argparse.Namespace], int]
 
 
+_CHOICE = re.compile(r"invalid choice: '(?P<word>[^']*)' \(choose from (?P<choices>.*)\)$")
+
+
 class _Parser(argparse.ArgumentParser):
-    """argparse exits 2 on usage errors; 2 means "changes" here, so raise instead."""
+    """argparse exits 2 on usage errors; 2 means "changes" here, so raise instead — with a
+    "did you mean" for a mistyped command, flag or choice."""
+
+    _argv: list[str] = []  # what main() parses, to find the command whose flags to suggest
 
     def error(self, message: str) -> NoReturn:
-        raise UsageError(f"{self.prog}: {message}")
+        raise UsageError(f"{self.prog}: {message}{self._hint(message)}")
+
+    def _hint(self, message: str) -> str:
+        choice = _CHOICE.search(message)
+        if choice:
+            choices = re.findall(r"'([^']*)'", choice["choices"])
+            return did_you_mean(choice["word"], choices)
+        if message.startswith("unrecognized arguments: "):
+            flags = [a for a in message.split(": ", 1)[1].split() if a.startswith("-")]
+            known = _flags_of(self, _Parser._argv)
+            for flag in flags:
+                hint = did_you_mean(flag.split("=", 1)[0], known)
+                if hint:
+                    return hint if len(flags) == 1 else f"{hint.removesuffix('?')} for {flag}?"
+        return ""
+
+
+def _flags_of(parser: argparse.ArgumentParser, argv: Sequence[str]) -> list[str]:
+    """The flags of the (sub)command `argv` names: the deepest subparser its words reach."""
+    current = parser
+    for word in argv:
+        subs = [a for a in current._actions if isinstance(a, argparse._SubParsersAction)]
+        if subs and word in subs[0].choices:
+            current = subs[0].choices[word]
+    return [o for a in current._actions for o in a.option_strings if o.startswith("--")]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -71,6 +103,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from reconciler import logs
 
     try:
+        _Parser._argv = list(sys.argv[1:] if argv is None else argv)
         options = build_parser().parse_args(argv)
     except UsageError as exc:
         _print_error(f"Error: {exc}")

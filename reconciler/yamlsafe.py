@@ -139,8 +139,7 @@ class _Builder:
         if self.nodes > self.max_nodes:
             raise self._fail(
                 node,
-                f"document expands to more than {self.max_nodes:,} nodes "
-                "(alias expansion bomb?)",
+                f"document expands to more than {self.max_nodes:,} nodes (alias expansion bomb?)",
             )
         if depth > MAX_DEPTH:
             raise self._fail(node, f"nesting is deeper than {MAX_DEPTH} levels")

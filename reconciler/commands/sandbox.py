@@ -1,4 +1,5 @@
-"""`reconciler sandbox serve|seed`: the local Medplum-compatible server and its demo data."""
+"""`reconciler sandbox serve|seed|load`: the local Medplum-compatible server, its demo data and
+your own resources in it."""
 
 from __future__ import annotations
 
@@ -88,7 +89,7 @@ def seed(options: argparse.Namespace) -> int:
     from reconciler.sandbox.store import Store
 
     if options.data == ":memory:":
-        raise UsageError("seeding :memory: would be lost at once; give --data FILE")
+        raise UsageError("seeding :memory: would be lost at once; give --sandbox-data FILE")
     started = time.monotonic()
     store = Store(options.data)
     try:
@@ -112,43 +113,164 @@ def seed(options: argparse.Namespace) -> int:
     return ExitCode.OK
 
 
+def load(options: argparse.Namespace) -> int:
+    import sys
+    from pathlib import Path
+
+    from reconciler.sandbox import load as loading
+    from reconciler.sandbox.store import Store
+
+    if options.data == ":memory:":
+        raise UsageError("loading into :memory: would be lost at once; give --sandbox-data FILE")
+    source = options.file
+    if source == "-":
+        text, name = sys.stdin.read(), "<stdin>"
+    else:
+        try:
+            text, name = Path(source).read_text(encoding="utf-8"), source
+        except (OSError, UnicodeDecodeError) as exc:
+            why = getattr(exc, "strerror", None) or exc
+            raise UsageError(f"{source}: cannot read: {why}") from None
+    try:
+        resources = loading.parse(text, name)
+    except loading.LoadError as exc:
+        raise UsageError(str(exc)) from None
+    Path(options.data).parent.mkdir(parents=True, exist_ok=True)
+    store = Store(options.data)
+    try:
+        loaded = loading.load(store, resources)
+    finally:
+        store.close()
+    kinds = ", ".join(f"{n} {t}" for t, n in sorted(loaded.by_type.items()))
+    Output().result(
+        f"Loaded {loaded.resources:,} resources into {options.data} ({kinds}; "
+        f"{loaded.new:,} new, {loaded.resources - loaded.new:,} replaced)."
+    )
+    return ExitCode.OK
+
+
+def _data_option(p: argparse.ArgumentParser, default: str, what: str) -> None:
+    """`--sandbox-data`, the one spelling every command uses; `--data` still works, unlisted."""
+    p.add_argument(
+        "--sandbox-data",
+        dest="data",
+        default=default,
+        metavar="FILE",
+        help=f"{what} (default: %(default)s)",
+    )
+    p.add_argument("--data", dest="data", help=argparse.SUPPRESS)
+
+
 def add_group(group: argparse.ArgumentParser, add: MakeParser) -> None:
-    """`sandbox serve` and `sandbox seed`, under the `sandbox` parser `group`."""
+    """`sandbox serve`, `sandbox seed` and `sandbox load`, under the `sandbox` parser `group`."""
     from reconciler.sandbox.server import DEFAULT_DATA
 
     sub = group.add_subparsers(dest="sandbox_command", metavar="SUBCOMMAND")
     sub.required = True
 
+    d = " (default: %(default)s)"
     p = add(sub, "serve", serve, "run the local Medplum-compatible server")
-    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on" + d)
     p.add_argument(
         "--port",
         type=int,
         default=8104,
         help="0 picks a free port (default 8104: Medplum's own dev server uses 8103)",
     )
-    p.add_argument("--data", default=DEFAULT_DATA, help="SQLite file, or :memory:")
-    p.add_argument("--client", action="append", type=_client, metavar="ID:SECRET:ROLE")
-    p.add_argument("--latency-ms", type=float, default=0.0)
-    p.add_argument("--spike-ms", type=float, default=0.0, help="latency spike length")
-    p.add_argument("--spike-rate", type=float, default=0.0, help="fraction of requests spiked")
-    p.add_argument("--fault", action="append", type=_fault, metavar="STATUS:RATE")
-    p.add_argument("--fault-rate", type=float, default=None, metavar="F")
-    p.add_argument("--fault-status", type=int, default=503, metavar="S")
+    _data_option(p, DEFAULT_DATA, "SQLite data file, or :memory:")
+    p.add_argument(
+        "--client",
+        action="append",
+        type=_client,
+        metavar="ID:SECRET:ROLE",
+        help="a client it accepts, ROLE admin, member or reader; repeatable (default: "
+        "sandbox-admin, sandbox-member and sandbox-reader, secret sandbox-secret)",
+    )
+    p.add_argument(
+        "--latency-ms",
+        type=float,
+        default=0.0,
+        metavar="MS",
+        help="delay before every answer, a network round trip" + d,
+    )
+    p.add_argument(
+        "--spike-ms", type=float, default=0.0, metavar="MS", help="length of a latency spike" + d
+    )
+    p.add_argument(
+        "--spike-rate", type=float, default=0.0, metavar="F", help="fraction of requests spiked" + d
+    )
+    p.add_argument(
+        "--fault",
+        action="append",
+        type=_fault,
+        metavar="STATUS:RATE",
+        help="answer STATUS to a fraction RATE of requests; repeatable (default: none)",
+    )
+    p.add_argument(
+        "--fault-rate",
+        type=float,
+        default=None,
+        metavar="F",
+        help="fraction of requests answered --fault-status (default: none)",
+    )
+    p.add_argument(
+        "--fault-status",
+        type=int,
+        default=503,
+        metavar="S",
+        help="the status --fault-rate answers" + d,
+    )
     p.add_argument("--fault-jobs", action="store_true", help="inject faults into job polls too")
-    p.add_argument("--retry-after", type=float, default=None, metavar="S")
-    p.add_argument("--job-delay-ms", type=float, default=0.0)
-    p.add_argument("--job-fail-rate", type=float, default=0.0)
+    p.add_argument(
+        "--retry-after",
+        type=float,
+        default=None,
+        metavar="S",
+        help="send Retry-After: S with injected faults (default: none, like Medplum)",
+    )
+    p.add_argument(
+        "--job-delay-ms",
+        type=float,
+        default=0.0,
+        metavar="MS",
+        help="how long an async job waits in the queue before it runs" + d,
+    )
+    p.add_argument(
+        "--job-fail-rate",
+        type=float,
+        default=0.0,
+        metavar="F",
+        help="fraction of async jobs that fail" + d,
+    )
     p.add_argument(
         "--job-fail-after-writes",
         type=int,
         default=None,
         metavar="N",
-        help="every async job dies after N writes, leaving what it wrote (Medplum has no rollback)",
+        help="every async job dies after N writes, leaving what it wrote (Medplum has no "
+        "rollback; default: never)",
     )
-    p.add_argument("--propagate-cap", type=int, default=1000)
-    p.add_argument("--max-search-offset", type=int, default=None)
-    p.add_argument("--fhir-quota", type=int, default=None, metavar="POINTS")
+    p.add_argument(
+        "--propagate-cap",
+        type=int,
+        default=1000,
+        metavar="N",
+        help="compartment resources one $set-accounts propagates to at most" + d,
+    )
+    p.add_argument(
+        "--max-search-offset",
+        type=int,
+        default=None,
+        metavar="N",
+        help="refuse _offset past N, as Medplum does past its limit (default: none)",
+    )
+    p.add_argument(
+        "--fhir-quota",
+        type=int,
+        default=None,
+        metavar="POINTS",
+        help="every client's FHIR quota a window (default: unmetered)",
+    )
     p.add_argument(
         "--client-quota",
         action="append",
@@ -157,9 +279,23 @@ def add_group(group: argparse.ArgumentParser, add: MakeParser) -> None:
         help="one client's FHIR quota a window (Medplum's membership option fhirQuota); "
         "repeatable; the others keep --fhir-quota, or none",
     )
-    p.add_argument("--quota-window-s", type=float, default=60.0)
-    p.add_argument("--token-ttl", type=int, default=3600, metavar="S")
-    p.add_argument("--random-seed", type=int, default=None, help="seed for fault injection")
+    p.add_argument(
+        "--quota-window-s",
+        type=float,
+        default=60.0,
+        metavar="S",
+        help="the quota's window, fixed like Medplum's" + d,
+    )
+    p.add_argument(
+        "--token-ttl", type=int, default=3600, metavar="S", help="access token lifetime" + d
+    )
+    p.add_argument(
+        "--random-seed",
+        type=int,
+        default=None,
+        metavar="N",
+        help="seed for fault injection (default: random)",
+    )
     p.add_argument(
         "--set-accounts-author",
         choices=("caller", "system"),
@@ -169,8 +305,30 @@ def add_group(group: argparse.ArgumentParser, add: MakeParser) -> None:
     )
 
     p = add(sub, "seed", seed, "fill the sandbox with demo data matching examples/tenants/")
-    p.add_argument("--data", default=DEFAULT_DATA)
-    p.add_argument("--patients", type=int, default=100, metavar="N")
-    p.add_argument("--resources-per-patient", type=int, default=4, metavar="K")
-    p.add_argument("--seed", type=int, default=1, metavar="S")
+    _data_option(p, DEFAULT_DATA, "SQLite data file to fill")
+    p.add_argument(
+        "--patients",
+        type=int,
+        default=100,
+        metavar="N",
+        help="generated patients beside the six named ones" + d,
+    )
+    p.add_argument(
+        "--resources-per-patient",
+        type=int,
+        default=4,
+        metavar="K",
+        help="Observations and Encounters per generated patient" + d,
+    )
+    p.add_argument(
+        "--seed",
+        type=int,
+        default=1,
+        metavar="S",
+        help="varies the generated patients' ids and names" + d,
+    )
     p.add_argument("--reset", action="store_true", help="delete everything first")
+
+    p = add(sub, "load", load, "load your own resources (JSON: one, an array or a Bundle)")
+    p.add_argument("file", metavar="FILE", help="a JSON file, or - for standard input")
+    _data_option(p, DEFAULT_DATA, "SQLite data file to load into")

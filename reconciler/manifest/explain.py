@@ -6,6 +6,7 @@ from typing import Any
 
 from jsonschema.exceptions import ValidationError, best_match
 
+from reconciler.suggest import did_you_mean
 from reconciler.yamlsafe import PathKey
 
 RESULT_CONTROL_PARAMS = (
@@ -99,10 +100,12 @@ def explain(error: ValidationError) -> tuple[PathKey, str]:
         keys = ", ".join(repr(k) for k in missing)
         return path, f"missing required key{'s' if len(missing) > 1 else ''} {keys}"
     if v == "const":
-        return path, f"expected {error.validator_value!r}, got {instance!r}"
+        hint = did_you_mean(str(instance), [str(error.validator_value)])
+        return path, f"expected {error.validator_value!r}, got {instance!r}{hint}"
     if v == "enum":
         options = ", ".join(str(o) for o in expected_value)
-        return path, f"expected one of: {options}; got {instance!r}"
+        hint = did_you_mean(str(instance), [str(o) for o in expected_value])
+        return path, f"expected one of: {options}; got {instance!r}{hint}"
     if v == "type":
         expected = _EXPECTED_TYPE.get(str(error.validator_value), str(error.validator_value))
         return path, f"expected a {expected}, got {_python_type(instance)}"

@@ -13,6 +13,7 @@ from reconciler.manifest.rules import cross_file_problems
 from reconciler.manifest.schema_errors import schema_errors
 from reconciler.manifest.tenants import to_tenant
 from reconciler.model import ManifestSet, Tenant
+from reconciler.suggest import did_you_mean
 from reconciler.yamlsafe import Document, PathKey, YamlProblem, load_documents, read_text
 
 MANIFEST_SUFFIXES = (".yaml", ".yml")
@@ -140,9 +141,12 @@ def protect_selected_values(data: object) -> None:
 
 
 def _schema_problems(file: str, doc: Document) -> list[str]:
-    errors = sorted(schema_errors(doc.data), key=lambda e: doc.position(tuple(e.path)))
-    out: list[str] = []
-    for error in errors:
+    found: list[tuple[tuple[int, int], str]] = []  # sorted by line and column at the end
+
+    def add(path: PathKey, message: str) -> None:
+        found.append((doc.position(path), _problem(file, doc, path, message)))
+
+    for error in schema_errors(doc.data):
         if error.validator == "additionalProperties":
             # Every unknown key of a block, each at its own line (`membrship` and
             # `propogate` in one spec are two problems, not one).
@@ -150,9 +154,9 @@ def _schema_problems(file: str, doc: Document) -> list[str]:
             known = ", ".join(sorted(allowed))
             base: PathKey = tuple(error.absolute_path)
             for key in sorted(k for k in error.instance if k not in allowed):
-                message = f"unknown key {key!r} (allowed: {known})"
-                out.append(_problem(file, doc, (*base, key), message))
+                hint = did_you_mean(str(key), allowed)
+                add((*base, key), f"unknown key {key!r}{hint} (allowed: {known})")
             continue
         path, message = explain(error)
-        out.append(_problem(file, doc, path, message))
-    return out
+        add(path, message)
+    return [text for _, text in sorted(found, key=lambda item: item[0])]

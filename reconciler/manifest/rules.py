@@ -23,6 +23,7 @@ from reconciler.model import (
     Tenant,
     account_id,
 )
+from reconciler.suggest import did_you_mean
 
 
 def _encoded_control_problems(tenant: Tenant) -> list[str]:
@@ -172,7 +173,8 @@ def select_targets(manifests: ManifestSet, targets: Sequence[str]) -> ManifestSe
     unknown = [t for t in targets if t not in names]
     if unknown:
         raise ManifestError(
-            [f"error: --target {name!r} is not a tenant of these manifests (tenants: "
-             f"{', '.join(sorted(names))})" for name in unknown]
+            [f"error: --target {name!r} is not a tenant of these manifests"
+             f"{did_you_mean(name, names)} (tenants: {', '.join(sorted(names))})"
+             for name in unknown]
         )  # fmt: skip
     return replace(manifests, tenants=tuple(t for t in manifests.tenants if t.name in targets))

@@ -23,6 +23,19 @@ ORG_LEGACY = "0f1e0001-0000-4000-8000-000000000009"  # unmanaged: no manifest me
 DR_NORTH = "0f1e0002-0000-4000-8000-000000000001"
 DR_SOUTH = "0f1e0002-0000-4000-8000-000000000002"
 
+LOC_SYSTEM = "https://example.org/loc"
+SERVICE_SYSTEM = "https://example.org/services"
+# (id, identifier value, name, managing Organization) — the README's "Other resources" names
+# Location N-1 by identifier and the rest by `Location?organization=…`.
+LOCATIONS = [
+    ("0f1e0008-0000-4000-8000-000000000001", "N-1", "Northside Main Building", ORG_NORTH),
+    ("0f1e0008-0000-4000-8000-000000000002", "N-2", "Northside Annex", ORG_NORTH),
+    ("0f1e0008-0000-4000-8000-000000000003", "S-1", "Southside Clinic", ORG_SOUTH),
+]
+HEALTHCARE_SERVICES = [
+    ("0f1e0009-0000-4000-8000-000000000001", "north-gp", "Northside General Practice", ORG_NORTH),
+    ("0f1e0009-0000-4000-8000-000000000002", "south-gp", "Southside General Practice", ORG_SOUTH),
+]
 CLINIC_STAFF_POLICY = "0f1e0004-0000-4000-8000-000000000001"
 STAFF_SYSTEM = "https://example.org/staff"
 # The types a clinic's staff see through "clinic-staff": Patient and the Patient-compartment
@@ -197,7 +210,16 @@ def demo_resources(patients: int, per_patient: int, seed: int) -> Iterator[Resou
             "id": rid,
             "meta": {},
             "name": [{"family": name, "prefix": ["Dr."]}],
+            "identifier": [{"system": STAFF_SYSTEM, "value": f"dr-{name.lower()}"}],
         }
+    for rid, value, name, org in LOCATIONS:  # in no tenant yet: the examples add them
+        yield {"resourceType": "Location", "id": rid, "meta": {}, "name": name,
+               "identifier": [{"system": LOC_SYSTEM, "value": value}],
+               "managingOrganization": {"reference": f"Organization/{org}"}}  # fmt: skip
+    for rid, value, name, org in HEALTHCARE_SERVICES:
+        yield {"resourceType": "HealthcareService", "id": rid, "meta": {}, "name": name,
+               "identifier": [{"system": SERVICE_SYSTEM, "value": value}],
+               "providedBy": {"reference": f"Organization/{org}"}}  # fmt: skip
     yield from staff_resources()
     concept_map = observation_status_concept_map()
     yield {**concept_map, "id": "0f1e0007-0000-4000-8000-000000000001", "meta": {}}

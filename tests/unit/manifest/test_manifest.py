@@ -24,13 +24,13 @@ BAD_CASES = {
     ),
     "03_unknown_spec_key.yaml": (
         "8:3",
-        "spec.propogate: unknown key 'propogate' (allowed: access, account, membership, patients, propagate, resources)",
+        "spec.propogate: unknown key 'propogate'; did you mean 'propagate'? (allowed: access, account, membership, patients, propagate, resources)",
     ),
     "04_wrong_api_version.yaml": (
         "1:1",
-        "apiVersion: expected 'reconciler/v1', got 'reconciler/v2'",
+        "apiVersion: expected 'reconciler/v1', got 'reconciler/v2'; did you mean 'reconciler/v1'?",
     ),
-    "05_wrong_kind.yaml": ("2:1", "kind: expected 'Tenant', got 'Tenants'"),
+    "05_wrong_kind.yaml": ("2:1", "kind: expected 'Tenant', got 'Tenants'; did you mean 'Tenant'?"),
     "06_missing_metadata.yaml": ("1:1", "(document): missing required key 'metadata'"),
     "07_missing_name.yaml": ("3:1", "metadata: missing required key 'name'"),
     "08_bad_name_upper.yaml": (
@@ -362,8 +362,10 @@ def test_every_unknown_key_of_a_block_is_reported(tmp_path: Path) -> None:
         load_manifests([str(path)])
     allowed = "(allowed: access, account, membership, patients, propagate, resources)"
     assert info.value.problems == [
-        f"{path.as_posix()}:6:3: error: spec.membrship: unknown key 'membrship' {allowed}",
-        f"{path.as_posix()}:7:3: error: spec.propogate: unknown key 'propogate' {allowed}",
+        f"{path.as_posix()}:6:3: error: spec.membrship: unknown key 'membrship'; did you mean "
+        f"'membership'? {allowed}",
+        f"{path.as_posix()}:7:3: error: spec.propogate: unknown key 'propogate'; did you mean "
+        f"'propagate'? {allowed}",
     ]
 
 
