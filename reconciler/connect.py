@@ -125,10 +125,12 @@ def connect(options: ServerOptions) -> Iterator[Connection]:
             path=str(Path(data).resolve()),
         )
     sandbox = start_embedded(data)
-    log.info("no server configured: using the embedded sandbox", url=sandbox.url, data=data)
+    # Every run: at debug only (-v). The first run, which creates the data file, says where.
+    log.debug("no server configured: using the embedded sandbox", data=data)
     client = build_client(
         sandbox.url, sandbox.client_id, sandbox.client_secret, timeout=options.timeout
     )
+    client.shown_origin = "embedded-sandbox:/"
     try:
         yield Connection(client, sandbox.identity, f"embedded sandbox ({data})")
     finally:
@@ -182,7 +184,8 @@ def preflight(conn: Connection, *, need_admin: str | None = None) -> WhoAmI | No
     if need_admin and not me.admin:
         raise PreflightError(
             f"{need_admin} needs a project admin: the client {conn.client.client_id!r} "
-            f"({me.membership}) is not one of {conn.target} ($set-accounts and membership "
-            "writes are for project admins only); nothing was read or written"
+            f"({me.membership}) is not an admin of the project on {conn.target} "
+            "($set-accounts and membership writes are for project admins only); nothing was "
+            "read or written"
         )
     return me

@@ -39,11 +39,52 @@ _SEQ = "tag:yaml.org,2002:seq"
 
 
 class YamlProblem(Exception):
-    def __init__(self, message: str, line: int = 1, column: int = 1) -> None:
+    def __init__(self, message: str, line: int = 1, column: int = 1, excerpt: str = "") -> None:
         super().__init__(message)
         self.message = message
         self.line = line
         self.column = column
+        self.excerpt = excerpt  # the offending line and a caret under the column, or ""
+
+
+def excerpt(text: str, line: int, column: int) -> str:
+    """`   11 |     - Patient/x` and a caret under `column`, for a syntax error."""
+    lines = text.splitlines()
+    if not 1 <= line <= len(lines):
+        return ""
+    source = lines[line - 1].replace("\t", " ")  # a tab would shift the caret
+    gutter = f"{line:>5} | "
+    return f"{gutter}{source}\n{' ' * (len(gutter) - 2)}| {' ' * (column - 1)}^"
+
+
+def in_words(problem: str, context: str, text: str, line: int) -> str:
+    """PyYAML's parser message said as what is wrong at that line."""
+    here = text.splitlines()[line - 1] if 1 <= line <= len(text.splitlines()) else ""
+    if "'\\t'" in problem or "'\t'" in problem or "\t" in here[: len(here) - len(here.lstrip())]:
+        return "a tab in the indentation: YAML indents with spaces only"
+    if problem.startswith("expected <block end>") or problem.startswith(
+        "expected <block mapping start>"
+    ):
+        if here.lstrip().startswith("- "):
+            return (
+                "a list item `- …` is indented differently from the items above it "
+                "(items of one list start in the same column)"
+            )
+        return "this line is indented differently from the lines above it at the same level"
+    if problem == "mapping values are not allowed here":
+        return (
+            "a second ': ' on this line — quote a value that contains ': ', or put a nested "
+            "key on a line of its own"
+        )
+    if problem.startswith("could not find expected ':'"):
+        return "a line inside a mapping that is not `key: value` (a missing ':'?)"
+    if "found unexpected end of stream" in problem and "quoted" in context:
+        return "a quote opened and never closed"
+    if problem.startswith("expected ',' or ']'"):
+        return "a `[` list that is never closed with `]`"
+    if problem.startswith("expected ',' or '}'"):
+        return "a `{` mapping that is never closed with `}`"
+    return problem
 
 
 @dataclass
@@ -116,7 +157,13 @@ def _load_documents(text: str, loader: Any) -> list[Document]:
         mark = exc.problem_mark or exc.context_mark
         line, column = (mark.line + 1, mark.column + 1) if mark else (1, 1)
         reason = exc.problem or exc.context or "invalid YAML"
-        raise YamlProblem(f"invalid YAML: {reason}", line, column) from None
+        worded = in_words(reason, exc.context or "", text, line)
+        if worded == "a quote opened and never closed" and exc.context_mark is not None:
+            line, column = exc.context_mark.line + 1, exc.context_mark.column + 1  # the quote
+        said = worded if worded == reason else f"{worded} ({reason})"
+        raise YamlProblem(
+            f"invalid YAML: {said}", line, column, excerpt(text, line, column)
+        ) from None
     except yaml.YAMLError as exc:
         raise YamlProblem(f"invalid YAML: {exc}") from None
     except RecursionError:

@@ -34,9 +34,11 @@ def all_commands() -> list[Command]:
     from reconciler.commands import (
         accounts,
         apply,
+        completion,
         diff,
         history,
         import_,
+        init,
         lock,
         plan,
         report,
@@ -67,4 +69,8 @@ def all_commands() -> list[Command]:
         Command("history", "the last applies, from the AuditEvents the tool writes", history,
                 parallel=False),
         Command("schema", "print the JSON Schema of manifests or plans", schema, connects=False),
+        Command("completion", "print a shell completion script (bash, zsh or fish)", completion,
+                connects=False),
+        Command("init", "write a starter tenants/ directory, schema, pre-commit and CI files",
+                init, connects=False),
     ]  # fmt: skip

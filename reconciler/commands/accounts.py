@@ -9,6 +9,7 @@ from reconciler.commands._args import server_options
 from reconciler.connect import ServerOptions, connect
 from reconciler.errors import ExitCode, UsageError
 from reconciler.medplum.accounts import get_resource_accounts
+from reconciler.medplum.errors import HTTPStatusError
 from reconciler.views.output import Output
 
 
@@ -36,6 +37,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(options: Options) -> int:
     rtype, rid = split_reference(options.reference)
     with connect(options.server) as conn:
-        resource = conn.client.read_resource(rtype, rid)
+        try:
+            resource = conn.client.read_resource(rtype, rid)
+        except HTTPStatusError as exc:
+            if exc.status not in (404, 410):
+                raise
+            gone = "was deleted" if exc.status == 410 else "does not exist"
+            raise UsageError(f"{rtype}/{rid} {gone} on {conn.target}") from None
     Output().results(get_resource_accounts(resource))
     return ExitCode.OK

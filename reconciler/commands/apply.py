@@ -203,7 +203,7 @@ def _plan(
             parallelism=options.parallelism,
         )  # fmt: skip
         return plan, None
-    progress = Progress("reading live state")
+    progress = Progress("reading live state", unit="patients")
     try:
         plan, live = build_plan(
             conn.client,

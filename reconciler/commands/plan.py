@@ -130,7 +130,7 @@ def run(options: Options) -> int:
             raise access_needs_admin(
                 f" (the client {conn.client.client_id!r} is not a project admin)"
             )
-        progress = Progress("reading live state")
+        progress = Progress("reading live state", unit="patients")
         try:
             the_plan, _ = build_plan(
                 conn.client,

@@ -70,7 +70,7 @@ def run(options: Options) -> int:
         raise UsageError(f"--out {options.out} is a directory; give a file name")
     with connect(options.server) as conn:
         me = preflight(conn, need_admin="report access")
-        progress = Progress("memberships checked")
+        progress = Progress("checking access", unit="memberships")
         try:
             report = build_report(
                 conn.client,

@@ -85,7 +85,8 @@ def load_manifests(paths: Sequence[str]) -> ManifestSet:
             raw, text = read_text(file)
             documents = load_documents(text)
         except YamlProblem as exc:
-            problems.append(f"{name}:{exc.line}:{exc.column}: error: {exc.message}")
+            problem = f"{name}:{exc.line}:{exc.column}: error: {exc.message}"
+            problems.append(f"{problem}\n{exc.excerpt}" if exc.excerpt else problem)
             continue
         digest.update(raw)
         if not documents:

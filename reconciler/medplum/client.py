@@ -58,6 +58,9 @@ class MedplumClient(ReadsMixin, OperationsMixin):
             raise MedplumError(f"server URL must start with http:// or https://: {base_url!r}")
         self.base_url = base_url.rstrip("/") + "/"
         self.fhir_base = self.base_url + "fhir/R4/"
+        # How errors name this server's origin: set to "embedded-sandbox:" for the embedded
+        # one, whose random loopback port means nothing to the user (reconciler/connect.py).
+        self.shown_origin: str | None = None
         self.client_id = client_id
         self._own_http = http is None
         self.http = http or httpx.Client(
@@ -126,6 +129,9 @@ class MedplumClient(ReadsMixin, OperationsMixin):
 
     # --- the one request path --------------------------------------------------------------
 
+    def _shown(self, url: str) -> str:
+        return _shown_url(url, self.base_url, self.shown_origin)
+
     def url(self, path: str) -> str:
         """A path on the FHIR base; an absolute URL the server handed back (a `next` link, a
         job URL) keeps only its path and query, on the configured origin: the token never goes
@@ -168,7 +174,7 @@ class MedplumClient(ReadsMixin, OperationsMixin):
         connect, headers and the whole body, and a size cap: a server that drips its answer or
         sends an endless body gets a clean error, never a hang or a memory blow-up."""
         url = self.url(path)
-        shown = _redact_url(url)
+        shown = self._shown(url)
         query: list[tuple[str, Any]] = (
             list(params.items()) if isinstance(params, Mapping) else list(params or [])
         )
@@ -310,7 +316,7 @@ class MedplumClient(ReadsMixin, OperationsMixin):
                 )  # fmt: skip
             return Result(status, body, response.headers, retried)
         if 300 <= status < 400:
-            target = _redact_url(response.headers.get("Location", "?"))
+            target = self._shown(response.headers.get("Location", "?"))
             raise HTTPStatusError(status, method, shown, f"unexpected redirect to {target}")
         text = outcome_text(body) if expect_json else ""
         if not text:
@@ -368,6 +374,13 @@ def _describe(exc: Exception) -> str:
     name = type(exc).__name__
     text = str(exc)
     return f"{name}: {text}" if text else name
+
+
+def _shown_url(url: str, base: str, origin: str | None) -> str:
+    shown = _redact_url(url)
+    if origin is not None and shown.startswith(base):
+        return origin + shown[len(base) :]
+    return shown
 
 
 def _redact_url(url: str) -> str:

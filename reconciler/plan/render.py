@@ -115,14 +115,22 @@ def change_lines(plan: Plan, change: Change, color: bool = False) -> list[str]:
     return lines
 
 
-def _preamble(plan: Plan) -> Iterator[str]:
+_YELLOW = "\033[33m"
+
+
+def warning_prefix(color: bool) -> str:
+    """`Warning:`, yellow where colour is on (a terminal, no NO_COLOR, no --no-color)."""
+    return f"{_YELLOW}Warning:{_RESET}" if color else "Warning:"
+
+
+def _preamble(plan: Plan, color: bool = False) -> Iterator[str]:
     if plan.target:
         yield f"Target: {plan.target}"
         if plan.targets:
             yield f"Only the tenants {', '.join(plan.targets)} (--target)"
         yield ""
     for warning in plan.warnings:
-        yield f"Warning: {warning}"
+        yield f"{warning_prefix(color)} {warning}"
     if plan.warnings:
         yield ""
 
@@ -148,7 +156,7 @@ def iter_summary(plan: Plan) -> Iterator[str]:
 
 def iter_text(plan: Plan, *, color: bool = False) -> Iterator[str]:
     """The text plan, line by line (a 100,000-patient plan is never one string)."""
-    yield from _preamble(plan)
+    yield from _preamble(plan, color)
     if plan.is_empty:
         yield NO_CHANGES
         return

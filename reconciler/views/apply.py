@@ -50,7 +50,7 @@ class ApplyView:
         """Text shows progress instead of events."""
 
     def start(self, total: int) -> None:
-        self._progress = Progress("applying", total=total)
+        self._progress = Progress("applying", unit="changes", total=total)
 
     def progress(self, done: int, failed: int) -> None:
         if self._progress is not None:

@@ -13,6 +13,7 @@ from reconciler.plan.render import (
     render_markdown,
     render_markdown_summary,
     use_color,
+    warning_prefix,
 )
 from reconciler.plan.signing import PlanKey
 from reconciler.views.output import Output
@@ -37,7 +38,8 @@ class PlanView:
         # A diagnostic of this run, not part of the plan: a saved plan (and its digest) does
         # not depend on which flags the person who planned it gave.
         self.out.message(
-            f"Warning: the plan removes {removed:,} accounts, more than --max-removals "
+            f"{warning_prefix(use_color(sys.stderr.isatty()))} the plan removes {removed:,} "
+            "accounts, more than --max-removals "
             f"{limit:,}; apply will refuse"
         )
 

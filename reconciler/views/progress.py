@@ -12,8 +12,11 @@ log = get_logger("reconciler.views.progress")
 
 
 class Progress:
-    def __init__(self, label: str, *, total: int | None = None, every: int = 10_000) -> None:
+    def __init__(
+        self, label: str, *, unit: str, total: int | None = None, every: int = 10_000
+    ) -> None:
         self.label = label
+        self.unit = unit  # what is counted, in the plural: "patients", "changes"
         self.total = total
         self.every = every
         self.tty = sys.stderr.isatty()
@@ -33,7 +36,7 @@ class Progress:
                 self._draw(now)
         elif done - self._last_logged >= self.every:
             self._last_logged = done
-            log.info(self.label, done=done, total=self.total, **self.extra)
+            log.info(self.label, done=done, total=self.total, unit=self.unit, **self.extra)
 
     def _draw(self, now: float) -> None:
         elapsed = max(now - self.started, 1e-6)
@@ -41,9 +44,10 @@ class Progress:
         parts = [f"{self.label}: {self.done:,}"]
         if self.total:
             parts[0] += f"/{self.total:,}"
-            if rate > 0 and self.done < self.total:
-                parts.append(f"ETA {max(0.0, (self.total - self.done) / rate):.0f}s")
-        parts.append(f"{rate:,.0f}/s")
+        parts[0] += f" {self.unit}"
+        parts.append(f"{rate:,.0f} {self.unit}/s")
+        if self.total and rate > 0 and self.done < self.total:
+            parts.append(f"ETA {max(0.0, (self.total - self.done) / rate):.0f} s")
         parts += [f"{k} {v}" for k, v in self.extra.items() if v]
         set_status_line("  ".join(parts))
 

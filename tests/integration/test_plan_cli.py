@@ -227,10 +227,14 @@ def test_embedded_default_says_so(
     examples = Path(__file__).resolve().parents[2] / "examples" / "tenants"
     assert main(["sandbox", "seed", "--patients", "30"]) == 0
     capsys.readouterr()
-    code = main(["plan", str(examples), "--log-format", "json", "--detailed-exitcode"])
+    code = main(["plan", str(examples), "--log-format", "json", "--detailed-exitcode", "-v"])
     out, err = capsys.readouterr()
     assert code == 2
     events = [json.loads(line) for line in err.splitlines()]
     assert events[0]["event"] == "no server configured: using the embedded sandbox"
-    assert events[0]["data"] == ".reconciler/sandbox.sqlite"
-    assert "Plan: " in out
+    assert events[0] == {**events[0], "data": ".reconciler/sandbox.sqlite", "level": "debug"}
+    assert "127.0.0.1" not in err  # never named by its random port
+    assert "Target: embedded sandbox (.reconciler/sandbox.sqlite)" in out and "Plan: " in out
+    # Without -v the line is not repeated on every run (the first, creating the file, warned).
+    assert main(["plan", str(examples), "--log-format", "json", "-q"]) == 0
+    assert "using the embedded sandbox" not in capsys.readouterr().err

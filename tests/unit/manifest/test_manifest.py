@@ -17,7 +17,11 @@ EXAMPLES = Path(__file__).resolve().parents[3] / "examples" / "tenants"
 
 # file -> the exact one-line error `reconciler validate FILE` prints (golden, reviewed by hand)
 BAD_CASES = {
-    "01_yaml_syntax.yaml": ("8:1", "invalid YAML: expected ',' or ']', but got '<stream end>'"),
+    "01_yaml_syntax.yaml": (
+        "8:1",
+        "invalid YAML: a `[` list that is never closed with `]` (expected ',' or ']', but got "
+        "'<stream end>')",
+    ),
     "02_unknown_top_key.yaml": (
         "8:1",
         "extra: unknown key 'extra' (allowed: apiVersion, kind, metadata, spec)",
@@ -97,7 +101,8 @@ BAD_CASES = {
     "30_scalar_doc.yaml": ("1:1", "(document): expected a mapping, got string"),
     "31_tab_indent.yaml": (
         "4:1",
-        "invalid YAML: found character '\\t' that cannot start any token",
+        "invalid YAML: a tab in the indentation: YAML indents with spaces only (found "
+        "character '\\t' that cannot start any token)",
     ),
     "32_merge_key.yaml": ("5:3", "YAML merge keys (<<) are not supported"),
     "33_name_trailing_dash.yaml": (
@@ -448,3 +453,34 @@ def test_a_long_plain_list_is_not_an_alias_bomb(tmp_path: Path) -> None:
     )  # fmt: skip
     (tenant,) = load_manifests([str(path)]).tenants
     assert len(tenant.patients) == 150_000
+
+
+@pytest.mark.parametrize(
+    ("text", "position", "words", "caret"),
+    [
+        ("  patients:\n    - Patient/a\n  - Patient/b\n", "9:3",
+         "a list item `- …` is indented differently from the items above it", "      |   ^"),
+        ("  patients:\n  - Patient/a\n propagate: true\n", "9:2",
+         "this line is indented differently from the lines above it", "      |  ^"),
+        ("  patients: [Patient/a]\n  membership: additive: yes\n", "8:23",
+         "a second ': ' on this line", "      |                       ^"),
+    ],
+)  # fmt: skip
+def test_yaml_syntax_errors_say_what_is_wrong_and_show_the_line(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    text: str,
+    position: str,
+    words: str,
+    caret: str,
+) -> None:
+    head = "apiVersion: reconciler/v1\nkind: Tenant\nmetadata:\n  name: t\nspec:\n"
+    whole = head + "  account: Organization/o1\n" + text
+    path = _write(tmp_path, "t.yaml", whole)
+    assert main(["validate", str(path)]) == 1
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[0].startswith(f"{path.as_posix()}:{position}: error: invalid YAML: {words}")
+    line = int(position.split(":")[0])
+    assert lines[1] == f"{line:>5} | {whole.splitlines()[line - 1]}"
+    assert lines[2] == caret
+    assert lines[-1] == "Error: 1 problem found in the manifests."
