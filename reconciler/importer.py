@@ -104,6 +104,8 @@ def write_manifest(
     if others:
         out.write("  resources:\n")
         out.writelines(f"    - {ref}\n" for ref in others)
+    elif resource_types:  # asked for, and none there: say so rather than print nothing
+        out.write(f"  # resources: no {' or '.join(resource_types)} carries {account} yet\n")
     if grants:
         out.write("  access:\n")
         for (policy, parameter), refs in sorted(grants.items()):
