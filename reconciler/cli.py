@@ -92,6 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
         if command.connects:
             add_server_options(p, parallelism=command.parallel)
     sandbox.add_group(make(sub, "sandbox", None, "the local Medplum-compatible server"), make)
+    parser.set_defaults(root_parser=parser)  # what `completion` generates its scripts from
     return parser
 
 

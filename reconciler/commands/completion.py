@@ -14,10 +14,11 @@ from reconciler.views.output import Output
 @dataclass(frozen=True)
 class Options:
     shell: str
+    parser: argparse.ArgumentParser  # the whole command line's (cli.build_parser)
 
     @classmethod
     def from_args(cls, ns: argparse.Namespace) -> Options:
-        return cls(shell=ns.shell)
+        return cls(shell=ns.shell, parser=ns.root_parser)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -25,7 +26,5 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(options: Options) -> int:
-    from reconciler.cli import build_parser
-
-    Output().raw(SHELLS[options.shell](build_parser()))
+    Output().raw(SHELLS[options.shell](options.parser))
     return ExitCode.OK
