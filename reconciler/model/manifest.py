@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Location:
     file: str
     line: int
@@ -26,7 +26,7 @@ class SelectorKind(StrEnum):
     SEARCH = "search"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Selector:
     """`spec.patients[]`: a patient by id, by identifier (exactly one), or a search."""
 
@@ -68,7 +68,7 @@ class AccountRef:
         return f"spec.account: {self.type} with identifier {self.identifier}"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ResourceSelector:
     """`spec.resources[]`: other resources of the tenant (design section 9)."""
 
@@ -98,7 +98,7 @@ class MemberKind(StrEnum):
     SEARCH = "search"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class MemberSelector:
     """Which ProjectMemberships a grant names (design section 8)."""
 

@@ -5,7 +5,7 @@ version. Request count grows with pages (1000 patients each), never one request 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 from reconciler.errors import ResolveError
@@ -67,10 +67,15 @@ def _resolve_accounts(
     return resolved, problems
 
 
-def _scan(client: MedplumClient, account: str) -> list[LiveResource]:
+def _scan(
+    client: MedplumClient, account: str, known: Mapping[str, LiveResource]
+) -> list[LiveResource]:
+    """The account's current members, but those the selectors already read (`known`, filled
+    meanwhile on the main thread): at a million patients most are both, and a second copy of
+    each would be a third of the plan's memory."""
     params = [("_compartment", account), ("_elements", ",".join(ELEMENTS))]
     found = client.search_all("Patient", params, sort_by_last_updated=True)
-    return [to_live_resource(r) for r in found]
+    return [to_live_resource(r) for r in found if f"Patient/{r.get('id')}" not in known]
 
 
 def read_live_state(
@@ -92,8 +97,9 @@ def read_live_state(
     workers = max(1, min(parallelism, MAX_READS_IN_FLIGHT))
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="read") as pool:
         # Current members of authoritative tenants are in scope: they may lose the account.
+        patients: dict[str, LiveResource] = {}
         member_jobs = [
-            pool.submit(_scan, client, accounts[t.name])
+            pool.submit(_scan, client, accounts[t.name], patients)
             for t in tenants
             if t.authoritative and t.name in accounts
         ]
@@ -107,9 +113,9 @@ def read_live_state(
             elements=ELEMENTS,
             pool=pool,
             on_keep=progress,
+            found=patients,
         )
         problems += found.problems
-        patients = found.found
         if accounts_missing:
             # Access and other resources need every account; report what we have so far.
             for job in member_jobs:
@@ -127,7 +133,7 @@ def read_live_state(
             raise ResolveError(problems)
         for job in member_jobs:
             for patient in job.result():
-                patients[patient.ref] = patient
+                patients.setdefault(patient.ref, patient)  # one object per patient
                 if progress is not None:
                     progress(len(patients))
 

@@ -83,7 +83,7 @@ def _read_access(
         (t.name, i): set() for t in tenants for i in range(len(t.access))
     }
     for (name, index, _), hits in zip(slots, found.hits, strict=True):
-        grant_members[(name, index)] |= hits
+        grant_members[(name, index)].update(hits)
     memberships = found.found
     # Scope: memberships holding an entry under a granted policy may lose it (authoritative).
     if any(t.authoritative and t.access for t in tenants):
