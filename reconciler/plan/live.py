@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 
 from reconciler.errors import ResolveError
 from reconciler.logs import get_logger
@@ -98,11 +98,18 @@ def read_live_state(
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="read") as pool:
         # Current members of authoritative tenants are in scope: they may lose the account.
         patients: dict[str, LiveResource] = {}
-        member_jobs = [
-            pool.submit(_scan, client, accounts[t.name], patients)
-            for t in tenants
-            if t.authoritative and t.name in accounts
-        ]
+        member_jobs: list[Future[list[LiveResource]]] = []
+
+        def scan_members() -> None:
+            # Queued behind the selectors' reads, so by the time a scan runs most of its
+            # members are known and are not read into a second copy (the same work in the
+            # same pool: no slower).
+            member_jobs.extend(
+                pool.submit(_scan, client, accounts[t.name], patients)
+                for t in tenants
+                if t.authoritative and t.name in accounts
+            )
+
         picks = [pick_of(t.name, s) for t in tenants for s in t.patients]
         found = resolve(
             client,
@@ -114,6 +121,7 @@ def read_live_state(
             pool=pool,
             on_keep=progress,
             found=patients,
+            queued=scan_members,
         )
         problems += found.problems
         if accounts_missing:

@@ -97,6 +97,7 @@ def resolve(
     pool: Executor | None = None,
     on_keep: Callable[[int], None] | None = None,
     found: dict[str, T] | None = None,
+    queued: Callable[[], None] | None = None,
 ) -> Resolved[T]:
     """Resolve every pick. `noun` names what matches in errors ("patients"); `convert` turns a
     resource into the caller's live object; `pool` runs the reads side by side."""
@@ -152,6 +153,8 @@ def resolve(
     ]
     searches = {i: submit(read_search, p.type, p.value) for i, p in enumerate(picks)
                 if p.kind == SEARCH}  # fmt: skip
+    if queued is not None:
+        queued()  # the caller's own reads go into the pool behind these
 
     matches: dict[tuple[str, str, str], list[T]] = {}
     jobs = {future: (kind, rtype) for kind, rtype, future in batches}
