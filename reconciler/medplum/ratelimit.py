@@ -148,14 +148,17 @@ class Pacer:
             self._remaining = self.capacity or None
             # The jobs spent at most what the old window had left; the rest is still to come.
             self._pledged = max(0, self._pledged - max(0, old))
-            self._own = 0  # what was in flight was charged to the old window
+            # What is in flight stays counted: a request (or a synchronous call, charged write by
+            # write) under way at the reset may be charged to the new window, all of it.
             self._new_epoch()
             self._window_ends = now + self._window_s
             self._guessed = True
 
     def _new_epoch(self) -> None:
+        # Reservations of calls still under way are kept: the call may go on charging the new
+        # window (found on a manual clock: a reset during ten calls in flight, and a call
+        # reserved in the new window was cut by the old ones' remaining writes).
         self._epoch += 1
-        self._reserved = 0  # calls reserved in the old window were charged to it
 
     def observe(self, header: str | None, *, cost: int = 0, reserved: bool = False) -> None:
         """A response of a request that was to be charged `cost` (`reserved`: its points were
@@ -303,8 +306,7 @@ class Pacer:
     def release(self, hold: Hold) -> None:
         with self._lock:
             if hold.exact:  # the call returned: its charge is in the remainder seen since
-                if hold.epoch == self._epoch:
-                    self._reserved = max(0, self._reserved - hold.points)
+                self._reserved = max(0, self._reserved - hold.points)
                 return
             self._open_async = max(0, self._open_async - hold.points)
             # What the finished job had not been seen to charge is no longer to come.

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import copy
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -202,8 +201,8 @@ def _filters_sql(filters: Sequence[tuple[str, str]]) -> tuple[list[str], list[An
 def _subset(resource: Resource, elements: list[str]) -> Resource:
     keep = {"resourceType", "id", "meta", *elements}
     out = {k: v for k, v in resource.items() if k in keep}
-    meta = out["meta"] = copy.deepcopy(resource.get("meta") or {})
-    meta.setdefault("tag", []).append(dict(SUBSETTED))
+    meta = out["meta"] = dict(resource.get("meta") or {})  # its own meta and tag list
+    meta["tag"] = [*(meta.get("tag") or []), dict(SUBSETTED)]
     return out
 
 
