@@ -284,7 +284,16 @@ class Pacer:
                 room = self._room(now)
                 blocked = self._blocked_until - now
                 need = min(points, max(0, (self.capacity or points) - self.effective_reserve()))
-                if blocked <= 0 and (room is None or room - self._held() >= need):
+                # A window only guessed to have opened (our clock passed the announced reset)
+                # is not trusted while answers are still to come: they tell whether it did.
+                # (Found: an early announced reset — the header reports the tighter of two
+                # limiters — rolled the window too soon, and calls reserved on the guess were cut.)
+                unconfirmed = self._guessed and (self._own > 0 or self._reserved > 0)
+                if (
+                    blocked <= 0
+                    and not unconfirmed
+                    and (room is None or room - self._held() >= need)
+                ):
                     self._reserved += points
                     epoch = self._epoch
                     break

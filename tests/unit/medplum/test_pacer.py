@@ -134,3 +134,31 @@ def test_a_429_blocks_every_request_until_its_wait_is_over() -> None:
     p.observe(header(3000, 60), cost=20)
     p.block_for(2.5)
     assert p.admit(1) == pytest.approx(2.5) and p.admit(1) == 0
+
+
+def test_a_guessed_new_window_is_not_reserved_from_while_answers_are_still_to_come() -> None:
+    # The header reports the tighter of two limiters, so an announced reset can come early: our
+    # clock passes it, the window is only guessed to have opened. A synchronous call reserved on
+    # that guess was cut when the answers in flight showed the old window still running.
+    import threading
+
+    clock = Clock()
+    p = pacer(clock, reserve=100)
+    p.observe(header(3000, 5), cost=20)
+    first = p.reserve(520)
+    clock.now += 5.0  # past the announced reset, with the first still under way
+    reserved: list[float] = []
+
+    def second() -> None:
+        hold = p.reserve(520)
+        reserved.append(clock.now)
+        p.release(hold)
+
+    thread = threading.Thread(target=second)
+    thread.start()
+    thread.join(0.3)
+    assert thread.is_alive() and reserved == []  # waits for an answer, not on the guess
+    p.observe(header(900, 25), cost=520, reserved=True)  # the old window runs on: 900 left
+    p.release(first)
+    thread.join(5)
+    assert not thread.is_alive() and reserved  # then 900 - 100 kept back >= 520: it went
