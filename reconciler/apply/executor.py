@@ -81,7 +81,7 @@ class Executor(AfterWrites, BatchPipeline):
         self._unreachable = 0
         self._lock = threading.Lock()
         self.on_event = on_event
-        self.batch_size = batch_size or max(100, self.parallelism * 10)
+        self.batch_size = batch_size  # None: the sizes of model.apply_batches
         self.stop = threading.Event()
         self.author = author  # our versions' meta.author (the client's profile), when known
         self._written: dict[str, Written] = {}

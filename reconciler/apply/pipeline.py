@@ -18,8 +18,7 @@ from reconciler.apply.journal import Journal
 from reconciler.apply.report import Outcome, Report
 from reconciler.errors import LockLost
 from reconciler.medplum.errors import MedplumError
-from reconciler.medplum.reads import chunks
-from reconciler.model import Change, LiveResource
+from reconciler.model import Change, LiveResource, apply_batches
 
 
 @dataclass
@@ -39,7 +38,7 @@ class BatchPipeline:
     journal: Journal | None
     concurrency: Concurrency
     parallelism: int
-    batch_size: int
+    batch_size: int | None  # None: model.apply_batches
     stop: threading.Event
 
     # The Executor's own (apply/executor.py):
@@ -61,6 +60,15 @@ class BatchPipeline:
         self, change: Change, ok: bool, started: float, job: str | None, reason: str
     ) -> Outcome:
         raise NotImplementedError
+
+    def _batches(self, changes: list[Change]) -> list[list[Change]]:
+        """A small first batch — the writes start after one short preparation, not a full
+        one — then full ones: model.apply_batches, which the estimate counts by too."""
+        out, start = [], 0
+        for size in apply_batches(len(changes), self.parallelism, self.batch_size):
+            out.append(changes[start : start + size])
+            start += size
+        return out
 
     def _prepare(self, batch: Sequence[Change]) -> Prepared:
         prepared = Prepared()
@@ -109,9 +117,7 @@ class BatchPipeline:
 
         pool = ThreadPoolExecutor(max_workers=self.parallelism, thread_name_prefix="apply")
         preparer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="prepare")
-        # A small first batch: the writes start after one short preparation, not a full one.
-        first = min(len(changes), max(1, 2 * self.parallelism))
-        batches = [changes[:first], *chunks(changes[first:], self.batch_size)] if changes else []
+        batches = self._batches(changes)
         try:
             upcoming = preparer.submit(self._prepare, batches[0]) if batches else None
             for index in range(len(batches)):

@@ -42,6 +42,7 @@ from reconciler.model.plan import (
     Phase,
     Plan,
     Step,
+    apply_batches,
 )
 
 __all__ = [
@@ -74,6 +75,7 @@ __all__ = [
     "Step",
     "Tenant",
     "account_id",
+    "apply_batches",
     "carries",
     "entry_json",
     "parameter_id",

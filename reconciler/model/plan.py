@@ -262,3 +262,16 @@ class Plan:
     @property
     def removed(self) -> int:
         return sum(len(c.remove) for c in self.changes) + self.resources_removed
+
+
+def apply_batches(changes: int, parallelism: int, size: int | None = None) -> list[int]:
+    """How apply cuts `changes` into batches (each re-read, sized, journaled and its lock
+    confirmed before it is written): a first small one of 2 x parallelism so the writes start
+    early, then max(100, 10 x parallelism). The executor cuts by it and the estimate counts
+    the batches' reads and writes by it. `size` replaces the full batches' size (tests)."""
+    if changes <= 0:
+        return []
+    first = min(changes, max(1, 2 * parallelism))
+    size = size or max(100, 10 * parallelism)
+    rest = changes - first
+    return [first, *([size] * (rest // size)), *([rest % size] if rest % size else [])]

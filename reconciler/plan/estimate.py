@@ -24,14 +24,11 @@ from reconciler.medplum.costs import (
     set_accounts_cost,
 )
 from reconciler.medplum.reads import COMPARTMENT_BATCH
-from reconciler.model import Change, Estimate, Plan
+from reconciler.model import Change, Estimate, Plan, apply_batches
 
 SAMPLE = 250  # patients whose compartments are read; more are estimated from them
 DEFAULT_QUOTA_POINTS = 50_000
-# The executor's batches at the default parallelism (10): a first one of 2 x 10 changes, so the
-# writes start early, then max(100, 10 x 10); each is re-read, journaled and its lock checked.
-FIRST_BATCH = 20
-BATCH = 100
+DEFAULT_PARALLELISM = 10  # apply's --parallelism default: the batches counted are its
 IDS_PER_SEARCH = 100  # ids per batched read
 RESERVE = 250  # what the pacer keeps back at the default parallelism
 FIXED = 4 * WRITE + 2 * READ  # the lock taken and removed, its renewal, the audit record
@@ -48,18 +45,18 @@ def overhead_points(changes: int, patients: int, compartment_resources: int) -> 
     """What apply reads and writes beside the calls themselves."""
     if not changes:
         return 0
-    batches = 1 + math.ceil(max(0, changes - FIRST_BATCH) / BATCH)
     per_batch = (
         2 * WRITE  # the journal entry: written before the batch, removed once checked
-        + SEARCH * math.ceil(BATCH / IDS_PER_SEARCH)  # the re-read
         + SEARCH  # the compartment sizes of its patients
         + READ  # the lock confirmed
     )
+    batches = apply_batches(changes, DEFAULT_PARALLELISM)
+    rereads = sum(SEARCH * math.ceil(size / IDS_PER_SEARCH) for size in batches)
     history = HISTORY * changes  # one history read per resource written, in batches
     verify = SEARCH * (
         math.ceil(patients / COMPARTMENT_BATCH) + math.ceil(compartment_resources / 1000)
     )
-    return FIXED + batches * per_batch + history + verify
+    return FIXED + len(batches) * per_batch + rereads + history + verify
 
 
 def estimate(
