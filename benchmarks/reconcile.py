@@ -157,17 +157,18 @@ def work_s(err: str) -> float:
     )
 
 
-def floor_rates(sb: Target, args: argparse.Namespace, when: str, count: int) -> dict[str, float]:
-    """Bare `$set-accounts` on fresh patients, each moving to another account: sync and async."""
-    account = f"Organization/{FLOOR_TO}"
-    rates = {}
-    for mode in ("sync", "async"):
-        refs = [f"Patient/{floor_patient_id(f'{mode}-{when}', i)}" for i in range(count)]
-        rates[mode] = floors.direct_rate(
-            sb.url, sb.creds, refs, account, parallelism=args.parallelism,
+def floor_rates(
+    sb: Target, parallelism: int, refs: dict[str, list[str]], when: str, account: str
+) -> dict[str, float]:
+    """Bare `$set-accounts` on fresh patients (`refs` by kind, e.g. "sync-before"), each
+    moving to `account`: sync and async, on a sandbox or any server."""
+    return {
+        mode: floors.direct_rate(
+            sb.url, sb.creds, refs[f"{mode}-{when}"], account, parallelism=parallelism,
             asynchronous=mode == "async",
-        )  # fmt: skip
-    return rates
+        )
+        for mode in ("sync", "async")
+    }  # fmt: skip
 
 
 def floor_figures(
@@ -222,7 +223,9 @@ def main_scenario(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         # The same plan without the quota estimate's counting requests (issue 9's budget).
         bare, _, err = run_cli(sb, "ours: plan --no-estimate", "plan", tenants, "--no-estimate")
         bare.extra = {"work_s": round(work_s(err), 2)}
-        before = floor_rates(sb, args, "before", floor_count)
+        floor_refs = {kind: [f"Patient/{floor_patient_id(kind, i)}" for i in range(floor_count)]
+                      for kind in FLOOR_KINDS}  # fmt: skip
+        before = floor_rates(sb, args.parallelism, floor_refs, "before", f"Organization/{FLOOR_TO}")
         apply, out, err = run_cli(
             sb,
             "ours: apply --no-verify",
@@ -233,7 +236,7 @@ def main_scenario(args: argparse.Namespace, work: Path) -> dict[str, Any]:
             "--parallelism",
             str(args.parallelism),
         )
-        after = floor_rates(sb, args, "after", floor_count)
+        after = floor_rates(sb, args.parallelism, floor_refs, "after", f"Organization/{FLOOR_TO}")
         if f"Apply complete! {changes:,} patient" not in out:
             raise SystemExit(f"apply did not complete:\n{out[-1500:]}")
         writes = next(e for e in events(err) if e.get("event") == "writes finished")
@@ -361,15 +364,6 @@ def server_scenario(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         }  # fmt: skip
         floor_to = f"Organization/{floor_copy.org_id(1)}"
 
-        def rates(when: str) -> dict[str, float]:
-            return {
-                mode: floors.direct_rate(
-                    args.server, target.creds, floor_ids[f"{mode}-{when}"], floor_to,
-                    parallelism=args.parallelism, asynchronous=mode == "async",
-                )
-                for mode in ("sync", "async")
-            }  # fmt: skip
-
         listing = floors.listing_s(
             args.server, target.creds, [ours.patient_id(i) for i in range(args.patients)],
             [f"Organization/{ours.org_id(t)}" for t in range(len(TENANTS))],
@@ -379,12 +373,12 @@ def server_scenario(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         plan.extra = {"work_s": round(work_s(err), 2)}
         bare, _, err = run_cli(target, "ours: plan --no-estimate", "plan", tenants, "--no-estimate")
         bare.extra = {"work_s": round(work_s(err), 2)}
-        before = rates("before")
+        before = floor_rates(target, args.parallelism, floor_ids, "before", floor_to)
         apply, out, err = run_cli(
             target, "ours: apply --no-verify", "apply", tenants, "--auto-approve", "--no-verify",
             *parallel,
         )  # fmt: skip
-        after = rates("after")
+        after = floor_rates(target, args.parallelism, floor_ids, "after", floor_to)
         if f"Apply complete! {changes:,} patient" not in out:
             raise SystemExit(f"apply did not complete:\n{out[-1500:]}")
         writes = next(e for e in events(err) if e.get("event") == "writes finished")
