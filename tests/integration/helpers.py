@@ -82,6 +82,22 @@ def create_patients(
     return refs
 
 
+def demo_data(tmp_path: Path, patients: int, per_patient: int) -> tuple[str, Path]:
+    """`sandbox seed` demo data in a file under tmp_path, and a copy of examples/tenants/."""
+    import shutil
+
+    from reconciler.sandbox import seed as seeding
+    from reconciler.sandbox.store import Store
+
+    data = str(tmp_path / "demo.sqlite")
+    store = Store(data)
+    seeding.seed(store, patients=patients, per_patient=per_patient)
+    store.close()
+    manifests = tmp_path / "tenants"
+    shutil.copytree(Path(__file__).resolve().parents[2] / "examples" / "tenants", manifests)
+    return data, manifests
+
+
 def seed_store(path: str, patients: int, compartment: int) -> tuple[str, list[str]]:
     """Write an Organization and patients with compartment resources straight into a sandbox
     data file (before its server starts): setup that must not spend a metered quota."""
@@ -165,10 +181,12 @@ def run_cli(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
     *args: str,
+    creds: tuple[str, str] = ADMIN,
 ) -> tuple[int, str, str]:
+    """The CLI in-process against `sandbox` as the client `creds`, logs as JSON lines."""
     monkeypatch.setenv("MEDPLUM_BASE_URL", sandbox.url)
-    monkeypatch.setenv("MEDPLUM_CLIENT_ID", ADMIN[0])
-    monkeypatch.setenv("MEDPLUM_CLIENT_SECRET", ADMIN[1])
+    monkeypatch.setenv("MEDPLUM_CLIENT_ID", creds[0])
+    monkeypatch.setenv("MEDPLUM_CLIENT_SECRET", creds[1])
     capsys.readouterr()
     code = main([*args, "--log-format", "json"])
     out, err = capsys.readouterr()

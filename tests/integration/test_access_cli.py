@@ -13,11 +13,10 @@ import jsonschema
 import pytest
 
 from reconciler.sandbox import seed as seeding
-from reconciler.sandbox.store import Store
 from reconciler.schemas import load_schema
+from tests.integration.helpers import demo_data
 from tests.sandbox_process import InProcessSandbox
 
-EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "tenants"
 NURSE_NORTH = "ProjectMembership/0f1e0006-0000-4000-8000-000000000001"
 NORTH = f"Organization/{seeding.ORG_NORTH}"
 SOUTH = f"Organization/{seeding.ORG_SOUTH}"
@@ -26,12 +25,7 @@ Cli = Any
 
 @pytest.fixture
 def demo(make_sandbox: Any, tmp_path: Path) -> tuple[InProcessSandbox, Path]:
-    data = str(tmp_path / "demo.sqlite")
-    store = Store(data)
-    seeding.seed(store, patients=24, per_patient=2)
-    store.close()
-    manifests = tmp_path / "tenants"
-    shutil.copytree(EXAMPLES, manifests)
+    data, manifests = demo_data(tmp_path, patients=24, per_patient=2)
     return make_sandbox(data=data), manifests
 
 

@@ -16,11 +16,16 @@ from typing import Any
 import pytest
 
 from reconciler.apply.lock import ApplyLock, current_lock
-from reconciler.cli import main
 from reconciler.clock import iso_utc
 from reconciler.sandbox import seed as seeding
-from reconciler.sandbox.store import Store
-from tests.integration.helpers import create_org, create_patients, tenant_yaml, write
+from tests.integration.helpers import (
+    create_org,
+    create_patients,
+    demo_data,
+    run_cli,
+    tenant_yaml,
+    write,
+)
 from tests.sandbox_process import READER, InProcessSandbox
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "tenants"
@@ -34,23 +39,12 @@ def run_as(
     capsys: pytest.CaptureFixture[str],
     *args: str,
 ) -> tuple[int, str, str]:
-    monkeypatch.setenv("MEDPLUM_BASE_URL", sb.url)
-    monkeypatch.setenv("MEDPLUM_CLIENT_ID", creds[0])
-    monkeypatch.setenv("MEDPLUM_CLIENT_SECRET", creds[1])
-    capsys.readouterr()
-    code = main([*args, "--log-format", "json"])
-    out, err = capsys.readouterr()
-    return code, out, err
+    return run_cli(sb, monkeypatch, capsys, *args, creds=creds)
 
 
 @pytest.fixture
 def demo(make_sandbox: Any, tmp_path: Path) -> tuple[InProcessSandbox, Path]:
-    data = str(tmp_path / "demo.sqlite")
-    store = Store(data)
-    seeding.seed(store, patients=12, per_patient=1)
-    store.close()
-    manifests = tmp_path / "tenants"
-    shutil.copytree(EXAMPLES, manifests)
+    data, manifests = demo_data(tmp_path, patients=12, per_patient=1)
     return make_sandbox(data=data), manifests
 
 

@@ -20,6 +20,7 @@ import pytest
 from reconciler.cli import main
 from reconciler.sandbox import seed as seeding
 from reconciler.sandbox.store import Store
+from tests.integration.helpers import run_cli as run
 from tests.report.browser import Browser, find_chromium
 from tests.sandbox_process import ADMIN, InProcessSandbox
 
@@ -28,18 +29,6 @@ EXAMPLES = ROOT / "examples" / "tenants"
 NURSE_NORTH = "ProjectMembership/0f1e0006-0000-4000-8000-000000000001"
 SOUTH = f"Organization/{seeding.ORG_SOUTH}"
 CLINIC_STAFF = f"AccessPolicy/{seeding.CLINIC_STAFF_POLICY}"
-
-
-def run(
-    sb: InProcessSandbox, monkeypatch: pytest.MonkeyPatch, capsys: Any, *args: str
-) -> tuple[int, str, str]:
-    monkeypatch.setenv("MEDPLUM_BASE_URL", sb.url)
-    monkeypatch.setenv("MEDPLUM_CLIENT_ID", ADMIN[0])
-    monkeypatch.setenv("MEDPLUM_CLIENT_SECRET", ADMIN[1])
-    capsys.readouterr()
-    code = main([*args, "--log-format", "json"])
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 @pytest.fixture(scope="module")
