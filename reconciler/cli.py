@@ -56,13 +56,17 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _flags_of(parser: argparse.ArgumentParser, argv: Sequence[str]) -> list[str]:
-    """The flags of the (sub)command `argv` names: the deepest subparser its words reach."""
-    current = parser
+    """The flags of the (sub)command `argv` names: the deepest command path its words reach
+    in the parser's model (the one completion is generated from)."""
+    from reconciler.views import completion
+
+    nodes = completion.model(parser)
+    at = completion.ROOT
     for word in argv:
-        subs = [a for a in current._actions if isinstance(a, argparse._SubParsersAction)]
-        if subs and word in subs[0].choices:
-            current = subs[0].choices[word]
-    return [o for a in current._actions for o in a.option_strings if o.startswith("--")]
+        deeper = word if at == completion.ROOT else f"{at} {word}"
+        if word in nodes[at].words and deeper in nodes:
+            at = deeper
+    return nodes[at].flags
 
 
 def build_parser() -> argparse.ArgumentParser:
