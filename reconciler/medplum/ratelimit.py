@@ -77,7 +77,6 @@ class Hold:
 
     points: int
     exact: bool
-    epoch: int = 0  # the window it was reserved in (a reservation counts in its own only)
 
 
 class Pacer:
@@ -125,7 +124,6 @@ class Pacer:
         self._pledged = 0  # points async jobs in flight may still charge, not yet seen spent
         self._open_async = 0  # points of the async pledges still open
         self._reserved = 0  # points of this window's synchronous calls not yet returned
-        self._epoch = 0  # counts windows: a reservation made in an earlier one no longer counts
         # The windows seen: (announced reset, lowest remainder), to tell what was spent.
         self._windows: list[tuple[float, int]] = []
         self.estimated_change_points = 0  # kept for callers that still set it
@@ -148,17 +146,12 @@ class Pacer:
             self._remaining = self.capacity or None
             # The jobs spent at most what the old window had left; the rest is still to come.
             self._pledged = max(0, self._pledged - max(0, old))
-            # What is in flight stays counted: a request (or a synchronous call, charged write by
-            # write) under way at the reset may be charged to the new window, all of it.
-            self._new_epoch()
+            # What is in flight stays counted (_own, _reserved): a request, or a synchronous
+            # call charged write by write, under way at the reset may be charged to the new
+            # window, all of it (found on a manual clock: a reset during ten calls in flight,
+            # and a call reserved in the new window was cut by the old ones' remaining writes).
             self._window_ends = now + self._window_s
             self._guessed = True
-
-    def _new_epoch(self) -> None:
-        # Reservations of calls still under way are kept: the call may go on charging the new
-        # window (found on a manual clock: a reset during ten calls in flight, and a call
-        # reserved in the new window was cut by the old ones' remaining writes).
-        self._epoch += 1
 
     def observe(self, header: str | None, *, cost: int = 0, reserved: bool = False) -> None:
         """A response of a request that was to be charged `cost` (`reserved`: its points were
@@ -196,7 +189,6 @@ class Pacer:
             if before is None or (rose and later and not self._guessed):
                 if before is not None:  # the jobs spent at most what the old one had left
                     self._pledged = max(0, self._pledged - max(0, before))
-                    self._new_epoch()
                 self._remaining, self._window_ends = fhir.remaining, ends
             else:
                 if fhir.remaining < before:
@@ -295,12 +287,11 @@ class Pacer:
                     and (room is None or room - self._held() >= need)
                 ):
                     self._reserved += points
-                    epoch = self._epoch
                     break
                 delay = max(blocked, min(self._window_ends - now, 0.25), 0.01)
             waited += self._sleep(delay, waited)
         self._waited(waited)
-        return Hold(points, exact=True, epoch=epoch)
+        return Hold(points, exact=True)
 
     def pledge(self, points: int) -> Hold:
         """What an async job will charge from inside the server. A job bigger than the window
