@@ -47,19 +47,29 @@ class YamlProblem(Exception):
         self.excerpt = excerpt  # the offending line and a caret under the column, or ""
 
 
+def _source_line(text: str, line: int) -> str | None:
+    """Line `line` (1-based) of `text`, splitting no further than it (a manifest can be 55 MB)."""
+    if line < 1:
+        return None
+    parts = text.split("\n", line)
+    if len(parts) < line or (len(parts) == line and parts[-1] == ""):
+        return None  # past the end (the empty rest after a final newline is no line)
+    return parts[line - 1].rstrip("\r")
+
+
 def excerpt(text: str, line: int, column: int) -> str:
     """`   11 |     - Patient/x` and a caret under `column`, for a syntax error."""
-    lines = text.splitlines()
-    if not 1 <= line <= len(lines):
+    found = _source_line(text, line)
+    if found is None:
         return ""
-    source = lines[line - 1].replace("\t", " ")  # a tab would shift the caret
+    source = found.replace("\t", " ")  # a tab would shift the caret
     gutter = f"{line:>5} | "
     return f"{gutter}{source}\n{' ' * (len(gutter) - 2)}| {' ' * (column - 1)}^"
 
 
 def in_words(problem: str, context: str, text: str, line: int) -> str:
     """PyYAML's parser message said as what is wrong at that line."""
-    here = text.splitlines()[line - 1] if 1 <= line <= len(text.splitlines()) else ""
+    here = _source_line(text, line) or ""
     if "'\\t'" in problem or "'\t'" in problem or "\t" in here[: len(here) - len(here.lstrip())]:
         return "a tab in the indentation: YAML indents with spaces only"
     if problem.startswith("expected <block end>") or problem.startswith(
