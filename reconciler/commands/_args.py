@@ -6,6 +6,7 @@ import argparse
 from collections.abc import Callable
 
 from reconciler.connect import ServerOptions
+from reconciler.model import DEFAULT_PARALLELISM
 
 
 def _whole_number(value: str, minimum: int) -> int:
@@ -112,7 +113,7 @@ def add_server_options(parser: argparse.ArgumentParser, *, parallelism: bool = T
             "--parallelism",
             "-parallelism",
             type=positive_int,
-            default=10,
+            default=DEFAULT_PARALLELISM,
             metavar="N",
             help="requests in flight (default: %(default)s; plan reads use at most 4)",
         )

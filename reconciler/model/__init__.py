@@ -30,6 +30,7 @@ from reconciler.model.manifest import (
     Tenant,
 )
 from reconciler.model.plan import (
+    DEFAULT_PARALLELISM,
     AccessChange,
     AccessItem,
     AccessStep,
@@ -46,6 +47,7 @@ from reconciler.model.plan import (
 )
 
 __all__ = [
+    "DEFAULT_PARALLELISM",
     "AccessChange",
     "AccessItem",
     "AccessKey",

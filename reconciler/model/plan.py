@@ -264,6 +264,9 @@ class Plan:
         return sum(len(c.remove) for c in self.changes) + self.resources_removed
 
 
+DEFAULT_PARALLELISM = 10  # --parallelism's default; the estimate counts apply's batches at it
+
+
 def apply_batches(changes: int, parallelism: int, size: int | None = None) -> list[int]:
     """How apply cuts `changes` into batches (each re-read, sized, journaled and its lock
     confirmed before it is written): a first small one of 2 x parallelism so the writes start

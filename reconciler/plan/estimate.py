@@ -24,11 +24,10 @@ from reconciler.medplum.costs import (
     set_accounts_cost,
 )
 from reconciler.medplum.reads import COMPARTMENT_BATCH
-from reconciler.model import Change, Estimate, Plan, apply_batches
+from reconciler.model import DEFAULT_PARALLELISM, Change, Estimate, Plan, apply_batches
 
 SAMPLE = 250  # patients whose compartments are read; more are estimated from them
 DEFAULT_QUOTA_POINTS = 50_000
-DEFAULT_PARALLELISM = 10  # apply's --parallelism default: the batches counted are its
 IDS_PER_SEARCH = 100  # ids per batched read
 RESERVE = 250  # what the pacer keeps back at the default parallelism
 FIXED = 4 * WRITE + 2 * READ  # the lock taken and removed, its renewal, the audit record
