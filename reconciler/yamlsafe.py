@@ -8,6 +8,7 @@ document is rejected instead of eating memory.
 
 from __future__ import annotations
 
+from array import array
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -100,15 +101,25 @@ def in_words(problem: str, context: str, text: str, line: int) -> str:
 @dataclass
 class Document:
     data: Any
+    # Where each mapping key (and the document itself) starts: (line, column), 1-based.
     positions: dict[PathKey, tuple[int, int]] = field(default_factory=dict)
+    # Where each item of a sequence starts, by the sequence's path: line, column, line, …
+    # in one array — a million-patient list costs 8 bytes an item, not a dict entry.
+    items: dict[PathKey, array[int]] = field(default_factory=dict)
     line: int = 1
 
     def position(self, path: PathKey) -> tuple[int, int]:
         """The closest known position: the node itself, else its nearest ancestor."""
         probe = tuple(path)
         while probe:
-            if probe in self.positions:
-                return self.positions[probe]
+            found = self.positions.get(probe)
+            if found is not None:
+                return found
+            index = probe[-1]
+            if isinstance(index, int):
+                marks = self.items.get(probe[:-1])
+                if marks is not None and 0 <= index < len(marks) // 2:
+                    return marks[2 * index], marks[2 * index + 1]
             probe = probe[:-1]
         return self.positions.get((), (self.line, 1))
 
@@ -156,13 +167,11 @@ def load_documents(text: str) -> list[Document]:
 def _load_documents(text: str, loader: Any) -> list[Document]:
     documents: list[Document] = []
     try:
-        for node in yaml.compose_all(text, Loader=loader):
-            if node is None:
-                continue
-            doc = Document(data=None, line=node.start_mark.line + 1)
-            builder = _Builder(doc, max(MAX_NODES_PER_DOCUMENT, len(text)))
-            doc.data = builder.build(node, (), 0)
-            documents.append(doc)
+        events = yaml.parse(text, Loader=loader)
+        for event in events:
+            if isinstance(event, yaml.DocumentStartEvent):
+                builder = _Builder(max(MAX_NODES_PER_DOCUMENT, len(text)))
+                documents.append(builder.document(events))
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line, column = (mark.line + 1, mark.column + 1) if mark else (1, 1)
@@ -176,57 +185,198 @@ def _load_documents(text: str, loader: Any) -> list[Document]:
         ) from None
     except yaml.YAMLError as exc:
         raise YamlProblem(f"invalid YAML: {exc}") from None
-    except RecursionError:
-        raise YamlProblem(f"nesting is deeper than {MAX_DEPTH} levels") from None
     return documents
 
 
+_NO_KEY = object()
+_BUILDING = object()  # an anchor whose node is not finished: an alias to it is a cycle
+
+
+@dataclass(slots=True)
+class _Open:
+    """A mapping or sequence being built."""
+
+    value: dict[str, Any] | list[Any]
+    path: PathKey
+    anchor: str | None
+    nodes_before: int
+    key: Any = _NO_KEY  # a mapping's key waiting for its value
+
+
+@dataclass(slots=True)
+class _Anchored:
+    value: Any
+    nodes: int  # what the anchored node counts each time an alias repeats it
+    scalar: str | None  # the raw text of an anchored scalar (an alias may be used as a key)
+
+
 class _Builder:
-    def __init__(self, doc: Document, max_nodes: int) -> None:
-        self.doc = doc
+    """Plain data from the parser's events, with every node's position — no node graph: the
+    composer's nodes and marks cost ~1.5 KB a list item, a third of a gigabyte at a million."""
+
+    def __init__(self, max_nodes: int) -> None:
+        self.doc = Document(data=None)
         self.nodes = 0
         self.max_nodes = max_nodes
-        self.constructor = yaml.SafeLoader("")
+        self.anchors: dict[str, _Anchored | object] = {}
+        self.loader = yaml.SafeLoader("")  # resolves implicit tags, constructs int/bool/…
+        self.stack: list[_Open] = []
 
-    def _fail(self, node: yaml.Node, message: str) -> YamlProblem:
-        return YamlProblem(message, node.start_mark.line + 1, node.start_mark.column + 1)
+    def _fail(self, mark: Any, message: str) -> YamlProblem:
+        return YamlProblem(message, mark.line + 1, mark.column + 1)
 
-    def build(self, node: yaml.Node, path: PathKey, depth: int) -> Any:
-        self.nodes += 1
+    def _resolve(self, kind: type[yaml.Node], value: str | None, implicit: Any) -> str:
+        return str(self.loader.resolve(kind, value, implicit))  # type: ignore[no-untyped-call]
+
+    def document(self, events: Any) -> Document:
+        root: Any = _NO_KEY
+        for event in events:
+            if isinstance(event, yaml.DocumentEndEvent):
+                break
+            if isinstance(event, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
+                done = self.stack.pop()
+                self._anchor(done.anchor, done.value, self.nodes - done.nodes_before, None)
+                value: Any = done.value
+            elif self.stack and self._wants_key(event):
+                continue
+            else:
+                value = self._node(event)
+                if value is _BUILDING:
+                    continue  # a mapping or sequence opened: its items come next
+            if self.stack:
+                self._place(value)
+            else:
+                root = value
+        self.doc.data = None if root is _NO_KEY else root
+        return self.doc
+
+    def _wants_key(self, event: Any) -> bool:
+        """A key of the innermost mapping, if that is what comes: read it and say so."""
+        top = self.stack[-1]
+        if not isinstance(top.value, dict) or top.key is not _NO_KEY:
+            return False
+        if isinstance(event, yaml.AliasEvent):
+            anchored = self.anchors.get(event.anchor or "")
+            if not isinstance(anchored, _Anchored) or anchored.scalar is None:
+                raise self._fail(event.start_mark, "mapping keys must be plain strings")
+            raw = anchored.scalar
+        elif isinstance(event, yaml.ScalarEvent):
+            tag = event.tag
+            if tag is None or tag == "!":
+                tag = self._resolve(yaml.ScalarNode, event.value, event.implicit)
+            if tag == "tag:yaml.org,2002:merge":
+                raise self._fail(event.start_mark, "YAML merge keys (<<) are not supported")
+            raw = event.value
+            self._anchor(event.anchor, raw, 0, raw)
+        else:
+            raise self._fail(event.start_mark, "mapping keys must be plain strings")
+        key = str(raw)
+        if key in top.value:
+            raise self._fail(event.start_mark, f"duplicate key {key!r}")
+        self.doc.positions[(*top.path, key)] = (
+            event.start_mark.line + 1,
+            event.start_mark.column + 1,
+        )
+        top.key = key
+        return True
+
+    def _path(self) -> PathKey:
+        if not self.stack:
+            return ()
+        top = self.stack[-1]
+        if isinstance(top.value, dict):
+            return (*top.path, top.key)
+        return (*top.path, len(top.value))
+
+    def _node(self, event: Any) -> Any:
+        """A node starts at `event`: a scalar or alias (its value), or a mapping or sequence
+        (opened on the stack; _BUILDING)."""
+        mark = event.start_mark
+        if isinstance(event, yaml.AliasEvent):
+            anchored = self.anchors.get(event.anchor or "")
+            if anchored is None:
+                raise yaml.composer.ComposerError(
+                    None, None, f"found undefined alias {event.anchor!r}", mark
+                )
+            if not isinstance(anchored, _Anchored):  # an alias inside its own anchor
+                raise self._fail(mark, f"nesting is deeper than {MAX_DEPTH} levels")
+            self._count(mark, anchored.nodes)
+            self._mark(mark)
+            return anchored.value
+        self._count(mark, 1)
+        if len(self.stack) > MAX_DEPTH:
+            raise self._fail(mark, f"nesting is deeper than {MAX_DEPTH} levels")
+        anchor = event.anchor
+        if anchor is not None and anchor in self.anchors:
+            raise self._fail(mark, f"invalid YAML: the anchor &{anchor} is defined twice")
+        if not self.stack:
+            self.doc.line = mark.line + 1
+        self._mark(mark)
+        if isinstance(event, yaml.ScalarEvent):
+            value = self._scalar(event)
+            self._anchor(anchor, value, 1, event.value)
+            return value
+        kind: type[yaml.Node]
+        container: dict[str, Any] | list[Any]
+        if isinstance(event, yaml.MappingStartEvent):
+            kind, container = yaml.MappingNode, {}
+        elif isinstance(event, yaml.SequenceStartEvent):
+            kind, container = yaml.SequenceNode, []
+        else:
+            raise self._fail(mark, "unsupported YAML node")
+        tag = event.tag
+        if tag is None or tag == "!":
+            tag = self._resolve(kind, None, event.implicit)
+        if tag != (_MAP if kind is yaml.MappingNode else _SEQ):
+            raise self._fail(mark, f"unsupported YAML tag {tag!r}")
+        if anchor is not None:
+            self.anchors[anchor] = _BUILDING
+        self.stack.append(_Open(container, self._path(), anchor, self.nodes - 1))
+        return _BUILDING
+
+    def _scalar(self, event: Any) -> Any:
+        tag = event.tag
+        if tag is None or tag == "!":
+            tag = self._resolve(yaml.ScalarNode, event.value, event.implicit)
+        if tag not in _SCALAR_TAGS:
+            raise self._fail(event.start_mark, f"unsupported YAML tag {tag!r}")
+        if tag in (_STR, "tag:yaml.org,2002:timestamp"):
+            return str(event.value)
+        node = yaml.ScalarNode(tag, event.value, event.start_mark, event.end_mark, event.style)
+        # The tag's own constructor, not construct_object: that one keeps every node it built.
+        return self.loader.yaml_constructors[tag](self.loader, node)
+
+    def _count(self, mark: Any, nodes: int) -> None:
+        self.nodes += nodes
         if self.nodes > self.max_nodes:
             raise self._fail(
-                node,
+                mark,
                 f"document expands to more than {self.max_nodes:,} nodes (alias expansion bomb?)",
             )
-        if depth > MAX_DEPTH:
-            raise self._fail(node, f"nesting is deeper than {MAX_DEPTH} levels")
-        self.doc.positions.setdefault(path, (node.start_mark.line + 1, node.start_mark.column + 1))
-        if isinstance(node, yaml.MappingNode):
-            if node.tag != _MAP:
-                raise self._fail(node, f"unsupported YAML tag {node.tag!r}")
-            result: dict[str, Any] = {}
-            for key_node, value_node in node.value:
-                if key_node.tag == "tag:yaml.org,2002:merge":
-                    raise self._fail(key_node, "YAML merge keys (<<) are not supported")
-                if not isinstance(key_node, yaml.ScalarNode):
-                    raise self._fail(key_node, "mapping keys must be plain strings")
-                key = str(key_node.value)
-                if key in result:
-                    raise self._fail(key_node, f"duplicate key {key!r}")
-                self.doc.positions[(*path, key)] = (
-                    key_node.start_mark.line + 1,
-                    key_node.start_mark.column + 1,
-                )
-                result[key] = self.build(value_node, (*path, key), depth + 1)
-            return result
-        if isinstance(node, yaml.SequenceNode):
-            if node.tag != _SEQ:
-                raise self._fail(node, f"unsupported YAML tag {node.tag!r}")
-            return [self.build(item, (*path, i), depth + 1) for i, item in enumerate(node.value)]
-        if isinstance(node, yaml.ScalarNode):
-            if node.tag not in _SCALAR_TAGS:
-                raise self._fail(node, f"unsupported YAML tag {node.tag!r}")
-            if node.tag in (_STR, "tag:yaml.org,2002:timestamp"):
-                return str(node.value)
-            return self.constructor.construct_object(node, deep=True)
-        raise self._fail(node, "unsupported YAML node")
+
+    def _mark(self, mark: Any) -> None:
+        """Where the node starting now is: a sequence item's in its sequence's array, the
+        document's own; a mapping value's is its key's, recorded with the key."""
+        line, column = mark.line + 1, mark.column + 1
+        if not self.stack:
+            self.doc.positions.setdefault((), (line, column))
+            return
+        top = self.stack[-1]
+        if isinstance(top.value, list):
+            marks = self.doc.items.get(top.path)
+            if marks is None:
+                marks = self.doc.items[top.path] = array("L")
+            marks.append(line)
+            marks.append(column)
+
+    def _anchor(self, name: str | None, value: Any, nodes: int, scalar: str | None) -> None:
+        if name is not None:
+            self.anchors[name] = _Anchored(value, nodes, scalar)
+
+    def _place(self, value: Any) -> None:
+        top = self.stack[-1]
+        if isinstance(top.value, dict):
+            top.value[top.key] = value
+            top.key = _NO_KEY
+        else:
+            top.value.append(value)

@@ -92,8 +92,8 @@ BAD_CASES = {
         "unsupported YAML tag 'tag:yaml.org,2002:python/object/apply:os.system'",
     ),
     "26_duplicate_key.yaml": ("7:3", "duplicate key 'account'"),
-    "27_alias_bomb.yaml": (
-        "1:44",
+    "27_alias_bomb.yaml": (  # the alias that takes the document past the limit
+        "5:29",
         "document expands to more than 100,000 nodes (alias expansion bomb?)",
     ),
     "28_latin1.yaml": ("4:1", "file is not valid UTF-8 (byte 0xe9 at offset 60)"),
