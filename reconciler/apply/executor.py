@@ -91,7 +91,10 @@ class Executor(AfterWrites, BatchPipeline):
     # --- one change ------------------------------------------------------------------------
 
     def _apply_one(self, change: Change) -> Outcome | None:
-        """None: the lock was lost before this change could be written (the phase ends)."""
+        """None: the lock was lost before this change could be written, or the phase was
+        stopped before it started (it may have waited in the pool's queue meanwhile)."""
+        if self.stop.is_set():
+            return None
         try:
             outcome = self._write_change(change)
         except LockLost as exc:

@@ -98,3 +98,28 @@ def test_a_stop_request_starts_no_new_change(client: MedplumClient, tmp_path: Pa
     report = executor.run(plan)
     assert report.interrupted and report.outcomes == []
     assert all(a == [] for a in accounts_by_ref(client, refs).values())
+
+
+def test_changes_waiting_in_the_pool_queue_do_not_start_after_a_stop(
+    client: MedplumClient, tmp_path: Path
+) -> None:
+    # At the full window a few changes wait in the pool's queue (pipeline.QUEUED_AHEAD): once
+    # the phase is stopped, those are not written — only the ones already under way finish.
+    org = create_org(client)
+    refs = create_patients(client, 8)
+    plan = _plan(client, tmp_path, org, refs)
+    executor: Executor
+
+    def stop_at_the_first(event: Event) -> None:
+        if isinstance(event, ChangeFinished):
+            executor.stop.set()
+
+    executor = Executor(
+        client, plan.managed, parallelism=2, verify=False, on_event=stop_at_the_first,
+        batch_size=8,
+    )  # fmt: skip
+    report = executor.run(plan)
+    written = [r for r, a in accounts_by_ref(client, refs).items() if a == [org]]
+    assert report.interrupted
+    assert 1 <= len(written) <= 2  # the first, and the one in flight beside it
+    assert sorted(o.ref for o in report.outcomes) == sorted(written)
