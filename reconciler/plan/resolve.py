@@ -18,11 +18,9 @@ from reconciler.medplum.reads import PAGE_SIZE, chunks
 from reconciler.model import (
     AccountRef,
     Location,
-    MemberKind,
     MemberSelector,
     ResourceSelector,
     Selector,
-    SelectorKind,
 )
 
 T = TypeVar("T")
@@ -38,7 +36,9 @@ class Pick:
     tenant: str
     kind: str  # ID, IDENTIFIER, PROFILE or SEARCH
     type: str  # the resource type every match has
-    value: str  # the id (no type), `system|value`, a profile reference, or a query
+    # `Type/id` (the manifest's own string: a million id picks hold no copy of it),
+    # `system|value`, a profile reference, or a query
+    value: str
     location: Location
     subject: str  # how an error names the selector ("identifier urn:x|1", "search 'a=b'")
 
@@ -53,11 +53,9 @@ class Resolved(Generic[T]):
 
 
 def pick_of(tenant: str, selector: Selector | ResourceSelector | MemberSelector) -> Pick:
-    """A manifest selector as a pick (an id pick keeps only the id)."""
+    """A manifest selector as a pick."""
     kind = selector.kind.value
     value = selector.value
-    if selector.kind in (SelectorKind.ID, MemberKind.ID):
-        value = value.split("/", 1)[1]
     if isinstance(selector, ResourceSelector):
         rtype = selector.type
     elif isinstance(selector, MemberSelector):
@@ -69,8 +67,8 @@ def pick_of(tenant: str, selector: Selector | ResourceSelector | MemberSelector)
 
 def account_pick(tenant: str, account: AccountRef) -> Pick:
     if account.reference is not None:
-        rtype, rid = account.reference.split("/", 1)
-        return Pick(tenant, ID, rtype, rid, account.location, account.subject)
+        rtype = account.reference.split("/", 1)[0]
+        return Pick(tenant, ID, rtype, account.reference, account.location, account.subject)
     return Pick(tenant, IDENTIFIER, str(account.type), str(account.identifier), account.location,
                 account.subject)  # fmt: skip
 
@@ -112,7 +110,8 @@ def resolve(
             on_keep(len(out.found))
         return ref
 
-    def read_ids(rtype: str, ids: list[str]) -> list[T]:
+    def read_ids(rtype: str, refs: list[str]) -> list[T]:
+        ids = [ref.split("/", 1)[1] for ref in refs]
         return [convert(r) for r in client.iter_many(rtype, ids, elements=elements)]
 
     def read_tokens(rtype: str, tokens: list[str]) -> dict[str, list[T]]:
@@ -170,7 +169,7 @@ def resolve(
     for index, pick in enumerate(picks):
         hits: list[str] = []
         if pick.kind == ID:
-            item = out.found.get(f"{pick.type}/{pick.value}")
+            item = out.found.get(pick.value)
             if item is None:
                 out.problems.append(problem(pick, "does not exist"))
             else:
