@@ -18,10 +18,12 @@ from reconciler.model import (
     MemberKind,
     MemberSelector,
     ResourceSelector,
-    Selector,
     SelectorKind,
     Tenant,
     account_id,
+    id_selectors,
+    other_selectors,
+    selector_location,
 )
 from reconciler.suggest import did_you_mean
 
@@ -152,16 +154,32 @@ def cross_file_problems(tenants: Sequence[Tenant]) -> list[str]:
                     f"{rsel.describe()!r} is listed twice in tenant {tenant.name!r} "
                     f"(first at line {first_at.location.line})"
                 )
-        seen: dict[tuple[SelectorKind, str], Selector] = {}
-        for i, selector in enumerate(tenant.patients):
-            earlier = seen.setdefault((selector.kind, selector.value), selector)
-            if earlier is not selector:
-                problems.append(
-                    f"{selector.location}: error: spec.patients[{i}]: selector "
-                    f"{selector.describe()!r} is listed twice in tenant {tenant.name!r} "
-                    f"(first at line {earlier.location.line})"
-                )
+        problems += _duplicate_patients(tenant)
     return problems
+
+
+def _duplicate_patients(tenant: Tenant) -> list[str]:
+    """A selector listed twice, in the order of the list; by-id ones read from the columns
+    (a million-patient tenant: no Selector made, one dict entry each)."""
+    found: list[tuple[int, str]] = []
+    patients = tenant.patients
+
+    def twice(i: int, shown: str, first: int) -> None:
+        found.append((i, f"{selector_location(patients, i)}: error: spec.patients[{i}]: "
+                         f"selector {shown!r} is listed twice in tenant {tenant.name!r} "
+                         f"(first at line {selector_location(patients, first).line})"))  # fmt: skip
+
+    first_id: dict[str, int] = {}
+    for i, value in id_selectors(patients):
+        first = first_id.setdefault(value, i)
+        if first != i:
+            twice(i, value, first)
+    first_other: dict[tuple[SelectorKind, str], int] = {}
+    for i, selector in other_selectors(patients):
+        first = first_other.setdefault((selector.kind, selector.value), i)
+        if first != i:
+            twice(i, selector.describe(), first)
+    return [text for _, text in sorted(found)]
 
 
 def select_targets(manifests: ManifestSet, targets: Sequence[str]) -> ManifestSet:

@@ -11,8 +11,8 @@ from reconciler.model import (
     MemberKind,
     MemberSelector,
     Membership,
+    PatientSelectors,
     ResourceSelector,
-    Selector,
     SelectorKind,
     Tenant,
 )
@@ -37,22 +37,22 @@ def to_tenant(file: str, doc: Document) -> Tenant:
             identifier=account_raw["identifier"],
             type=account_raw["type"],
         )
-    selectors: list[Selector] = []
+    selectors = PatientSelectors(file)
     for i, entry in enumerate(spec.get("patients") or []):
-        loc = _loc(file, doc, ("spec", "patients", i))
+        line, column = doc.position(("spec", "patients", i))
         if isinstance(entry, str):
-            selectors.append(Selector(SelectorKind.ID, entry, loc))
+            selectors.append(SelectorKind.ID, entry, line, column)
         elif "identifier" in entry:
-            selectors.append(Selector(SelectorKind.IDENTIFIER, entry["identifier"], loc))
+            selectors.append(SelectorKind.IDENTIFIER, entry["identifier"], line, column)
         else:
-            selectors.append(Selector(SelectorKind.SEARCH, entry["search"].lstrip("?"), loc))
+            selectors.append(SelectorKind.SEARCH, entry["search"].lstrip("?"), line, column)
     return Tenant(
         name=data["metadata"]["name"],
         description=data["metadata"].get("description"),
         account=account,
         membership=Membership(spec.get("membership", "authoritative")),
         propagate=bool(spec.get("propagate", True)),
-        patients=tuple(selectors),
+        patients=selectors,
         location=_loc(file, doc, ("metadata", "name")),
         access=tuple(_grant(file, doc, i, g) for i, g in enumerate(spec.get("access") or [])),
         resources=tuple(

@@ -45,6 +45,12 @@ from reconciler.model.plan import (
     Step,
     apply_batches,
 )
+from reconciler.model.selectors import (
+    PatientSelectors,
+    id_selectors,
+    other_selectors,
+    selector_location,
+)
 
 __all__ = [
     "DEFAULT_PARALLELISM",
@@ -69,6 +75,7 @@ __all__ = [
     "MemberSelector",
     "Membership",
     "Owners",
+    "PatientSelectors",
     "Phase",
     "Plan",
     "ResourceSelector",
@@ -80,7 +87,10 @@ __all__ = [
     "apply_batches",
     "carries",
     "entry_json",
+    "id_selectors",
+    "other_selectors",
     "parameter_id",
     "same_account",
+    "selector_location",
     "type_of",
 ]

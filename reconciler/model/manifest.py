@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -137,7 +138,8 @@ class Membership(StrEnum):
 class Tenant:
     name: str
     account: AccountRef
-    patients: tuple[Selector, ...]
+    # A tuple, or from a manifest a PatientSelectors (model/selectors.py): columns, not objects
+    patients: Sequence[Selector]
     location: Location
     membership: Membership = Membership.AUTHORITATIVE
     propagate: bool = True

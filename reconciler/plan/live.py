@@ -11,7 +11,15 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from reconciler.errors import ResolveError
 from reconciler.logs import get_logger
 from reconciler.medplum.client import MedplumClient
-from reconciler.model import LiveResource, LiveState, Tenant, account_id
+from reconciler.model import (
+    LiveResource,
+    LiveState,
+    Tenant,
+    account_id,
+    id_selectors,
+    other_selectors,
+    selector_location,
+)
 from reconciler.plan.live_access import read_access
 from reconciler.plan.live_resources import read_live_resources
 from reconciler.plan.records import ELEMENTS, to_live_resource
@@ -78,6 +86,35 @@ def _scan(
     return [to_live_resource(r) for r in found if f"Patient/{r.get('id')}" not in known]
 
 
+def _missing(tenants: Sequence[Tenant], patients: Mapping[str, LiveResource]) -> list[str]:
+    """A by-id selector whose patient the server does not have, as a pick would say it."""
+    return [
+        f"{selector_location(t.patients, i)}: error: {ref} does not exist (tenant {t.name!r})"
+        for t in tenants
+        for i, ref in id_selectors(t.patients)
+        if ref not in patients
+    ]
+
+
+def _in_list_order(problems: list[str], tenants: Sequence[Tenant]) -> list[str]:
+    """Selector problems in the tenants' order, then by line and column (`file:line:col:`
+    starts each), whichever kind of selector each is about."""
+    rank: dict[str, int] = {}
+    for index, tenant in enumerate(tenants):
+        rank.setdefault(tenant.location.file, index)
+
+    def key(text: str) -> tuple[int, int, int]:
+        where = text.split(": error: ", 1)[0]
+        file, _, rest = where.rpartition(":")
+        file, _, line = file.rpartition(":")
+        try:
+            return rank.get(file, len(rank)), int(line), int(rest)
+        except ValueError:
+            return len(rank), 0, 0
+
+    return sorted(problems, key=key)
+
+
 def read_live_state(
     client: MedplumClient,
     tenants: Sequence[Tenant],
@@ -110,7 +147,9 @@ def read_live_state(
                 if t.authoritative and t.name in accounts
             )
 
-        picks = [pick_of(t.name, s) for t in tenants for s in t.patients]
+        # By-id selectors are read straight from the manifests' columns (no pick each: a
+        # million of them); identifier and search selectors as picks.
+        picks = [pick_of(t.name, s) for t in tenants for _, s in other_selectors(t.patients)]
         found = resolve(
             client,
             picks,
@@ -122,8 +161,10 @@ def read_live_state(
             on_keep=progress,
             found=patients,
             queued=scan_members,
+            refs=[("Patient", (ref for _, ref in id_selectors(t.patients))) for t in tenants],
+            convert_read=to_live_resource,
         )
-        problems += found.problems
+        problems += _in_list_order(found.problems + _missing(tenants, patients), tenants)
         if accounts_missing:
             # Access and other resources need every account; report what we have so far.
             for job in member_jobs:
@@ -152,9 +193,13 @@ def read_live_state(
         requests=client.requests_sent - sent,
         duration_ms=round((time.monotonic() - started) * 1000),
     )
+    members = members_by_tenant(picks, found.hits, (t.name for t in tenants))
+    for tenant in tenants:  # and what the by-id selectors name, the manifest's own strings
+        by_id = (ref for _, ref in id_selectors(tenant.patients) if ref in patients)
+        members[tenant.name] = members[tenant.name].union(by_id)
     return LiveState(
         accounts=accounts,
-        members=members_by_tenant(picks, found.hits, (t.name for t in tenants)),
+        members=members,
         patients=patients,
         memberships=memberships,
         grant_members=grant_members,

@@ -33,12 +33,14 @@ def _shared(accounts: tuple[str, ...]) -> tuple[str, ...]:
     return accounts
 
 
-def to_live_resource(resource: dict[str, Any]) -> LiveResource:
-    """A patient or any other resource, with its accounts in order."""
+def to_live_resource(resource: dict[str, Any], asked: str = "") -> LiveResource:
+    """A patient or any other resource, with its accounts in order. `asked`: the reference
+    it was read by, kept as its own when it is this resource's (one string, not two)."""
     # Interning: 100,000 patients share a handful of account strings (plan RSS at scale).
     entries = account_entries(resource)
+    ref = f"{resource['resourceType']}/{resource['id']}"
     return LiveResource(
-        ref=f"{resource['resourceType']}/{resource['id']}",
+        ref=asked if asked == ref else ref,
         version_id=str((resource.get("meta") or {}).get("versionId", "")),
         accounts=_shared(tuple(sys.intern(key) for key, _ in entries)),
         identifier=first_identifier(resource),

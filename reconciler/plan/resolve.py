@@ -6,7 +6,7 @@ searches paged; never one request per resource."""
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Executor, Future, as_completed
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
@@ -96,9 +96,15 @@ def resolve(
     on_keep: Callable[[int], None] | None = None,
     found: dict[str, T] | None = None,
     queued: Callable[[], None] | None = None,
+    refs: Iterable[tuple[str, Iterable[str]]] = (),
+    convert_read: Callable[[dict[str, Any], str], T] | None = None,
 ) -> Resolved[T]:
     """Resolve every pick. `noun` names what matches in errors ("patients"); `convert` turns a
-    resource into the caller's live object; `pool` runs the reads side by side."""
+    resource into the caller's live object; `pool` runs the reads side by side.
+    `refs`: (type, `Type/id` references) read by id like id picks but with no pick each — a
+    million-patient manifest's by-id selectors; the caller sees in `found` which exist.
+    `convert_read`: for what is read by id, `convert` given the reference asked for (the
+    manifest's own string, so the live record keeps no copy of it)."""
     submit: Callable[..., Future[Any]] = pool.submit if pool is not None else _now
     # `found`: the caller's dict to fill, which other reads running meanwhile may consult.
     out: Resolved[T] = Resolved() if found is None else Resolved(found=found)
@@ -110,9 +116,12 @@ def resolve(
             on_keep(len(out.found))
         return ref
 
-    def read_ids(rtype: str, refs: list[str]) -> list[T]:
-        ids = [ref.split("/", 1)[1] for ref in refs]
-        return [convert(r) for r in client.iter_many(rtype, ids, elements=elements)]
+    def read_ids(rtype: str, asked: list[str]) -> list[T]:
+        by_id = {ref.split("/", 1)[1]: ref for ref in asked}
+        found = client.iter_many(rtype, list(by_id), elements=elements)
+        if convert_read is None:
+            return [convert(r) for r in found]
+        return [convert_read(r, by_id.get(str(r.get("id")), "")) for r in found]
 
     def read_tokens(rtype: str, tokens: list[str]) -> dict[str, list[T]]:
         found = client.search_by_identifiers(rtype, tokens, elements=elements)
@@ -149,6 +158,13 @@ def resolve(
         (kind, rtype, submit(readers[kind], rtype, chunk))
         for (kind, rtype), values in grouped.items()
         for chunk in chunks(list(values), PAGE_SIZE)
+    ]
+    # Pick-less references in batches straight from the caller's lists: no set of them all
+    # (a reference in two lists — a patient of two tenants — is read twice, not held twice).
+    batches += [
+        (ID, rtype, submit(read_ids, rtype, list(dict.fromkeys(chunk))))
+        for rtype, listed in refs
+        for chunk in batched(listed, PAGE_SIZE)
     ]
     searches = {i: submit(read_search, p.type, p.value) for i, p in enumerate(picks)
                 if p.kind == SEARCH}  # fmt: skip
@@ -191,6 +207,17 @@ def resolve(
             hits = [keep(item) for item in items]
         out.hits.append(tuple(dict.fromkeys(hits)))
     return out
+
+
+def batched(items: Iterable[str], size: int) -> Iterator[list[str]]:
+    batch: list[str] = []
+    for item in items:
+        batch.append(item)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
 
 
 def members_by_tenant(
