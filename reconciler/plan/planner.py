@@ -22,6 +22,7 @@ from reconciler.model import (
     Tenant,
     account_id,
 )
+from reconciler.model.interning import shared
 
 
 def managed_accounts(tenants: Sequence[Tenant], live: LiveState) -> dict[str, AccountInfo]:
@@ -115,18 +116,19 @@ def change_for(
     remove = tuple(a for a in before if a not in after)
     owners = owners or Owners.of(managed)
     tenants = {found[1].tenant for a in add + remove if (found := owners.owner(a)) is not None}
+    # Interned: 200,000 changes of a million-patient plan hold a handful of distinct tuples
+    # and steps (~350 B a change otherwise).
+    steps = steps_for(before, after, managed) if live.is_patient else (Step(tuple(after), False),)
     return Change(
         ref=live.ref,
         version_id=live.version_id,
         identifier=live.identifier,
-        before=tuple(before),
-        after=tuple(after),
-        add=add,
-        remove=remove,
-        tenants=tuple(sorted(tenants)),
-        steps=(
-            steps_for(before, after, managed) if live.is_patient else (Step(tuple(after), False),)
-        ),
+        before=shared(tuple(before)),
+        after=shared(tuple(after)),
+        add=shared(add),
+        remove=shared(remove),
+        tenants=shared(tuple(sorted(tenants))),
+        steps=shared(tuple(shared(step) for step in steps)),
     )
 
 

@@ -12,25 +12,10 @@ from typing import Any
 from reconciler.medplum.accounts import account_entries, first_identifier
 from reconciler.medplum.client import MedplumClient
 from reconciler.model import LiveMembership, LiveResource, entry_json
+from reconciler.model.interning import shared
 
 ELEMENTS = ("meta", "identifier")
 MEMBERSHIP = "ProjectMembership"
-
-
-# The accounts tuples seen, each kept once: a million patients hold a handful of distinct
-# ones (48 bytes a patient otherwise). Bounded, so a server of all-different tuples cannot
-# grow it past what it saves.
-_ACCOUNTS: dict[tuple[str, ...], tuple[str, ...]] = {}
-_ACCOUNTS_MAX = 10_000
-
-
-def _shared(accounts: tuple[str, ...]) -> tuple[str, ...]:
-    found = _ACCOUNTS.get(accounts)
-    if found is not None:
-        return found
-    if len(_ACCOUNTS) < _ACCOUNTS_MAX:
-        _ACCOUNTS[accounts] = accounts  # a race adds an equal tuple twice: harmless
-    return accounts
 
 
 def to_live_resource(resource: dict[str, Any], asked: str = "") -> LiveResource:
@@ -42,7 +27,7 @@ def to_live_resource(resource: dict[str, Any], asked: str = "") -> LiveResource:
     return LiveResource(
         ref=asked if asked == ref else ref,
         version_id=str((resource.get("meta") or {}).get("versionId", "")),
-        accounts=_shared(tuple(sys.intern(key) for key, _ in entries)),
+        accounts=shared(tuple(sys.intern(key) for key, _ in entries)),
         identifier=first_identifier(resource),
         originals=tuple((k, json.dumps(e, sort_keys=True)) for k, e in entries if e is not None),
     )
