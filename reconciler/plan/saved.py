@@ -39,10 +39,13 @@ def load_saved_plan(path: str, *, max_age_s: float | None = None) -> Plan:
 def check_signature(plan: Plan, path: str) -> None:
     """Only a plan signed with this user's (or CI's) key is applied: anyone who can edit the
     file can recompute its digest, not its signature."""
-    key = plan_key(create=False, purpose="applying a saved plan")
-    expected = sign(plan_digest(plan), key.key)
-    if not plan.signature:
+    if not plan.signature:  # said before any key is looked for: no key would help
         raise PlanFileError(f"{path}: the plan is not signed; nothing was changed")
+    try:
+        key = plan_key(create=False, purpose="applying a saved plan")
+    except PlanFileError as exc:  # the plan file is named, like every other refusal of it
+        raise PlanFileError(f"{path}: {exc}") from None
+    expected = sign(plan_digest(plan), key.key)
     if not hmac.compare_digest(plan.signature, expected):
         which = KEY_VARIABLE if key.source == KEY_VARIABLE else f"the key {key.source}"
         raise PlanFileError(

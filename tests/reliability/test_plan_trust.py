@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from reconciler.plan.jsonform import digest_of
+from reconciler.plan.signing import key_file
 from tests.conftest import resign
 from tests.integration.helpers import create_org, create_patients, tenant_yaml, write
 from tests.reliability.conftest import Sandbox
@@ -55,6 +56,28 @@ def test_a_plan_edited_on_a_laptop_without_the_ci_key_is_refused(
     assert (code, out) == (1, "")
     assert (
         err.splitlines()[-1] == f"Error: {plan_file}: the plan is not signed; nothing was changed"
+    )
+    assert _versions(client, refs) == before
+
+
+def test_a_plan_signed_on_another_machine_is_refused_naming_the_plan_and_the_key(
+    sandbox_factory: Any, run: Run, tmp_path: Path
+) -> None:
+    sb = sandbox_factory()
+    client, _, _, refs, _, plan_file = _setup(sb, tmp_path, run)
+    key = key_file()
+    away = key.with_name(key.name + ".away")
+    before = _versions(client, refs)
+    key.rename(away)  # this user has no key: the plan was signed elsewhere
+    try:
+        code, out, err = run(sb, "apply", plan_file)
+    finally:
+        away.rename(key)
+    assert (code, out) == (1, "")
+    assert err.splitlines()[-1] == (
+        f"Error: {plan_file}: applying a saved plan needs the plan-signing key {key}, which "
+        "this user does not have: the plan was made by another user or machine; plan again "
+        "here, or set RECONCILER_PLAN_KEY to the key it was signed with; nothing was changed"
     )
     assert _versions(client, refs) == before
 
