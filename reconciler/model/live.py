@@ -13,17 +13,74 @@ def type_of(ref: str) -> str:
     return ref.partition("/")[0]
 
 
-@dataclass(frozen=True, slots=True)
 class LiveResource:
-    """A patient or any other resource whose accounts the tool manages."""
+    """A patient or any other resource whose accounts the tool manages.
+
+    A plan over a million patients holds a million of these: the version and the first
+    identifier are kept as one string (`version` NEWLINE `identifier`; a FHIR versionId never
+    holds a newline, and one that does is kept apart), one string header less a patient."""
+
+    __slots__ = ("_packed", "accounts", "originals", "ref")
 
     ref: str  # "Type/<id>"
-    version_id: str
     accounts: tuple[str, ...]
-    identifier: str | None = None  # first identifier as system|value
     # Account entries that are more than a plain reference (a display, an identifier-only
     # Reference): key -> original entry as JSON, written back as they were.
-    originals: tuple[tuple[str, str], ...] = ()
+    originals: tuple[tuple[str, str], ...]
+    _packed: str | tuple[str, str | None]
+
+    def __init__(
+        self,
+        ref: str,
+        version_id: str,
+        accounts: tuple[str, ...],
+        identifier: str | None = None,  # first identifier as system|value
+        originals: tuple[tuple[str, str], ...] = (),
+    ) -> None:
+        set_ = object.__setattr__
+        set_(self, "ref", ref)
+        set_(self, "accounts", accounts)
+        set_(self, "originals", originals)
+        if "\n" in version_id:
+            set_(self, "_packed", (version_id, identifier))
+        elif identifier is None:
+            set_(self, "_packed", version_id)
+        else:
+            set_(self, "_packed", f"{version_id}\n{identifier}")
+
+    @property
+    def version_id(self) -> str:
+        packed = self._packed
+        return packed[0] if isinstance(packed, tuple) else packed.partition("\n")[0]
+
+    @property
+    def identifier(self) -> str | None:
+        packed = self._packed
+        if isinstance(packed, tuple):
+            return packed[1]
+        _, newline, identifier = packed.partition("\n")
+        return identifier if newline else None
+
+    def _key(self) -> tuple[object, ...]:
+        return (self.ref, self.version_id, self.accounts, self.identifier, self.originals)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, LiveResource):
+            return NotImplemented
+        return self._key() == other._key()
+
+    def __hash__(self) -> int:
+        return hash(self._key())
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"LiveResource is immutable ({name})")
+
+    def __repr__(self) -> str:
+        return (
+            f"LiveResource(ref={self.ref!r}, version_id={self.version_id!r}, "
+            f"accounts={self.accounts!r}, identifier={self.identifier!r}, "
+            f"originals={self.originals!r})"
+        )
 
     @property
     def type(self) -> str:
