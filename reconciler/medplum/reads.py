@@ -258,7 +258,14 @@ def _link(bundle: Mapping[str, Any], relation: str) -> str | None:
     return None
 
 
-def chunks(items: Sequence[T], size: int) -> Iterator[list[T]]:
-    """Consecutive slices of at most `size` items (the batches of every batched read)."""
-    for start in range(0, len(items), size):
-        yield list(items[start : start + size])
+def chunks(items: Iterable[T], size: int) -> Iterator[list[T]]:
+    """Consecutive runs of at most `size` items (the batches of every batched read), taken
+    as they come: a generator of a million references is never made a list first."""
+    batch: list[T] = []
+    for item in items:
+        batch.append(item)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch

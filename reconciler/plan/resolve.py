@@ -6,7 +6,7 @@ searches paged; never one request per resource."""
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Executor, Future, as_completed
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
@@ -164,7 +164,7 @@ def resolve(
     batches += [
         (ID, rtype, submit(read_ids, rtype, list(dict.fromkeys(chunk))))
         for rtype, listed in refs
-        for chunk in batched(listed, PAGE_SIZE)
+        for chunk in chunks(listed, PAGE_SIZE)
     ]
     searches = {i: submit(read_search, p.type, p.value) for i, p in enumerate(picks)
                 if p.kind == SEARCH}  # fmt: skip
@@ -207,17 +207,6 @@ def resolve(
             hits = [keep(item) for item in items]
         out.hits.append(tuple(dict.fromkeys(hits)))
     return out
-
-
-def batched(items: Iterable[str], size: int) -> Iterator[list[str]]:
-    batch: list[str] = []
-    for item in items:
-        batch.append(item)
-        if len(batch) == size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
 
 
 def members_by_tenant(
