@@ -105,7 +105,9 @@ def _print_error(line: str) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from reconciler import logs
+    from reconciler import logs, memory
+
+    memory.one_malloc_arena()  # before any thread: each would grow an arena of its own
 
     try:
         _Parser._argv = list(sys.argv[1:] if argv is None else argv)

@@ -104,7 +104,8 @@ class Document:
     # Where each mapping key (and the document itself) starts: (line, column), 1-based.
     positions: dict[PathKey, tuple[int, int]] = field(default_factory=dict)
     # Where each item of a sequence starts, by the sequence's path: line, column, line, …
-    # in one array — a million-patient list costs 8 bytes an item, not a dict entry.
+    # in one array of 4-byte numbers — a million-patient list costs 8 bytes an item, not a
+    # dict entry.
     items: dict[PathKey, array[int]] = field(default_factory=dict)
     line: int = 1
 
@@ -365,7 +366,7 @@ class _Builder:
         if isinstance(top.value, list):
             marks = self.doc.items.get(top.path)
             if marks is None:
-                marks = self.doc.items[top.path] = array("L")
+                marks = self.doc.items[top.path] = array("I")
             marks.append(line)
             marks.append(column)
 

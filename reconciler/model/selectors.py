@@ -24,8 +24,8 @@ class PatientSelectors(Sequence[Selector]):
         self.file = file
         self._values: list[str] = []
         self._kinds = bytearray()
-        self._lines = array("L")
-        self._columns = array("L")
+        self._lines = array("I")
+        self._columns = array("I")
         self._hash: int | None = None
 
     @classmethod
