@@ -86,33 +86,18 @@ def _scan(
     return [to_live_resource(r) for r in found if f"Patient/{r.get('id')}" not in known]
 
 
-def _missing(tenants: Sequence[Tenant], patients: Mapping[str, LiveResource]) -> list[str]:
-    """A by-id selector whose patient the server does not have, as a pick would say it."""
+def _missing(
+    tenants: Sequence[Tenant], patients: Mapping[str, LiveResource]
+) -> list[tuple[tuple[int, int], str]]:
+    """A by-id selector whose patient the server does not have, as a pick would say it, by
+    (tenant, selector) place."""
     return [
-        f"{selector_location(t.patients, i)}: error: {ref} does not exist (tenant {t.name!r})"
-        for t in tenants
-        for i, ref in id_selectors(t.patients)
+        ((t, i), f"{selector_location(tenant.patients, i)}: error: {ref} does not exist "
+                 f"(tenant {tenant.name!r})")
+        for t, tenant in enumerate(tenants)
+        for i, ref in id_selectors(tenant.patients)
         if ref not in patients
-    ]
-
-
-def _in_list_order(problems: list[str], tenants: Sequence[Tenant]) -> list[str]:
-    """Selector problems in the tenants' order, then by line and column (`file:line:col:`
-    starts each), whichever kind of selector each is about."""
-    rank: dict[str, int] = {}
-    for index, tenant in enumerate(tenants):
-        rank.setdefault(tenant.location.file, index)
-
-    def key(text: str) -> tuple[int, int, int]:
-        where = text.split(": error: ", 1)[0]
-        file, _, rest = where.rpartition(":")
-        file, _, line = file.rpartition(":")
-        try:
-            return rank.get(file, len(rank)), int(line), int(rest)
-        except ValueError:
-            return len(rank), 0, 0
-
-    return sorted(problems, key=key)
+    ]  # fmt: skip
 
 
 def read_live_state(
@@ -149,7 +134,9 @@ def read_live_state(
 
         # By-id selectors are read straight from the manifests' columns (no pick each: a
         # million of them); identifier and search selectors as picks.
-        picks = [pick_of(t.name, s) for t in tenants for _, s in other_selectors(t.patients)]
+        places = [(t, i, s) for t, tenant in enumerate(tenants)
+                  for i, s in other_selectors(tenant.patients)]  # fmt: skip
+        picks = [pick_of(tenants[t].name, s) for t, _, s in places]
         found = resolve(
             client,
             picks,
@@ -164,7 +151,10 @@ def read_live_state(
             refs=[("Patient", (ref for _, ref in id_selectors(t.patients))) for t in tenants],
             convert_read=to_live_resource,
         )
-        problems += _in_list_order(found.problems + _missing(tenants, patients), tenants)
+        # Every selector's problem in the list's order, whichever way it was read.
+        pairs = zip(found.problem_picks, found.problems, strict=True)
+        by_pick = [((places[k][0], places[k][1]), text) for k, text in pairs]
+        problems += [text for _, text in sorted(by_pick + _missing(tenants, patients))]
         if accounts_missing:
             # Access and other resources need every account; report what we have so far.
             for job in member_jobs:

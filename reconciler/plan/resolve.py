@@ -50,6 +50,7 @@ class Resolved(Generic[T]):
     # million picks a 1-element frozenset costs 216 bytes, a tuple 48.
     hits: list[tuple[str, ...]] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+    problem_picks: list[int] = field(default_factory=list)  # the pick each problem is about
 
 
 def pick_of(tenant: str, selector: Selector | ResourceSelector | MemberSelector) -> Pick:
@@ -182,28 +183,30 @@ def resolve(
             for value, items in future.result().items():
                 matches[(kind, rtype, value)] = items
 
+    def refuse(index: int, pick: Pick, what: str) -> None:
+        out.problems.append(problem(pick, what))
+        out.problem_picks.append(index)
+
     for index, pick in enumerate(picks):
         hits: list[str] = []
         if pick.kind == ID:
             item = out.found.get(pick.value)
             if item is None:
-                out.problems.append(problem(pick, "does not exist"))
+                refuse(index, pick, "does not exist")
             else:
                 hits = [ref_of(item)]  # the stored string, not a copy per pick
         elif pick.kind in (IDENTIFIER, PROFILE):
             items = matches.get((pick.kind, pick.type, pick.value), [])
             if len(items) != 1:
-                out.problems.append(
-                    problem(pick, f"matches {len(items)} {noun}, expected exactly 1")
-                )
+                refuse(index, pick, f"matches {len(items)} {noun}, expected exactly 1")
             else:
                 hits = [keep(items[0])]
         else:
             items, rejected = searches[index].result()
             if rejected is not None:
-                out.problems.append(problem(pick, f"was rejected by the server: {rejected}"))
+                refuse(index, pick, f"was rejected by the server: {rejected}")
             elif not items:
-                out.problems.append(problem(pick, f"matches no {noun}"))
+                refuse(index, pick, f"matches no {noun}")
             hits = [keep(item) for item in items]
         out.hits.append(tuple(dict.fromkeys(hits)))
     return out

@@ -68,16 +68,20 @@ spec:
     - Patient/00000000-0000-4000-8000-000000000001
     - identifier: "urn:nowhere|x"
     - search: "name=NobodyHasThisName"
+    - Patient/00000000-0000-4000-8000-000000000002
 """,
     )
     with pytest.raises(ResolveError) as info:
         read_live_state(client, load_manifests([path]).tenants)
+    # In the list's order, though by-id selectors are read apart from the others.
     assert info.value.problems == [
         f"{path}:8:7: error: Patient/00000000-0000-4000-8000-000000000001 does not exist "
         "(tenant 'broken')",
         f"{path}:9:7: error: identifier urn:nowhere|x matches 0 patients, expected exactly 1 "
         "(tenant 'broken')",
         f"{path}:10:7: error: search 'name=NobodyHasThisName' matches no patients "
+        "(tenant 'broken')",
+        f"{path}:11:7: error: Patient/00000000-0000-4000-8000-000000000002 does not exist "
         "(tenant 'broken')",
     ]
 
