@@ -226,8 +226,11 @@ class _Builder:
     def _fail(self, mark: Any, message: str) -> YamlProblem:
         return YamlProblem(message, mark.line + 1, mark.column + 1)
 
-    def _resolve(self, kind: type[yaml.Node], value: str | None, implicit: Any) -> str:
-        return str(self.loader.resolve(kind, value, implicit))  # type: ignore[no-untyped-call]
+    def _tag(self, event: Any, kind: type[yaml.Node], value: str | None) -> str:
+        """The event's tag, or the one YAML implies for it (as the composer resolves it)."""
+        if event.tag is not None and event.tag != "!":
+            return str(event.tag)
+        return str(self.loader.resolve(kind, value, event.implicit))  # type: ignore[no-untyped-call]
 
     def document(self, events: Any) -> Document:
         root: Any = _NO_KEY
@@ -262,10 +265,7 @@ class _Builder:
                 raise self._fail(event.start_mark, "mapping keys must be plain strings")
             raw = anchored.scalar
         elif isinstance(event, yaml.ScalarEvent):
-            tag = event.tag
-            if tag is None or tag == "!":
-                tag = self._resolve(yaml.ScalarNode, event.value, event.implicit)
-            if tag == "tag:yaml.org,2002:merge":
+            if self._tag(event, yaml.ScalarNode, event.value) == "tag:yaml.org,2002:merge":
                 raise self._fail(event.start_mark, "YAML merge keys (<<) are not supported")
             raw = event.value
             self._anchor(event.anchor, raw, 0, raw)
@@ -325,9 +325,7 @@ class _Builder:
             kind, container = yaml.SequenceNode, []
         else:
             raise self._fail(mark, "unsupported YAML node")
-        tag = event.tag
-        if tag is None or tag == "!":
-            tag = self._resolve(kind, None, event.implicit)
+        tag = self._tag(event, kind, None)
         if tag != (_MAP if kind is yaml.MappingNode else _SEQ):
             raise self._fail(mark, f"unsupported YAML tag {tag!r}")
         if anchor is not None:
@@ -336,9 +334,7 @@ class _Builder:
         return _BUILDING
 
     def _scalar(self, event: Any) -> Any:
-        tag = event.tag
-        if tag is None or tag == "!":
-            tag = self._resolve(yaml.ScalarNode, event.value, event.implicit)
+        tag = self._tag(event, yaml.ScalarNode, event.value)
         if tag not in _SCALAR_TAGS:
             raise self._fail(event.start_mark, f"unsupported YAML tag {tag!r}")
         if tag in (_STR, "tag:yaml.org,2002:timestamp"):

@@ -5,7 +5,7 @@ patient). A Selector is made when one is read; the plan's hot paths read the col
 from __future__ import annotations
 
 from array import array
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from typing import overload
 
 from reconciler.model.manifest import Location, Selector, SelectorKind
@@ -27,16 +27,6 @@ class PatientSelectors(Sequence[Selector]):
         self._lines = array("I")
         self._columns = array("I")
         self._hash: int | None = None
-
-    @classmethod
-    def of(cls, file: str, selectors: Iterable[Selector]) -> PatientSelectors:
-        table = cls(file)
-        for selector in selectors:
-            if selector.location.file != file:
-                raise ValueError(f"a selector of {selector.location.file}, not of {file}")
-            table.append(selector.kind, selector.value, selector.location.line,
-                         selector.location.column)  # fmt: skip
-        return table
 
     def append(self, kind: SelectorKind, value: str, line: int, column: int) -> None:
         self._values.append(value)
