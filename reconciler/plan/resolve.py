@@ -21,6 +21,7 @@ from reconciler.model import (
     MemberSelector,
     ResourceSelector,
     Selector,
+    type_of,
 )
 
 T = TypeVar("T")
@@ -68,8 +69,8 @@ def pick_of(tenant: str, selector: Selector | ResourceSelector | MemberSelector)
 
 def account_pick(tenant: str, account: AccountRef) -> Pick:
     if account.reference is not None:
-        rtype = account.reference.split("/", 1)[0]
-        return Pick(tenant, ID, rtype, account.reference, account.location, account.subject)
+        return Pick(tenant, ID, type_of(account.reference), account.reference, account.location,
+                    account.subject)  # fmt: skip
     return Pick(tenant, IDENTIFIER, str(account.type), str(account.identifier), account.location,
                 account.subject)  # fmt: skip
 
