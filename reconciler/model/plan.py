@@ -269,12 +269,14 @@ DEFAULT_PARALLELISM = 10  # --parallelism's default; the estimate counts apply's
 
 def apply_batches(changes: int, parallelism: int, size: int | None = None) -> list[int]:
     """How apply cuts `changes` into batches (each re-read, sized, journaled and its lock
-    confirmed before it is written): a first small one of 2 x parallelism so the writes start
-    early, then max(100, 10 x parallelism). The executor cuts by it and the estimate counts
-    the batches' reads and writes by it. `size` replaces the full batches' size (tests)."""
+    confirmed before it is written): a first small one of 3 x parallelism so the writes start
+    early — three calls a worker, about as long as the next batch takes to prepare, so the
+    workers do not wait at the first boundary (with 2 they did, ~30 ms, measured) — then
+    max(100, 10 x parallelism). The executor cuts by it and the estimate counts the batches'
+    reads and writes by it. `size` replaces the full batches' size (tests)."""
     if changes <= 0:
         return []
-    first = min(changes, max(1, 2 * parallelism))
+    first = min(changes, max(1, 3 * parallelism))
     size = size or max(100, 10 * parallelism)
     rest = changes - first
     return [first, *([size] * (rest // size)), *([rest % size] if rest % size else [])]

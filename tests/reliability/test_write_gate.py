@@ -209,7 +209,7 @@ def test_a_lock_removed_under_a_running_apply_stops_it_at_the_next_batch(
         "Apply failed: lost the apply lock: it was removed (force-unlock?) while this apply ran"
         in out
     )
-    # The first batch is 2 x parallelism changes, the next max(100, 10 x parallelism): the
+    # The first batch is 3 x parallelism changes, the next max(100, 10 x parallelism): the
     # rest of the batch being written when the lock went may land, no more.
     assert 0 < len(recorder.after_loss) <= 100, len(recorder.after_loss)
     assert len(recorder.writes) + len(recorder.after_loss) <= 2 + 100 + 3

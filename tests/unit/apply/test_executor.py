@@ -123,3 +123,57 @@ def test_changes_waiting_in_the_pool_queue_do_not_start_after_a_stop(
     assert report.interrupted
     assert 1 <= len(written) <= 2  # the first, and the one in flight beside it
     assert sorted(o.ref for o in report.outcomes) == sorted(written)
+
+
+def test_a_batch_is_re_read_and_sized_at_the_same_time(
+    client: MedplumClient, tmp_path: Path, monkeypatch: Any
+) -> None:
+    # The preparation of a batch takes one read's time, not two: the compartment sizes are
+    # asked for while the re-read is under way. Each read waits (5 s at most) for the other
+    # to have started; one after the other, neither would see the other started.
+    import reconciler.apply.executor as executor_module
+
+    org = create_org(client)
+    refs = create_patients(client, 3, compartment=1)
+    plan = _plan(client, tmp_path, org, refs)
+    started = {"re-read": threading.Event(), "sizes": threading.Event()}
+    overlapped: dict[str, bool] = {}
+    real_read, real_sizes = executor_module.read_resources, client.compartment_sizes
+
+    def meet(mine: str, other: str) -> None:
+        started[mine].set()
+        overlapped.setdefault(mine, started[other].wait(5))
+
+    def read_resources(c: MedplumClient, batch_refs: Any) -> Any:
+        meet("re-read", "sizes")
+        return real_read(c, batch_refs)
+
+    def compartment_sizes(batch_refs: Any, **kwargs: Any) -> dict[str, int]:
+        meet("sizes", "re-read")
+        return real_sizes(batch_refs, **kwargs)
+
+    monkeypatch.setattr(executor_module, "read_resources", read_resources)
+    monkeypatch.setattr(client, "compartment_sizes", compartment_sizes)
+    report = Executor(client, plan.managed, verify=False).run(plan)
+    assert overlapped == {"re-read": True, "sizes": True}
+    assert (len(report.succeeded), report.sync_calls) == (3, 3)  # the sizes were used
+
+
+def test_a_sizes_read_that_breaks_fails_the_apply_as_a_re_read_would(
+    client: MedplumClient, tmp_path: Path, monkeypatch: Any
+) -> None:
+    # A server error there only means unknown sizes (the calls go async); anything else is a
+    # bug, raised on the thread that prepares the batch, never swallowed on the helper thread.
+    import pytest
+
+    org = create_org(client)
+    refs = create_patients(client, 2, compartment=1)
+    plan = _plan(client, tmp_path, org, refs)
+
+    def broken(batch_refs: Any, **kwargs: Any) -> dict[str, int]:
+        raise RuntimeError("sizes broke")
+
+    monkeypatch.setattr(client, "compartment_sizes", broken)
+    with pytest.raises(RuntimeError, match="sizes broke"):
+        Executor(client, plan.managed, verify=False).run(plan)
+    assert all(a == [] for a in accounts_by_ref(client, refs).values())  # nothing written

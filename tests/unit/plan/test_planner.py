@@ -234,3 +234,13 @@ def test_resources_follow_the_same_rule_with_scope_per_named_type() -> None:
         ("Organization/north",),
     )
     assert result.added == 1 and result.removed == 1
+
+
+def test_apply_batches_start_with_three_calls_a_worker_then_full_batches() -> None:
+    from reconciler.model import apply_batches
+
+    assert apply_batches(1000, 10) == [30, *[100] * 9, 70]
+    assert apply_batches(25, 10) == [25]
+    assert apply_batches(5, 1) == [3, 2]
+    assert apply_batches(500, 20, size=50) == [60, *[50] * 8, 40]
+    assert apply_batches(0, 10) == []
