@@ -18,6 +18,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from reconciler.sandbox.checkpoint import WAL_SIZE_LIMIT, WalCheckpointer
+
 Resource = dict[str, Any]
 
 _SCHEMA = """
@@ -192,15 +194,24 @@ class Store:
             Path(path).parent.mkdir(parents=True, exist_ok=True)
         self._conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         self._lock = threading.RLock()
+        self._checkpointer: WalCheckpointer | None = None
         with self._lock:
             if path != ":memory:":
                 self._conn.execute("PRAGMA journal_mode=WAL")
                 self._conn.execute("PRAGMA synchronous=NORMAL")
+                # Checkpoints run beside the store, not in a COMMIT under its lock.
+                self._conn.execute("PRAGMA wal_autocheckpoint=0")
+                self._conn.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT}")
             self._conn.executescript(_SCHEMA)
+        if path != ":memory:":
+            self._checkpointer = WalCheckpointer(path)
 
     def close(self) -> None:
+        if self._checkpointer is not None:
+            self._checkpointer.close()
+            self._checkpointer = None
         with self._lock:
-            self._conn.close()
+            self._conn.close()  # the last connection: SQLite checkpoints the whole log
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
