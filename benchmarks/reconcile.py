@@ -26,6 +26,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -35,7 +36,7 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks import floors  # noqa: E402
+from benchmarks import floors, server_bound  # noqa: E402
 from benchmarks.harness import (  # noqa: E402
     FLOOR_KINDS,
     FLOOR_TO,
@@ -157,43 +158,58 @@ def work_s(err: str) -> float:
     )
 
 
-def floor_rates(
-    sb: Target, parallelism: int, refs: dict[str, list[str]], when: str, account: str
-) -> dict[str, float]:
-    """Bare `$set-accounts` on fresh patients (`refs` by kind, e.g. "sync-before"), each
-    moving to `account`: sync and async, on a sandbox or any server."""
-    return {
-        mode: floors.direct_rate(
-            sb.url, sb.creds, refs[f"{mode}-{when}"], account, parallelism=parallelism,
-            asynchronous=mode == "async",
-        )
-        for mode in ("sync", "async")
-    }  # fmt: skip
+def apply_once(
+    sb: Target, tenants: str, args: argparse.Namespace, changes: int, round_number: int = 1
+) -> Run:
+    """`apply --no-verify` of the scenario's changes; its write phase's rate in `extra`."""
+    name = "ours: apply --no-verify" + (f" (round {round_number})" if round_number > 1 else "")
+    apply, out, err = run_cli(
+        sb, name, "apply", tenants, "--auto-approve", "--no-verify",
+        "--parallelism", str(args.parallelism),
+    )  # fmt: skip
+    if f"Apply complete! {changes:,} patient" not in out:
+        raise SystemExit(f"apply did not complete:\n{out[-1500:]}")
+    writes = next(e for e in events(err) if e.get("event") == "writes finished")
+    others = next(
+        (e for e in events(err) if e.get("event") == "other writers' changes checked"), {}
+    )
+    summary = next((e for e in events(err) if e.get("event") == "quota"), {})
+    write_phase = writes["duration_ms"] / 1000
+    apply.extra = {
+        "write_phase_s": round(write_phase, 2),
+        "history_check_s": round(others.get("duration_ms", 0) / 1000, 2),
+        "writes_estimated": writes.get("writes_estimated"),
+        "writes_made": writes.get("writes_made"),
+        "sync_calls": writes.get("sync_calls"),
+        "async_calls": writes.get("async_calls"),
+        "in_flight": writes.get("in_flight"),
+        "points_estimated": summary.get("points_estimated"),
+        "per_s": round(changes / write_phase, 1) if write_phase else 0.0,
+    }
+    return apply
 
 
-def floor_figures(
-    listing: float,
-    before: dict[str, float],
-    after: dict[str, float],
-    ours_rate: float,
-    plan: Run,
-    bare: Run,
-) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The floors measured around our runs (rates before and after the apply, the best taken)
-    and our runs as fractions of them: the targets issue 28 sets."""
-    best = max(*before.values(), *after.values())
-    measured = {
-        "listing_s": round(listing, 2),
-        "direct_sync_per_s": round(max(before["sync"], after["sync"]), 1),
-        "direct_async_per_s": round(max(before["async"], after["async"]), 1),
-        "ours_per_s": round(ours_rate, 1),
-    }
-    targets = {
-        "plan_work_over_listing (<= 1.5)": floors.ratio(bare.extra["work_s"], listing),
-        "plan_with_estimate_work_over_listing": floors.ratio(plan.extra["work_s"], listing),
-        "ours_over_best_direct_rate (>= 0.9)": floors.ratio(ours_rate, best),
-    }
-    return measured, targets
+def rate_rounds(
+    args: argparse.Namespace,
+    target: Callable[[], Target],
+    tenants: str,
+    changes: int,
+    refs: dict[str, list[str]],
+    account: str,
+    runs: list[Run],
+) -> server_bound.Round:
+    """One server-bound round on a fresh `target()`: the floors around one apply."""
+    sb = target()
+    try:
+
+        def ours() -> float:
+            runs.append(apply_once(sb, tenants, args, changes, len(runs) + 1))
+            return float(runs[-1].extra["per_s"])
+
+        return server_bound.measure(sb, args.parallelism, refs, account, ours)
+    finally:
+        if isinstance(sb, Sandbox):
+            sb.stop()
 
 
 def main_scenario(args: argparse.Namespace, work: Path) -> dict[str, Any]:
@@ -225,45 +241,29 @@ def main_scenario(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         bare.extra = {"work_s": round(work_s(err), 2)}
         floor_refs = {kind: [f"Patient/{floor_patient_id(kind, i)}" for i in range(floor_count)]
                       for kind in FLOOR_KINDS}  # fmt: skip
-        before = floor_rates(sb, args.parallelism, floor_refs, "before", f"Organization/{FLOOR_TO}")
-        apply, out, err = run_cli(
-            sb,
-            "ours: apply --no-verify",
-            "apply",
-            tenants,
-            "--auto-approve",
-            "--no-verify",
-            "--parallelism",
-            str(args.parallelism),
-        )
-        after = floor_rates(sb, args.parallelism, floor_refs, "after", f"Organization/{FLOOR_TO}")
-        if f"Apply complete! {changes:,} patient" not in out:
-            raise SystemExit(f"apply did not complete:\n{out[-1500:]}")
-        writes = next(e for e in events(err) if e.get("event") == "writes finished")
-        others = next(
-            (e for e in events(err) if e.get("event") == "other writers' changes checked"), {}
-        )
-        summary = next((e for e in events(err) if e.get("event") == "quota"), {})
-        apply.extra = {
-            "write_phase_s": round(writes["duration_ms"] / 1000, 2),
-            "history_check_s": round(others.get("duration_ms", 0) / 1000, 2),
-            "writes_estimated": writes.get("writes_estimated"),
-            "writes_made": writes.get("writes_made"),
-            "sync_calls": writes.get("sync_calls"),
-            "async_calls": writes.get("async_calls"),
-            "in_flight": writes.get("in_flight"),
-            "points_estimated": summary.get("points_estimated"),
-        }
+        applies: list[Run] = []
+
+        def ours() -> float:
+            applies.append(apply_once(sb, tenants, args, changes))
+            return float(applies[-1].extra["per_s"])
+
+        to = f"Organization/{FLOOR_TO}"
+        rounds = [server_bound.measure(sb, args.parallelism, floor_refs, to, ours)]
         again, out, _ = run_cli(sb, "ours: plan again", "plan", tenants, "--detailed-exitcode")
         if "No changes. Live accounts match the manifests." not in out:
             raise SystemExit("the plan after apply is not empty")
     finally:
         sb.stop()
-    write_phase = float(apply.extra["write_phase_s"])
-    ours_rate = changes / write_phase if write_phase else 0.0
-    results["floors"], results["targets"] = floor_figures(
-        listing, before, after, ours_rate, plan, bare
-    )
+    # More rounds of the server-bound comparison, each on a fresh copy of the seeded data.
+    for number in range(2, args.rate_rounds + 1):
+        data = work / f"round-{number}.sqlite"
+        shutil.copy(base, data)
+        rounds.append(rate_rounds(
+            args, lambda d=data: Sandbox(d, *flags), tenants, changes, floor_refs, to, applies,
+        ))  # fmt: skip
+        data.unlink()
+    apply = applies[0]
+    results["floors"], results["targets"] = server_bound.figures(listing, rounds, plan, bare)
 
     verify_data = work / "verify.sqlite"
     shutil.copy(base, verify_data)
@@ -286,7 +286,7 @@ def main_scenario(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     finally:
         sb.stop()
 
-    runs = [plan, bare, apply, applied, again]
+    runs = [plan, bare, apply, applied, again, *applies[1:]]
     naive_plan = naive_apply = None
     if not args.skip_naive:
         naive_data = work / "naive.sqlite"
@@ -309,7 +309,7 @@ def main_scenario(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     if naive_plan and naive_apply:
         results["ratios"]["naive_plan_over_ours"] = round(naive_plan.wall_s / plan.wall_s, 1)
         results["ratios"]["naive_apply_over_ours_write_phase"] = round(
-            naive_apply.wall_s / write_phase, 1
+            naive_apply.wall_s / float(apply.extra["write_phase_s"]), 1
         )
         results["ratios"]["naive_apply_over_ours_apply_command"] = round(
             naive_apply.wall_s / apply.wall_s, 1
@@ -373,25 +373,16 @@ def server_scenario(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         plan.extra = {"work_s": round(work_s(err), 2)}
         bare, _, err = run_cli(target, "ours: plan --no-estimate", "plan", tenants, "--no-estimate")
         bare.extra = {"work_s": round(work_s(err), 2)}
-        before = floor_rates(target, args.parallelism, floor_ids, "before", floor_to)
-        apply, out, err = run_cli(
-            target, "ours: apply --no-verify", "apply", tenants, "--auto-approve", "--no-verify",
-            *parallel,
-        )  # fmt: skip
-        after = floor_rates(target, args.parallelism, floor_ids, "after", floor_to)
-        if f"Apply complete! {changes:,} patient" not in out:
-            raise SystemExit(f"apply did not complete:\n{out[-1500:]}")
-        writes = next(e for e in events(err) if e.get("event") == "writes finished")
-        apply.extra = {
-            "write_phase_s": round(writes["duration_ms"] / 1000, 2),
-            "writes_estimated": writes.get("writes_estimated"),
-            "writes_made": writes.get("writes_made"),
-            "sync_calls": writes.get("sync_calls"),
-            "async_calls": writes.get("async_calls"),
-        }
-        results["floors"], results["targets"] = floor_figures(
-            listing, before, after, changes / max(1e-9, writes["duration_ms"] / 1000), plan, bare
-        )
+        # One round here: each more would need its own seeded copy on that server.
+        applies: list[Run] = []
+
+        def ours() -> float:
+            applies.append(apply_once(target, tenants, args, changes))
+            return float(applies[-1].extra["per_s"])
+
+        rounds = [server_bound.measure(target, args.parallelism, floor_ids, floor_to, ours)]
+        apply = applies[0]
+        results["floors"], results["targets"] = server_bound.figures(listing, rounds, plan, bare)
         again, out, _ = run_cli(target, "ours: plan again", "plan", tenants, "--detailed-exitcode")
         if "No changes. Live accounts match the manifests." not in out:
             raise SystemExit("the plan after apply is not empty")
@@ -605,6 +596,14 @@ def main() -> int:
     parser.add_argument("--change-fraction", type=float, default=0.2)
     parser.add_argument("--latency-ms", type=float, default=20)
     parser.add_argument("--parallelism", type=int, default=10)
+    parser.add_argument(
+        "--rate-rounds",
+        type=int,
+        default=3,
+        metavar="N",
+        help="server-bound rounds on the sandbox (direct rates, apply, direct rates), each on a "
+        "fresh copy; the target is their median (with --server: one round)",
+    )
     parser.add_argument(
         "--job-delay-ms",
         type=float,
