@@ -34,7 +34,9 @@ def test_a_resource_counts_for_every_asked_patient_its_compartment_names(
 
 def test_sizes_read_from_the_sandbox_match_what_was_created(client: MedplumClient) -> None:
     create_org(client)
-    small, large, empty = create_patients(client, 1, compartment=2) + create_patients(
-        client, 1, compartment=5
-    ) + create_patients(client, 1)
+    small, large, empty = (
+        create_patients(client, 1, compartment=2)
+        + create_patients(client, 1, compartment=5)
+        + create_patients(client, 1)
+    )
     assert client.compartment_sizes([small, large, empty]) == {small: 2, large: 5, empty: 0}
