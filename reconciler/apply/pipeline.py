@@ -1,10 +1,11 @@
 """The executor's batches, pipelined: while one batch is being written, the next is made ready
-on a thread of its own — re-read with its compartment sizes, re-planned where it moved, and
-recorded in the crash journal — so workers never wait at a batch boundary. The lock is
-confirmed right before each batch: the read is sent as the last calls of the batch before are
-handed out (one call's time ahead, on a thread of its own, so the workers keep busy during
-it), and the batch starts only once it answered; a lost lock stops the writes at the batch
-being written. A mixin of the Executor (apply/executor.py), kept apart by job."""
+on a thread of its own — re-read with its compartment sizes (the two reads at once),
+re-planned where it moved, and recorded in the crash journal — so workers never wait at a
+batch boundary. The lock is confirmed right before each batch: the read is sent as the last
+calls of the batch before are handed out (one call's time ahead, on a thread of its own, so
+the workers keep busy during it; the first batch's goes with its preparation), and the batch
+starts only once it answered; a lost lock stops the writes at the batch being written. A mixin
+of the Executor (apply/executor.py), kept apart by job."""
 
 from __future__ import annotations
 
