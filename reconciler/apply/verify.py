@@ -20,7 +20,7 @@ from reconciler.apply.writes import set_accounts
 from reconciler.logs import get_logger
 from reconciler.medplum.accounts import account_entries, entry_for
 from reconciler.medplum.client import MedplumClient
-from reconciler.medplum.compartment import PATIENT_LINK_FIELDS
+from reconciler.medplum.compartment import PATIENT_LINK_FIELDS, patients_of
 from reconciler.medplum.errors import MedplumError
 from reconciler.model import AccountInfo, Change, LiveState, Owners, account_id, carries
 from reconciler.plan.records import read_resources
@@ -85,16 +85,11 @@ def expectations_for_changes(
     return out
 
 
-def _patient_of(
-    resource: Mapping[str, object], patients: Iterable[str] | None = None
-) -> str | None:
-    wanted = set(patients) if patients is not None else None
-    for field in PATIENT_LINK_FIELDS:
-        ref = resource.get(field)
-        target = str(ref.get("reference", "")) if isinstance(ref, Mapping) else ""
-        if target.startswith("Patient/") and (wanted is None or target in wanted):
-            return target
-    return None
+def _patient_of(resource: Mapping[str, object], wanted: Mapping[str, object]) -> str | None:
+    """The first of `wanted` whose compartment holds the resource — by its meta.compartment,
+    so one linked by a field verification does not read (an Appointment's participant) is
+    checked too, not skipped as if it were in no patient's compartment."""
+    return next((p for p in patients_of(resource) if p in wanted), None)
 
 
 def _straggler(
@@ -152,9 +147,10 @@ def find_orphans(
         counts[account] = 0
         for resource in client.read_compartments([account], elements=elements):
             counts[account] += 1
-            patient = _patient_of(resource)
-            if patient is None or patient in seen:
-                continue
+            holders = patients_of(resource)
+            if not holders or any(p in seen for p in holders):
+                continue  # in no patient's compartment, or checked with its patient's
+            patient = holders[0]
             ref = f"{resource['resourceType']}/{resource['id']}"
             carrying.setdefault(ref, (resource, patient, []))[2].append(account)
     if not carrying:

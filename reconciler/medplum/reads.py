@@ -8,7 +8,11 @@ from typing import Any, TypeVar
 from urllib.parse import urlencode
 
 from reconciler.medplum._types import Requester
-from reconciler.medplum.compartment import PATIENT_COMPARTMENT_TYPES, PATIENT_LINK_FIELDS
+from reconciler.medplum.compartment import (
+    PATIENT_COMPARTMENT_TYPES,
+    PATIENT_LINK_FIELDS,
+    patients_of,
+)
 from reconciler.medplum.errors import HTTPStatusError, TransportError, outcome_text
 
 T = TypeVar("T")
@@ -229,30 +233,14 @@ class ReadsMixin(Requester):
         """How many resources each patient's compartment holds, by reading their ids (a
         system-level search is right on Medplum 5.0.10; a system-level multi-type
         `_summary=count` is not: it answers 1 whenever anything matches). A resource counts
-        for each asked patient its `meta.compartment` names — what `_compartment` matched and
-        what `$set-accounts` propagates to, whichever field links it (an Observation's
-        `performer`, an Appointment's `participant`) — and, where the server shows no
-        compartment, for the patient its subject/patient/beneficiary names."""
+        for every asked patient whose compartment holds it (`compartment.patients_of`)."""
         wanted = list(dict.fromkeys(patient_refs))
         sizes = dict.fromkeys(wanted, 0)
         for resource in self.read_compartments(wanted, types=types, elements=PATIENT_LINK_FIELDS):
-            for ref in _compartment_patients(resource, sizes):
-                sizes[ref] += 1
+            for ref in patients_of(resource):
+                if ref in sizes:
+                    sizes[ref] += 1
         return sizes
-
-
-def _compartment_patients(resource: Mapping[str, Any], asked: Mapping[str, int]) -> set[str]:
-    meta = resource.get("meta")
-    listed = meta.get("compartment") if isinstance(meta, dict) else None
-    if isinstance(listed, list) and listed:
-        refs = {c.get("reference") for c in listed if isinstance(c, dict)}
-        return {ref for ref in refs if isinstance(ref, str) and ref in asked}
-    for field in PATIENT_LINK_FIELDS:
-        link = resource.get(field)
-        ref = link.get("reference") if isinstance(link, dict) else None
-        if isinstance(ref, str) and ref in asked:
-            return {ref}
-    return set()
 
 
 def _bundle(body: Any) -> dict[str, Any]:

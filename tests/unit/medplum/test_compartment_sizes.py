@@ -40,3 +40,16 @@ def test_sizes_read_from_the_sandbox_match_what_was_created(client: MedplumClien
         + create_patients(client, 1)
     )
     assert client.compartment_sizes([small, large, empty]) == {small: 2, large: 5, empty: 0}
+
+
+def test_patients_of_reads_the_compartment_first_then_the_links() -> None:
+    from reconciler.medplum.compartment import patients_of
+
+    listed = {"meta": {"compartment": [{"reference": "Project/p"}, {"reference": "Patient/b"},
+                                       {"reference": "Organization/o"}, {"reference": "Patient/a"},
+                                       {"reference": "Patient/b"}]},
+              "subject": {"reference": "Patient/z"}}  # fmt: skip
+    assert patients_of(listed) == ["Patient/b", "Patient/a"]  # the server's order, once each
+    assert patients_of({"meta": {}, "patient": {"reference": "Patient/c"}}) == ["Patient/c"]
+    assert patients_of({"subject": {"reference": "Group/g"}}) == []
+    assert patients_of({"meta": {"compartment": "junk"}}) == []
