@@ -7,6 +7,8 @@ import threading
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from reconciler.apply.events import ChangeFinished, Event
 from reconciler.apply.executor import Executor
 from reconciler.manifest import load_manifests
@@ -125,6 +127,13 @@ def test_changes_waiting_in_the_pool_queue_do_not_start_after_a_stop(
     assert sorted(o.ref for o in report.outcomes) == sorted(written)
 
 
+def _moving(client: MedplumClient, tmp_path: Path, count: int) -> tuple[list[str], Any]:
+    """`count` patients with one compartment resource each, and the plan moving them."""
+    org = create_org(client)
+    refs = create_patients(client, count, compartment=1)
+    return refs, _plan(client, tmp_path, org, refs)
+
+
 def test_a_batch_is_re_read_and_sized_at_the_same_time(
     client: MedplumClient, tmp_path: Path, monkeypatch: Any
 ) -> None:
@@ -133,9 +142,7 @@ def test_a_batch_is_re_read_and_sized_at_the_same_time(
     # to have started; one after the other, neither would see the other started.
     import reconciler.apply.executor as executor_module
 
-    org = create_org(client)
-    refs = create_patients(client, 3, compartment=1)
-    plan = _plan(client, tmp_path, org, refs)
+    _, plan = _moving(client, tmp_path, 3)
     started = {"re-read": threading.Event(), "sizes": threading.Event()}
     overlapped: dict[str, bool] = {}
     real_read, real_sizes = executor_module.read_resources, client.compartment_sizes
@@ -164,11 +171,7 @@ def test_a_sizes_read_that_breaks_fails_the_apply_as_a_re_read_would(
 ) -> None:
     # A server error there only means unknown sizes (the calls go async); anything else is a
     # bug, raised on the thread that prepares the batch, never swallowed on the helper thread.
-    import pytest
-
-    org = create_org(client)
-    refs = create_patients(client, 2, compartment=1)
-    plan = _plan(client, tmp_path, org, refs)
+    refs, plan = _moving(client, tmp_path, 2)
 
     def broken(batch_refs: Any, **kwargs: Any) -> dict[str, int]:
         raise RuntimeError("sizes broke")
