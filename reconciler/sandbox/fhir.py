@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from reconciler.sandbox.access import PROJECT_ID, Member
+from reconciler.sandbox.compartments import linked_patients
 from reconciler.sandbox.outcomes import FhirError, bad_request, forbidden, not_found, outcome
 from reconciler.sandbox.store import Resource, Store, accounts_of, linked_patient, new_id
 
@@ -95,9 +96,8 @@ class Repository:
         if resource.get("resourceType") == "Patient":
             compartment.append({"reference": f"Patient/{resource['id']}"})
         else:
-            patient = linked_patient(resource)
-            if patient and patient not in accounts:
-                compartment.append({"reference": patient})
+            patients = linked_patients(resource)
+            compartment += [{"reference": p} for p in patients if p not in accounts]
         meta["compartment"] = compartment
         return out
 

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from reconciler.sandbox.checkpoint import WAL_SIZE_LIMIT, WalCheckpointer
+from reconciler.sandbox.compartments import PATIENT_LINK_FIELDS, linked_patients
 
 Resource = dict[str, Any]
 
@@ -54,10 +55,6 @@ CREATE INDEX IF NOT EXISTS ix_history ON history (type, id, hseq);
 """
 
 HISTORY_LIMIT = 100  # Medplum's instance history: the newest 100 versions, newest first
-
-# Which references put a resource into a Patient's compartment (a subset of the FHIR R4 Patient
-# CompartmentDefinition's params that covers the resources the sandbox serves).
-PATIENT_LINK_FIELDS = ("subject", "patient", "beneficiary")
 
 
 def now_iso() -> str:
@@ -116,9 +113,7 @@ def index_rows(resource: Resource) -> Iterator[tuple[str, str]]:
     compartments = [compartment_id(ref) for ref in accounts_of(resource)]
     if rtype == "Patient":
         compartments.append(str(resource["id"]).lower())
-    patient = linked_patient(resource)
-    if patient:
-        compartments.append(compartment_id(patient))
+    compartments += [compartment_id(patient) for patient in linked_patients(resource)]
     for key in dict.fromkeys(c for c in compartments if c):
         yield "_compartment", key
     for ident in resource.get("identifier") or []:

@@ -85,6 +85,29 @@ def test_set_accounts_replaces_sync_and_propagates_async(target: Target) -> None
     assert get_resource_accounts(client.read_resource(*ref.split("/"))) == []
 
 
+def test_a_resource_is_in_the_compartment_of_the_patients_its_compartment_params_name(
+    target: Target,
+) -> None:
+    # Not only subject/patient: an Appointment is in each participant patient's compartment
+    # (the R4 Patient CompartmentDefinition; Medplum's getPatients). `_compartment` finds it,
+    # meta.compartment lists it, and $set-accounts propagates to it — so apply, the sizes
+    # count and verification must treat it as the patient's.
+    client = target.client()
+    o1, o2 = org(target, client, "c1"), org(target, client, "c2")
+    (ref,) = patients(target, client, 1, "appt", accounts=[o1])
+    appointment = client.create_resource(
+        {"resourceType": "Appointment", "status": "booked", "meta": {"accounts": [{"reference": o1}]},
+         "participant": [{"actor": {"reference": ref}, "status": "accepted"}]}
+    )  # fmt: skip
+    found = [r["id"] for r in client.search_all("Appointment", {"_compartment": ref})]
+    assert found == [appointment["id"]]
+    read = client.read_resource("Appointment", appointment["id"])
+    assert {"reference": ref} in read["meta"]["compartment"]
+    assert client.compartment_sizes([ref]) == {ref: 1}
+    client.set_accounts(ref, [o2], propagate=True)
+    assert get_resource_accounts(client.read_resource("Appointment", appointment["id"])) == [o2]
+
+
 def test_paging_counting_and_quota_headers(target: Target) -> None:
     client = target.client()
     o = org(target, client, "page")

@@ -65,3 +65,26 @@ def test_an_orphan_linked_by_another_field_is_found_by_its_compartment(
         ("Appointment/9", patient, (), True)
     ]
     assert find_orphans(client, managed, checked=[patient])[0] == []  # checked with its patient
+
+
+def test_an_appointment_left_in_the_old_tenant_is_found_and_repaired(
+    client: MedplumClient,
+) -> None:
+    # End to end on the sandbox, which now files an Appointment under its participants'
+    # compartments as Medplum does: left behind by a move without propagation, it is found
+    # through the patient's compartment and repaired.
+    org, old = create_org(client), create_org(client)
+    (patient,) = create_patients(client, 1, accounts=[old])
+    appointment = client.create_resource(
+        {"resourceType": "Appointment", "status": "booked", "meta": {"accounts": [{"reference": old}]},
+         "participant": [{"actor": {"reference": patient}, "status": "accepted"}]}
+    )  # fmt: skip
+    client.set_accounts(patient, [org])  # no propagation: the appointment stays in `old`
+    expect = Expectation(must_have=frozenset({org}), must_not=frozenset({old}))
+    stragglers, read = find_stragglers(client, {patient: expect})
+    assert read == 1
+    assert [(s.resource, s.have, s.want) for s in stragglers] == [
+        (f"Appointment/{appointment['id']}", (old,), (org,))
+    ]
+    assert repair(client, stragglers, parallelism=1) == 1
+    assert find_stragglers(client, {patient: expect}) == ([], 1)

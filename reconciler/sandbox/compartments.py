@@ -1,0 +1,80 @@
+"""Which patients' compartments hold a resource, as Medplum decides it: every Patient reference
+found at the R4 Patient CompartmentDefinition's params for the resource's type (Medplum's
+`getPatients` evaluates each param's expression and keeps every patient found). So an
+Appointment is in the compartment of each patient among its participants, an Observation in
+its performer's too — not only the subject's: `_compartment=Patient/x` finds them, `meta.
+compartment` lists them and `$set-accounts` propagates to them.
+
+Each param is kept here as the element path its search expression reads (a dotted path; a
+list anywhere along it is walked). A resource's top-level subject, patient and beneficiary
+count for every type, as they did before this table."""
+
+from __future__ import annotations
+
+from typing import Any
+
+Resource = dict[str, Any]
+
+# Which references put a resource into a Patient's compartment whatever its type (store.py's
+# linked_patient takes the first of these for account inheritance).
+PATIENT_LINK_FIELDS = ("subject", "patient", "beneficiary")
+
+# Beyond subject/patient/beneficiary: type -> the paths of its other compartment params.
+EXTRA_PATHS: dict[str, tuple[str, ...]] = {
+    "AllergyIntolerance": ("recorder", "asserter"),
+    "Appointment": ("participant.actor",),
+    "AppointmentResponse": ("actor",),
+    "AuditEvent": ("agent.who", "entity.what"),
+    "Basic": ("author",),
+    "CarePlan": ("activity.detail.performer",),
+    "CareTeam": ("participant.member",),
+    "Claim": ("payee.party",),
+    "Communication": ("sender", "recipient"),
+    "CommunicationRequest": ("sender", "recipient", "requester"),
+    "Composition": ("author", "attester.party"),
+    "Condition": ("asserter",),
+    "Coverage": ("policyHolder", "subscriber", "payor"),
+    "DeviceRequest": ("performer",),
+    "DocumentManifest": ("author", "recipient"),
+    "DocumentReference": ("author",),
+    "ExplanationOfBenefit": ("payee.party",),
+    "Group": ("member.entity",),
+    "Invoice": ("recipient",),
+    "List": ("source",),
+    "MedicationAdministration": ("performer.actor",),
+    "MedicationDispense": ("receiver",),
+    "Observation": ("performer",),
+    "Person": ("link.target",),
+    "Procedure": ("performer.actor",),
+    "Provenance": ("target",),
+    "QuestionnaireResponse": ("author",),
+    "RequestGroup": ("action.participant",),
+    "ResearchSubject": ("individual",),
+    "Schedule": ("actor",),
+    "ServiceRequest": ("performer",),
+}
+
+
+def _at(value: Any, path: list[str]) -> list[Any]:
+    if isinstance(value, list):
+        return [found for item in value for found in _at(item, path)]
+    if not path:
+        return [value]
+    if not isinstance(value, dict):
+        return []
+    return _at(value.get(path[0]), path[1:])
+
+
+def linked_patients(resource: Resource) -> list[str]:
+    """The patients whose compartments hold `resource` (not the Patient itself), in order."""
+    rtype = resource.get("resourceType")
+    if rtype == "Patient":
+        return []
+    paths = [*PATIENT_LINK_FIELDS, *EXTRA_PATHS.get(str(rtype), ())]
+    found: list[str] = []
+    for path in paths:
+        for ref in _at(resource, path.split(".")):
+            target = ref.get("reference") if isinstance(ref, dict) else None
+            if isinstance(target, str) and target.startswith("Patient/") and target not in found:
+                found.append(target)
+    return found
