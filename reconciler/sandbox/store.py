@@ -80,6 +80,9 @@ def accounts_of(resource: Resource) -> list[str]:
 
 
 def linked_patient(resource: Resource) -> str | None:
+    """The patient a new or updated resource takes its accounts from (medplum-api.md, "Who
+    sets accounts"): its subject, patient or beneficiary. Its compartments can be more
+    (compartments.linked_patients)."""
     if resource.get("resourceType") == "Patient":
         return None
     for field in PATIENT_LINK_FIELDS:
