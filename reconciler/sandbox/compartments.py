@@ -55,7 +55,13 @@ EXTRA_PATHS: dict[str, tuple[str, ...]] = {
 }
 
 
-def _at(value: Any, path: list[str]) -> list[Any]:
+# Each type's paths, split once: this runs for every resource a search renders.
+_PATHS: dict[str, tuple[tuple[str, ...], ...]] = {
+    rtype: tuple(tuple(p.split(".")) for p in paths) for rtype, paths in EXTRA_PATHS.items()
+}
+
+
+def _at(value: Any, path: tuple[str, ...]) -> list[Any]:
     if isinstance(value, list):
         return [found for item in value for found in _at(item, path)]
     if not path:
@@ -65,16 +71,26 @@ def _at(value: Any, path: list[str]) -> list[Any]:
     return _at(value.get(path[0]), path[1:])
 
 
+def _patient(ref: Any) -> str | None:
+    target = ref.get("reference") if isinstance(ref, dict) else None
+    return target if isinstance(target, str) and target.startswith("Patient/") else None
+
+
 def linked_patients(resource: Resource) -> list[str]:
     """The patients whose compartments hold `resource` (not the Patient itself), in order."""
     rtype = resource.get("resourceType")
     if rtype == "Patient":
         return []
-    paths = [*PATIENT_LINK_FIELDS, *EXTRA_PATHS.get(str(rtype), ())]
     found: list[str] = []
-    for path in paths:
-        for ref in _at(resource, path.split(".")):
-            target = ref.get("reference") if isinstance(ref, dict) else None
-            if isinstance(target, str) and target.startswith("Patient/") and target not in found:
-                found.append(target)
+    for field in PATIENT_LINK_FIELDS:
+        patient = _patient(resource.get(field))
+        if patient and patient not in found:
+            found.append(patient)
+    for path in _PATHS.get(str(rtype), ()):
+        if path[0] not in resource:
+            continue
+        for ref in _at(resource, path):
+            patient = _patient(ref)
+            if patient and patient not in found:
+                found.append(patient)
     return found
