@@ -26,7 +26,6 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -189,27 +188,22 @@ def apply_once(
     return apply
 
 
-def rate_rounds(
+def one_round(
+    sb: Target,
     args: argparse.Namespace,
-    target: Callable[[], Target],
     tenants: str,
     changes: int,
     refs: dict[str, list[str]],
     account: str,
     runs: list[Run],
 ) -> server_bound.Round:
-    """One server-bound round on a fresh `target()`: the floors around one apply."""
-    sb = target()
-    try:
+    """One server-bound round on `sb`: the floors around one apply (appended to `runs`)."""
 
-        def ours() -> float:
-            runs.append(apply_once(sb, tenants, args, changes, len(runs) + 1))
-            return float(runs[-1].extra["per_s"])
+    def ours() -> float:
+        runs.append(apply_once(sb, tenants, args, changes, len(runs) + 1))
+        return float(runs[-1].extra["per_s"])
 
-        return server_bound.measure(sb, args.parallelism, refs, account, ours)
-    finally:
-        if isinstance(sb, Sandbox):
-            sb.stop()
+    return server_bound.measure(sb, args.parallelism, refs, account, ours)
 
 
 def main_scenario(args: argparse.Namespace, work: Path) -> dict[str, Any]:
@@ -242,13 +236,8 @@ def main_scenario(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         floor_refs = {kind: [f"Patient/{floor_patient_id(kind, i)}" for i in range(floor_count)]
                       for kind in FLOOR_KINDS}  # fmt: skip
         applies: list[Run] = []
-
-        def ours() -> float:
-            applies.append(apply_once(sb, tenants, args, changes))
-            return float(applies[-1].extra["per_s"])
-
         to = f"Organization/{FLOOR_TO}"
-        rounds = [server_bound.measure(sb, args.parallelism, floor_refs, to, ours)]
+        rounds = [one_round(sb, args, tenants, changes, floor_refs, to, applies)]
         again, out, _ = run_cli(sb, "ours: plan again", "plan", tenants, "--detailed-exitcode")
         if "No changes. Live accounts match the manifests." not in out:
             raise SystemExit("the plan after apply is not empty")
@@ -258,9 +247,11 @@ def main_scenario(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     for number in range(2, args.rate_rounds + 1):
         data = work / f"round-{number}.sqlite"
         shutil.copy(base, data)
-        rounds.append(rate_rounds(
-            args, lambda d=data: Sandbox(d, *flags), tenants, changes, floor_refs, to, applies,
-        ))  # fmt: skip
+        sb = Sandbox(data, *flags)
+        try:
+            rounds.append(one_round(sb, args, tenants, changes, floor_refs, to, applies))
+        finally:
+            sb.stop()
         data.unlink()
     apply = applies[0]
     results["floors"], results["targets"] = server_bound.figures(listing, rounds, plan, bare)
@@ -375,12 +366,7 @@ def server_scenario(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         bare.extra = {"work_s": round(work_s(err), 2)}
         # One round here: each more would need its own seeded copy on that server.
         applies: list[Run] = []
-
-        def ours() -> float:
-            applies.append(apply_once(target, tenants, args, changes))
-            return float(applies[-1].extra["per_s"])
-
-        rounds = [server_bound.measure(target, args.parallelism, floor_ids, floor_to, ours)]
+        rounds = [one_round(target, args, tenants, changes, floor_ids, floor_to, applies)]
         apply = applies[0]
         results["floors"], results["targets"] = server_bound.figures(listing, rounds, plan, bare)
         again, out, _ = run_cli(target, "ours: plan again", "plan", tenants, "--detailed-exitcode")
