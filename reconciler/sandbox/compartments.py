@@ -15,8 +15,8 @@ from typing import Any
 
 Resource = dict[str, Any]
 
-# Which references put a resource into a Patient's compartment whatever its type (store.py's
-# linked_patient takes the first of these for account inheritance).
+# Which references put a resource into a Patient's compartment whatever its type (the first
+# of them is also where it inherits its accounts from: linked_patient).
 PATIENT_LINK_FIELDS = ("subject", "patient", "beneficiary")
 
 # Beyond subject/patient/beneficiary: type -> the paths of its other compartment params.
@@ -74,6 +74,15 @@ def _at(value: Any, path: tuple[str, ...]) -> list[Any]:
 def _patient(ref: Any) -> str | None:
     target = ref.get("reference") if isinstance(ref, dict) else None
     return target if isinstance(target, str) and target.startswith("Patient/") else None
+
+
+def linked_patient(resource: Resource) -> str | None:
+    """The patient a new or updated resource takes its accounts from (medplum-api.md, "Who
+    sets accounts"): its subject, patient or beneficiary. Its compartments can be more
+    (linked_patients)."""
+    if resource.get("resourceType") == "Patient":
+        return None
+    return next(filter(None, (_patient(resource.get(f)) for f in PATIENT_LINK_FIELDS)), None)
 
 
 def linked_patients(resource: Resource) -> list[str]:

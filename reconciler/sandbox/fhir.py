@@ -12,9 +12,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from reconciler.sandbox.access import PROJECT_ID, Member
-from reconciler.sandbox.compartments import linked_patients
+from reconciler.sandbox.compartments import linked_patient, linked_patients
 from reconciler.sandbox.outcomes import FhirError, bad_request, forbidden, not_found, outcome
-from reconciler.sandbox.store import Resource, Store, accounts_of, linked_patient, new_id
+from reconciler.sandbox.store import Resource, Store, accounts_of, new_id
 
 SYSTEM_AUTHOR = {"reference": "system"}
 

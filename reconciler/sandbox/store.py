@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from reconciler.sandbox.checkpoint import WAL_SIZE_LIMIT, WalCheckpointer
-from reconciler.sandbox.compartments import PATIENT_LINK_FIELDS, linked_patients
+from reconciler.sandbox.compartments import linked_patients
 
 Resource = dict[str, Any]
 
@@ -77,19 +77,6 @@ def accounts_of(resource: Resource) -> list[str]:
     if isinstance(legacy, dict) and legacy.get("reference") and legacy["reference"] not in refs:
         refs.append(legacy["reference"])
     return refs
-
-
-def linked_patient(resource: Resource) -> str | None:
-    """The patient a new or updated resource takes its accounts from (medplum-api.md, "Who
-    sets accounts"): its subject, patient or beneficiary. Its compartments can be more
-    (compartments.linked_patients)."""
-    if resource.get("resourceType") == "Patient":
-        return None
-    for field in PATIENT_LINK_FIELDS:
-        ref = resource.get(field)
-        if isinstance(ref, dict) and str(ref.get("reference", "")).startswith("Patient/"):
-            return str(ref["reference"])
-    return None
 
 
 def compartment_id(ref: str) -> str | None:
