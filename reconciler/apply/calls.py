@@ -14,18 +14,31 @@ from reconciler.logs import get_logger
 from reconciler.medplum.client import MedplumClient
 from reconciler.medplum.costs import SYNC_MAX_COMPARTMENT, set_accounts_cost
 from reconciler.medplum.errors import MedplumError
-from reconciler.model import Change, Plan
+from reconciler.model import Change, KnownSizes, Plan
 
 log = get_logger("reconciler.apply.calls")
 
 MODES = ("auto", "sync", "async")
+# How long sizes apply's own plan read stand in for a batch's read. A batch's sizes are read
+# before its first call, and in a quota-bound apply its last call goes up to a window later:
+# a size a minute old is no staler than those. Past it, a batch reads its own again.
+SIZES_FRESH_S = 60.0
 
 
 class CallModes:
-    """Compartment sizes (read per batch, one search) and the mode of each propagating call."""
+    """Compartment sizes (read per batch, one search, unless apply's own plan read them less
+    than SIZES_FRESH_S ago) and the mode of each propagating call."""
 
-    def __init__(self, client: MedplumClient, propagate_with: str = "auto") -> None:
+    def __init__(
+        self,
+        client: MedplumClient,
+        propagate_with: str = "auto",
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.client = client
+        self.clock = clock
+        self.known: KnownSizes | None = None  # the plan's, when apply planned itself
         self.propagate_with = propagate_with  # auto; sync or async: as the person asked
         self._sizes: dict[str, int] = {}
         self._lock = threading.Lock()
@@ -35,6 +48,12 @@ class CallModes:
     def read_sizes(self, batch: Sequence[Change]) -> None:
         refs = [c.ref for c in batch if c.ref.startswith("Patient/")
                 and any(s.propagate for s in c.steps)]  # fmt: skip
+        known = self.known
+        if known is not None and self.clock() - known.read_at < SIZES_FRESH_S:
+            planned = {ref: known.sizes[ref] for ref in refs if ref in known.sizes}
+            with self._lock:
+                self._sizes.update(planned)
+            refs = [ref for ref in refs if ref not in planned]
         if not refs:
             return
         try:
@@ -66,6 +85,7 @@ class CallModes:
         per_change = 500
         if plan.estimate and plan.changes:
             per_change = max(100, plan.estimate.quota_points // len(plan.changes))
+        self.known = plan.known_sizes
         self.client.pacer.estimated_change_points = per_change
         self.client.pacer.reserve_points = 25 * parallelism
         self._spent_before = self.client.pacer.spent_seen

@@ -214,6 +214,7 @@ def _plan(
             progress=progress.update,
             target=conn.target,
             targets=options.targets,
+            for_apply=True,
         )
     finally:
         progress.close()

@@ -210,6 +210,17 @@ class Estimate:
 
 
 @dataclass(frozen=True)
+class KnownSizes:
+    """Compartment sizes apply's own plan read (patient reference → resources), and when
+    (`time.monotonic()`): the writes use them while they are fresh instead of asking again
+    batch by batch (apply/calls.py). Never written to a plan file: a saved plan is applied
+    later, its batches sized as they are written."""
+
+    sizes: dict[str, int]
+    read_at: float
+
+
+@dataclass(frozen=True)
 class Plan:
     changes: tuple[Change, ...]
     managed: dict[str, AccountInfo] = field(default_factory=dict)
@@ -228,6 +239,7 @@ class Plan:
     resource_changes: tuple[Change, ...] = ()
     signature: str = ""  # a saved plan's HMAC over its digest (RECONCILER_PLAN_KEY), if signed
     targets: tuple[str, ...] = ()  # --target: only these tenants were planned
+    known_sizes: KnownSizes | None = field(default=None, compare=False, repr=False)
 
     @property
     def is_empty(self) -> bool:

@@ -7,11 +7,16 @@ batch its re-read, the compartment sizes, the crash journal (written, then remov
 check; per resource its history (the other-writers check); verification's compartment reads;
 the lock and the audit record. Compartment sizes are read as ids (never a multi-type count:
 5.0.10 answers 1); past SAMPLE patients an even sample is read and scaled. The header gives only
-what remains, not the limit, so the rate is an assumption (`--quota-points`, 50,000/min)."""
+what remains, not the limit, so the rate is an assumption (`--quota-points`, 50,000/min).
+
+Apply's own plan (`sized_ahead`) reads the exact sizes of the first patients it will write — as
+many as one quota window can pay for, at most APPLY_AHEAD — and hands them to the writes
+(model.KnownSizes): read once, not once here and again batch by batch."""
 
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Sequence
 
 from reconciler.medplum.client import MedplumClient
@@ -24,9 +29,17 @@ from reconciler.medplum.costs import (
     set_accounts_cost,
 )
 from reconciler.medplum.reads import COMPARTMENT_BATCH
-from reconciler.model import DEFAULT_PARALLELISM, Change, Estimate, Plan, apply_batches
+from reconciler.model import (
+    DEFAULT_PARALLELISM,
+    Change,
+    Estimate,
+    KnownSizes,
+    Plan,
+    apply_batches,
+)
 
 SAMPLE = 250  # patients whose compartments are read; more are estimated from them
+APPLY_AHEAD = 2_000  # at most this many sized exactly by apply's own plan
 DEFAULT_QUOTA_POINTS = 50_000
 IDS_PER_SEARCH = 100  # ids per batched read
 RESERVE = 250  # what the pacer keeps back at the default parallelism
@@ -40,31 +53,50 @@ def is_async(compartment: int, window: int) -> bool:
     return compartment > SYNC_MAX_COMPARTMENT or sync > window - RESERVE
 
 
-def overhead_points(changes: int, patients: int, compartment_resources: int) -> int:
-    """What apply reads and writes beside the calls themselves."""
+def sized_ahead(window: int) -> int:
+    """How many of its first propagating patients apply's plan sizes exactly: as many as one
+    window (`window` points, 0 when the server shows no quota) pays for at the cheapest
+    propagating call — about those the writes reach before the sizes are stale — at most
+    APPLY_AHEAD."""
+    cheapest = set_accounts_cost(0, propagate=True, asynchronous=False)
+    return min(APPLY_AHEAD, window // cheapest) if window else APPLY_AHEAD
+
+
+def overhead_points(changes: int, patients: int, compartment_resources: int, sized: int = 0) -> int:
+    """What apply reads and writes beside the calls themselves; `sized`: the first changes
+    whose compartment sizes apply's plan read already (their batches do not read them)."""
     if not changes:
         return 0
     per_batch = (
         2 * WRITE  # the journal entry: written before the batch, removed once checked
-        + SEARCH  # the compartment sizes of its patients
         + READ  # the lock confirmed
     )
     batches = apply_batches(changes, DEFAULT_PARALLELISM)
+    ends = [sum(batches[: i + 1]) for i in range(len(batches))]
+    sizes_reads = SEARCH * sum(1 for end in ends if end > sized)  # one per batch not sized
     rereads = sum(SEARCH * math.ceil(size / IDS_PER_SEARCH) for size in batches)
     history = HISTORY * changes  # one history read per resource written, in batches
     verify = SEARCH * (
         math.ceil(patients / COMPARTMENT_BATCH) + math.ceil(compartment_resources / 1000)
     )
-    return FIXED + len(batches) * per_batch + rereads + history + verify
+    return FIXED + len(batches) * per_batch + sizes_reads + rereads + history + verify
 
 
 def estimate(
-    client: MedplumClient, plan: Plan, *, quota_points: int = DEFAULT_QUOTA_POINTS
-) -> Estimate:
+    client: MedplumClient,
+    plan: Plan,
+    *,
+    quota_points: int = DEFAULT_QUOTA_POINTS,
+    ahead: int = 0,
+) -> tuple[Estimate, KnownSizes]:
+    """The estimate, and the sizes read for it; `ahead`: how many of the first propagating
+    patients to size exactly (apply's own plan, `sized_ahead`), an even sample of the rest."""
     changes: Sequence[Change] = (*plan.changes, *plan.resource_changes)
     propagating = [c.ref for c in plan.changes if any(s.propagate for s in c.steps)]
-    sample = propagating[:: max(1, math.ceil(len(propagating) / SAMPLE))]
-    sizes = client.compartment_sizes(sample) if sample else {}
+    first, rest = propagating[:ahead], propagating[ahead:]
+    sample = rest[:: max(1, math.ceil(len(rest) / SAMPLE))]
+    read_at = time.monotonic()  # when the read started: the sizes are no fresher than that
+    sizes = client.compartment_sizes([*first, *sample]) if first or sample else {}
     average = sum(sizes.values()) / len(sizes) if sizes else 0.0
     points = sync_calls = async_calls = compartment = 0
     for change in changes:
@@ -79,8 +111,13 @@ def estimate(
             async_calls += asynchronous
             sync_calls += not asynchronous
     calls = sum(len(c.steps) for c in changes)
-    overhead = overhead_points(len(changes), len(propagating), compartment)
+    sized = 0  # the changes, in apply's order, up to the last one sized ahead
+    if first:
+        last = first[-1]
+        sized = next(i for i, c in enumerate(changes) if c.ref == last) + 1
+    overhead = overhead_points(len(changes), len(propagating), compartment, sized)
     total = points + overhead
+    known = KnownSizes({ref: sizes[ref] for ref in first}, read_at)
     return Estimate(
         writes=calls + compartment,
         patient_writes=calls,
@@ -91,7 +128,7 @@ def estimate(
         sync_calls=sync_calls,
         async_calls=async_calls,
         overhead_points=overhead,
-    )
+    ), known
 
 
 def estimate_line(data: Estimate) -> str:

@@ -1,0 +1,123 @@
+"""Compartment sizes read once: apply's own plan sizes its first patients exactly and its
+writes use those sizes while fresh; a saved plan, or sizes gone stale, are read batch by batch."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import reconciler.apply.calls
+import reconciler.plan.estimate
+from reconciler.medplum.client import MedplumClient
+from tests.integration.helpers import accounts_by_ref, run_cli, seed_store, tenant_yaml, write
+
+PATIENTS = 60
+
+
+@pytest.fixture
+def asked(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[list[str]]]:
+    """Every compartment_sizes call's patients, in order."""
+    calls: list[list[str]] = []
+    real = MedplumClient.compartment_sizes
+
+    def recording(self: MedplumClient, refs: Any, **kwargs: Any) -> dict[str, int]:
+        calls.append(list(refs))
+        return real(self, calls[-1], **kwargs)
+
+    monkeypatch.setattr(MedplumClient, "compartment_sizes", recording)
+    monkeypatch.setattr(reconciler.plan.estimate, "SAMPLE", 20)  # a plan samples 20 of 60
+    yield calls
+
+
+def _moving(make_sandbox: Any, tmp_path: Path) -> tuple[Any, list[str], str, str]:
+    data = str(tmp_path / "sizes.sqlite")
+    org, refs = seed_store(data, patients=PATIENTS, compartment=2)
+    sb = make_sandbox("--fhir-quota", "1000000", data=data)
+    return sb, refs, org, write(tmp_path, "t.yaml", tenant_yaml("moving", org, refs))
+
+
+def _quota(err: str) -> dict[str, Any]:
+    events = [json.loads(line) for line in err.splitlines() if line.startswith("{")]
+    return next(e for e in events if e.get("event") == "quota")
+
+
+def test_apply_sizes_every_compartment_once_in_its_plan(
+    make_sandbox: Any,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    asked: list[list[str]],
+) -> None:
+    sb, refs, org, manifests = _moving(make_sandbox, tmp_path)
+    code, out, err = run_cli(
+        sb, monkeypatch, capsys, "apply", manifests, "--auto-approve", "--allow-mass-grant"
+    )
+    assert code == 0, out + err
+    # One read, in the plan, of every patient (not a sample of 20): the batches asked nothing.
+    assert [sorted(call) for call in asked] == [sorted(refs)]
+    quota = _quota(err)
+    assert (quota["sync_calls"], quota["async_calls"]) == (PATIENTS, 0)  # the sizes were used
+    assert set(map(tuple, accounts_by_ref(sb.client(), refs).values())) == {(org,)}
+    # Exact sizes, exact arithmetic: 60 synchronous calls of 120 + 100·2, and the overhead.
+    assert quota["points_estimated"] == 60 * 320 + _overhead_without_sizes_reads()
+    assert abs(quota["points_spent"] - quota["points_estimated"]) <= 0.1 * quota["points_spent"]
+
+
+def _overhead_without_sizes_reads() -> int:
+    from reconciler.plan.estimate import overhead_points
+
+    return overhead_points(PATIENTS, PATIENTS, PATIENTS * 2, sized=PATIENTS)
+
+
+def test_the_plan_command_samples_and_a_saved_plan_sizes_batch_by_batch(
+    make_sandbox: Any,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    asked: list[list[str]],
+) -> None:
+    sb, refs, org, manifests = _moving(make_sandbox, tmp_path)
+    plan_file = str(tmp_path / "plan.json")
+    code, out, err = run_cli(sb, monkeypatch, capsys, "plan", manifests, "--out", plan_file)
+    assert code == 0, err
+    assert [len(call) for call in asked] == [20]  # the estimate's sample only
+    assert "known_sizes" not in Path(plan_file).read_text()
+    asked.clear()
+    code, out, err = run_cli(sb, monkeypatch, capsys, "apply", plan_file, "--allow-mass-grant")
+    assert code == 0, out + err
+    # The first batch (3 x parallelism), then the rest: each batch sized as it is written.
+    assert [len(call) for call in asked] == [30, 30]
+    assert sorted(r for call in asked for r in call) == sorted(refs)
+    assert _quota(err)["sync_calls"] == PATIENTS
+
+
+def test_sizes_gone_stale_are_read_again_by_each_batch(
+    make_sandbox: Any,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    asked: list[list[str]],
+) -> None:
+    # A prompt answered late, or writes a quota holds back: what the plan read is no longer
+    # what the batches go by.
+    monkeypatch.setattr(reconciler.apply.calls, "SIZES_FRESH_S", 0.0)
+    sb, refs, org, manifests = _moving(make_sandbox, tmp_path)
+    code, out, err = run_cli(
+        sb, monkeypatch, capsys, "apply", manifests, "--auto-approve", "--allow-mass-grant"
+    )
+    assert code == 0, out + err
+    assert [len(call) for call in asked] == [PATIENTS, 30, 30]
+    assert _quota(err)["sync_calls"] == PATIENTS
+
+
+def test_a_window_sizes_ahead_what_it_can_pay_for() -> None:
+    from reconciler.plan.estimate import APPLY_AHEAD, sized_ahead
+
+    assert sized_ahead(0) == APPLY_AHEAD  # no quota shown: the cap
+    assert sized_ahead(3_000) == 25  # 3,000 points pay for 25 calls of 120
+    assert sized_ahead(50_000) == 416
+    assert sized_ahead(10_000_000) == APPLY_AHEAD
