@@ -20,7 +20,7 @@ from reconciler.errors import ApplyRefused, ExitCode, UsageError
 from reconciler.manifest import DEFAULT_PATHS, load_manifests, select_targets
 from reconciler.model import ManifestSet, Plan
 from reconciler.plan.build import build_plan
-from reconciler.plan.estimate import DEFAULT_QUOTA_POINTS
+from reconciler.plan.estimate import DEFAULT_QUOTA_POINTS, Extras
 from reconciler.plan.guard import refuse_unguarded
 from reconciler.plan.jsonform import plan_digest
 from reconciler.plan.planfile import looks_like_plan
@@ -214,7 +214,7 @@ def _plan(
             progress=progress.update,
             target=conn.target,
             targets=options.targets,
-            for_apply=True,
+            for_apply=Extras(lock=options.lock, audit=options.audit, verify=options.verify),
         )
     finally:
         progress.close()

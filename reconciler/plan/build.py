@@ -12,7 +12,7 @@ from reconciler.logs import get_logger
 from reconciler.medplum.client import MedplumClient
 from reconciler.model import LiveState, ManifestSet, Plan
 from reconciler.plan.access import plan_access
-from reconciler.plan.estimate import estimate, sized_ahead
+from reconciler.plan.estimate import DEFAULTS, Extras, estimate, sized_ahead
 from reconciler.plan.guard import mass_grants, mass_removals
 from reconciler.plan.live import read_live_state
 from reconciler.plan.planner import plan as compute_plan
@@ -30,11 +30,12 @@ def build_plan(
     progress: Callable[[int], None] | None = None,
     target: str = "",
     targets: tuple[str, ...] = (),
-    for_apply: bool = False,
+    for_apply: Extras | None = None,
 ) -> tuple[Plan, LiveState]:
     """Read live state and plan; with `quota_points`, also estimate the apply's quota cost
-    — `for_apply`: apply's own plan, which sizes its first patients' compartments exactly and
-    keeps the sizes for the writes (plan/estimate.py)."""
+    — `for_apply` (what that apply does beside its calls): apply's own plan, which sizes its
+    first patients' compartments exactly and keeps the sizes for the writes
+    (plan/estimate.py)."""
     live = read_live_state(client, manifests.tenants, progress=progress, parallelism=parallelism)
     started = time.monotonic()
     plan = compute_plan(manifests.tenants, live)
@@ -63,7 +64,9 @@ def build_plan(
     )
     if quota_points is not None and not plan.is_empty:
         ahead = sized_ahead(client.pacer.capacity) if for_apply else 0
-        cost, known = estimate(client, plan, quota_points=quota_points, ahead=ahead)
+        cost, known = estimate(
+            client, plan, quota_points=quota_points, ahead=ahead, extras=for_apply or DEFAULTS
+        )
         plan = replace(plan, estimate=cost, known_sizes=known if ahead else None)
     log.info(
         "plan computed",

@@ -18,6 +18,8 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
+from itertools import accumulate
 
 from reconciler.medplum.client import MedplumClient
 from reconciler.medplum.costs import (
@@ -43,7 +45,21 @@ APPLY_AHEAD = 2_000  # at most this many sized exactly by apply's own plan
 DEFAULT_QUOTA_POINTS = 50_000
 IDS_PER_SEARCH = 100  # ids per batched read
 RESERVE = 250  # what the pacer keeps back at the default parallelism
-FIXED = 4 * WRITE + 2 * READ  # the lock taken and removed, its renewal, the audit record
+LOCK = 3 * WRITE + 2 * READ  # the lock taken, renewed and removed, and read around that
+AUDIT = WRITE  # the AuditEvent
+
+
+@dataclass(frozen=True)
+class Extras:
+    """What the apply does beside its calls: `plan` assumes apply's defaults; apply's own plan
+    knows its options (`--lock=false`, `--no-audit`, `--no-verify`)."""
+
+    lock: bool = True
+    audit: bool = True
+    verify: bool = True
+
+
+DEFAULTS = Extras()
 
 
 def is_async(compartment: int, window: int) -> bool:
@@ -62,24 +78,34 @@ def sized_ahead(window: int) -> int:
     return min(APPLY_AHEAD, window // cheapest) if window else APPLY_AHEAD
 
 
-def overhead_points(changes: int, patients: int, compartment_resources: int, sized: int = 0) -> int:
+def overhead_points(
+    changes: int,
+    patients: int,
+    compartment_resources: int,
+    sized: int = 0,
+    extras: Extras = DEFAULTS,
+) -> int:
     """What apply reads and writes beside the calls themselves; `sized`: the first changes
     whose compartment sizes apply's plan read already (their batches do not read them)."""
     if not changes:
         return 0
     per_batch = (
         2 * WRITE  # the journal entry: written before the batch, removed once checked
-        + READ  # the lock confirmed
+        + (READ if extras.lock else 0)  # the lock confirmed
     )
     batches = apply_batches(changes, DEFAULT_PARALLELISM)
-    ends = [sum(batches[: i + 1]) for i in range(len(batches))]
+    ends = accumulate(batches)
     sizes_reads = SEARCH * sum(1 for end in ends if end > sized)  # one per batch not sized
     rereads = sum(SEARCH * math.ceil(size / IDS_PER_SEARCH) for size in batches)
     history = HISTORY * changes  # one history read per resource written, in batches
     verify = SEARCH * (
         math.ceil(patients / COMPARTMENT_BATCH) + math.ceil(compartment_resources / 1000)
     )
-    return FIXED + len(batches) * per_batch + sizes_reads + rereads + history + verify
+    fixed = (LOCK if extras.lock else 0) + (AUDIT if extras.audit else 0)
+    return (
+        fixed + len(batches) * per_batch + sizes_reads + rereads + history
+        + (verify if extras.verify else 0)
+    )  # fmt: skip
 
 
 def estimate(
@@ -88,6 +114,7 @@ def estimate(
     *,
     quota_points: int = DEFAULT_QUOTA_POINTS,
     ahead: int = 0,
+    extras: Extras = DEFAULTS,
 ) -> tuple[Estimate, KnownSizes]:
     """The estimate, and the sizes read for it; `ahead`: how many of the first propagating
     patients to size exactly (apply's own plan, `sized_ahead`), an even sample of the rest."""
@@ -115,7 +142,7 @@ def estimate(
     if first:
         last = first[-1]
         sized = next(i for i, c in enumerate(changes) if c.ref == last) + 1
-    overhead = overhead_points(len(changes), len(propagating), compartment, sized)
+    overhead = overhead_points(len(changes), len(propagating), compartment, sized, extras)
     total = points + overhead
     known = KnownSizes({ref: sizes[ref] for ref in first}, read_at)
     return Estimate(

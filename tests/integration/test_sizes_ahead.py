@@ -13,6 +13,7 @@ import pytest
 import reconciler.apply.calls
 import reconciler.plan.estimate
 from reconciler.medplum.client import MedplumClient
+from reconciler.plan.estimate import Extras, overhead_points
 from tests.integration.helpers import accounts_by_ref, run_cli, seed_store, tenant_yaml, write
 
 PATIENTS = 60
@@ -63,14 +64,30 @@ def test_apply_sizes_every_compartment_once_in_its_plan(
     assert (quota["sync_calls"], quota["async_calls"]) == (PATIENTS, 0)  # the sizes were used
     assert set(map(tuple, accounts_by_ref(sb.client(), refs).values())) == {(org,)}
     # Exact sizes, exact arithmetic: 60 synchronous calls of 120 + 100·2, and the overhead.
-    assert quota["points_estimated"] == 60 * 320 + _overhead_without_sizes_reads()
+    assert quota["points_estimated"] == 60 * 320 + _overhead(Extras())
     assert abs(quota["points_spent"] - quota["points_estimated"]) <= 0.1 * quota["points_spent"]
 
 
-def _overhead_without_sizes_reads() -> int:
-    from reconciler.plan.estimate import overhead_points
+def test_apply_estimates_what_its_options_leave_out(
+    make_sandbox: Any,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    asked: list[list[str]],
+) -> None:
+    # No lock, no audit record, no verification: none of their points in apply's estimate.
+    sb, _, _, manifests = _moving(make_sandbox, tmp_path)
+    options = ("--lock=false", "--no-audit", "--no-verify", "--auto-approve", "--allow-mass-grant")
+    code, out, err = run_cli(sb, monkeypatch, capsys, "apply", manifests, *options)
+    assert code == 0, out + err
+    quota = _quota(err)
+    bare = _overhead(Extras(lock=False, audit=False, verify=False))
+    assert quota["points_estimated"] == 60 * 320 + bare < 60 * 320 + _overhead(Extras())
+    assert abs(quota["points_spent"] - quota["points_estimated"]) <= 0.02 * quota["points_spent"]
 
-    return overhead_points(PATIENTS, PATIENTS, PATIENTS * 2, sized=PATIENTS)
+
+def _overhead(extras: Extras) -> int:
+    return overhead_points(PATIENTS, PATIENTS, PATIENTS * 2, sized=PATIENTS, extras=extras)
 
 
 def test_the_plan_command_samples_and_a_saved_plan_sizes_batch_by_batch(
@@ -80,7 +97,7 @@ def test_the_plan_command_samples_and_a_saved_plan_sizes_batch_by_batch(
     capsys: pytest.CaptureFixture[str],
     asked: list[list[str]],
 ) -> None:
-    sb, refs, org, manifests = _moving(make_sandbox, tmp_path)
+    sb, refs, _, manifests = _moving(make_sandbox, tmp_path)
     plan_file = str(tmp_path / "plan.json")
     code, out, err = run_cli(sb, monkeypatch, capsys, "plan", manifests, "--out", plan_file)
     assert code == 0, err
@@ -105,7 +122,7 @@ def test_sizes_gone_stale_are_read_again_by_each_batch(
     # A prompt answered late, or writes a quota holds back: what the plan read is no longer
     # what the batches go by.
     monkeypatch.setattr(reconciler.apply.calls, "SIZES_FRESH_S", 0.0)
-    sb, refs, org, manifests = _moving(make_sandbox, tmp_path)
+    sb, _, _, manifests = _moving(make_sandbox, tmp_path)
     code, out, err = run_cli(
         sb, monkeypatch, capsys, "apply", manifests, "--auto-approve", "--allow-mass-grant"
     )
