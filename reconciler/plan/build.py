@@ -65,8 +65,9 @@ def build_plan(
     if quota_points is not None and not plan.is_empty:
         ahead = sized_ahead(client.pacer.capacity) if for_apply else 0
         cost, known = estimate(
-            client, plan, quota_points=quota_points, ahead=ahead, extras=for_apply or DEFAULTS
-        )
+            client, plan, quota_points=quota_points, ahead=ahead,
+            extras=for_apply or DEFAULTS, parallelism=parallelism,
+        )  # fmt: skip
         plan = replace(plan, estimate=cost, known_sizes=known if ahead else None)
     log.info(
         "plan computed",

@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from itertools import accumulate
 
@@ -30,7 +31,7 @@ from reconciler.medplum.costs import (
     WRITE,
     set_accounts_cost,
 )
-from reconciler.medplum.reads import COMPARTMENT_BATCH
+from reconciler.medplum.reads import COMPARTMENT_BATCH, chunks
 from reconciler.model import (
     DEFAULT_PARALLELISM,
     Change,
@@ -39,6 +40,7 @@ from reconciler.model import (
     Plan,
     apply_batches,
 )
+from reconciler.plan.live import MAX_READS_IN_FLIGHT
 
 SAMPLE = 250  # patients whose compartments are read; more are estimated from them
 APPLY_AHEAD = 2_000  # at most this many sized exactly by apply's own plan
@@ -108,6 +110,20 @@ def overhead_points(
     )  # fmt: skip
 
 
+def read_sizes(client: MedplumClient, refs: Sequence[str], parallelism: int) -> dict[str, int]:
+    """Compartment sizes, COMPARTMENT_BATCH patients a search, up to MAX_READS_IN_FLIGHT of
+    them at a time (the plan's reads' bound)."""
+    parts = list(chunks(refs, COMPARTMENT_BATCH))
+    workers = max(1, min(parallelism, MAX_READS_IN_FLIGHT, len(parts)))
+    if workers == 1:
+        return client.compartment_sizes(refs) if refs else {}
+    sizes: dict[str, int] = {}
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="sizes") as pool:
+        for part in pool.map(client.compartment_sizes, parts):
+            sizes.update(part)
+    return sizes
+
+
 def estimate(
     client: MedplumClient,
     plan: Plan,
@@ -115,6 +131,7 @@ def estimate(
     quota_points: int = DEFAULT_QUOTA_POINTS,
     ahead: int = 0,
     extras: Extras = DEFAULTS,
+    parallelism: int = 1,
 ) -> tuple[Estimate, KnownSizes]:
     """The estimate, and the sizes read for it; `ahead`: how many of the first propagating
     patients to size exactly (apply's own plan, `sized_ahead`), an even sample of the rest."""
@@ -123,7 +140,7 @@ def estimate(
     first, rest = propagating[:ahead], propagating[ahead:]
     sample = rest[:: max(1, math.ceil(len(rest) / SAMPLE))]
     read_at = time.monotonic()  # when the read started: the sizes are no fresher than that
-    sizes = client.compartment_sizes([*first, *sample]) if first or sample else {}
+    sizes = read_sizes(client, [*first, *sample], parallelism)
     average = sum(sizes.values()) / len(sizes) if sizes else 0.0
     points = sync_calls = async_calls = compartment = 0
     for change in changes:
