@@ -14,7 +14,14 @@ import reconciler.apply.calls
 import reconciler.plan.estimate
 from reconciler.medplum.client import MedplumClient
 from reconciler.plan.estimate import Extras, overhead_points
-from tests.integration.helpers import accounts_by_ref, run_cli, seed_store, tenant_yaml, write
+from tests.integration.helpers import (
+    accounts_by_ref,
+    accounts_of,
+    run_cli,
+    seed_store,
+    tenant_yaml,
+    write,
+)
 
 PATIENTS = 60
 
@@ -88,6 +95,43 @@ def test_apply_estimates_what_its_options_leave_out(
 
 def _overhead(extras: Extras) -> int:
     return overhead_points(PATIENTS, PATIENTS, PATIENTS * 2, sized=PATIENTS, extras=extras)
+
+
+def test_a_compartment_grown_since_the_plan_is_still_moved_whole(
+    make_sandbox: Any,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # A size only prices a call and picks its mode; the server propagates to the whole
+    # compartment. An Observation created right after the plan read the sizes (within the
+    # minute they stand in for the batches' reads) moves with its patient, and verification
+    # finds nothing to repair.
+    sb, refs, org, manifests = _moving(make_sandbox, tmp_path)
+    admin = sb.client()
+    real = MedplumClient.compartment_sizes
+    grown: list[str] = []
+
+    def then_grow(self: MedplumClient, asked_refs: Any, **kwargs: Any) -> dict[str, int]:
+        sizes = real(self, asked_refs, **kwargs)
+        if not grown:
+            created = admin.create_resource({
+                "resourceType": "Observation", "status": "final", "code": {"text": "late"},
+                "subject": {"reference": refs[7]},
+            })  # fmt: skip
+            grown.append(f"Observation/{created['id']}")
+        return sizes
+
+    monkeypatch.setattr(MedplumClient, "compartment_sizes", then_grow)
+    code, out, err = run_cli(
+        sb, monkeypatch, capsys, "apply", manifests, "--auto-approve", "--allow-mass-grant"
+    )
+    assert code == 0, out + err
+    assert _quota(err)["sync_calls"] == PATIENTS
+    assert set(map(tuple, accounts_by_ref(admin, refs).values())) == {(org,)}
+    assert accounts_of(admin, grown[0]) == [org]
+    assert "Propagated to 121 compartment resources." in out  # 60 x 2, and the late one
+    assert "Verified 121 compartment resources: 0 stragglers found, 0 repaired." in out
 
 
 def test_the_plan_command_samples_and_a_saved_plan_sizes_batch_by_batch(
