@@ -18,6 +18,7 @@ import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
+from urllib.parse import urlencode
 
 import httpx
 
@@ -67,7 +68,7 @@ class Direct:
             raise SystemExit(f"direct $set-accounts answered {r.status_code}: {r.text[:300]}")
 
     def get(self, path: str, params: list[tuple[str, str]]) -> dict[str, Any]:
-        r = self.http.get(f"{self.base}/fhir/R4/{path}", params=params)
+        r = self.http.get(f"{self.base}/fhir/R4/{path}?{urlencode(params)}")
         if r.status_code != 200:
             raise SystemExit(f"listing answered {r.status_code}: {r.text[:300]}")
         return dict(r.json())

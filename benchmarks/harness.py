@@ -213,7 +213,7 @@ def run_cli(sb: Target, name: str, *args: str) -> tuple[Run, str, str]:
         "MEDPLUM_CLIENT_SECRET": sb.creds[1],
     }
     counted_here = isinstance(sb, Sandbox)
-    if counted_here:
+    if isinstance(sb, Sandbox):
         sb.stats(reset=True)
     started = time.monotonic()
     proc = subprocess.Popen(

@@ -12,13 +12,14 @@ figure — ours over the best single direct sample of its round — is printed b
 
 from __future__ import annotations
 
+import argparse
 import statistics
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from benchmarks import floors
-from benchmarks.harness import Run, Target
+from benchmarks.harness import Run, Target, events, run_cli
 
 MODES = ("sync", "async")
 
@@ -100,3 +101,63 @@ def figures(
         "ours_over_direct_rate (>= 0.9)": round(median(r.ratio for r in rounds), 2),
     }
     return measured, targets
+
+
+# --- our runs: a plan's work, one apply, one round ------------------------------------------
+
+
+def work_s(err: str) -> float:
+    """The plan's own work from its log: reading the live state and planning (the process's
+    start and imports are not the server's time)."""
+    found = {e.get("event"): e for e in events(err)}
+    names = ("live state read", "plan computed")
+    return sum(float(found.get(name, {}).get("duration_ms", 0)) for name in names) / 1000
+
+
+def apply_once(
+    sb: Target, tenants: str, args: argparse.Namespace, changes: int, round_number: int = 1
+) -> Run:
+    """`apply --no-verify` of the scenario's changes; its write phase's rate in `extra`."""
+    name = "ours: apply --no-verify" + (f" (round {round_number})" if round_number > 1 else "")
+    apply, out, err = run_cli(
+        sb, name, "apply", tenants, "--auto-approve", "--no-verify",
+        "--parallelism", str(args.parallelism),
+    )  # fmt: skip
+    if f"Apply complete! {changes:,} patient" not in out:
+        raise SystemExit(f"apply did not complete:\n{out[-1500:]}")
+    writes = next(e for e in events(err) if e.get("event") == "writes finished")
+    others = next(
+        (e for e in events(err) if e.get("event") == "other writers' changes checked"), {}
+    )
+    summary = next((e for e in events(err) if e.get("event") == "quota"), {})
+    write_phase = writes["duration_ms"] / 1000
+    apply.extra = {
+        "write_phase_s": round(write_phase, 2),
+        "history_check_s": round(others.get("duration_ms", 0) / 1000, 2),
+        "writes_estimated": writes.get("writes_estimated"),
+        "writes_made": writes.get("writes_made"),
+        "sync_calls": writes.get("sync_calls"),
+        "async_calls": writes.get("async_calls"),
+        "in_flight": writes.get("in_flight"),
+        "points_estimated": summary.get("points_estimated"),
+        "per_s": round(changes / write_phase, 1) if write_phase else 0.0,
+    }
+    return apply
+
+
+def one_round(
+    sb: Target,
+    args: argparse.Namespace,
+    tenants: str,
+    changes: int,
+    refs: dict[str, list[str]],
+    account: str,
+    runs: list[Run],
+) -> Round:
+    """One server-bound round on `sb`: the floors around one apply (appended to `runs`)."""
+
+    def ours() -> float:
+        runs.append(apply_once(sb, tenants, args, changes, len(runs) + 1))
+        return float(runs[-1].extra["per_s"])
+
+    return measure(sb, args.parallelism, refs, account, ours)
