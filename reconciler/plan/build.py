@@ -68,7 +68,7 @@ def build_plan(
             client, plan, quota_points=quota_points, ahead=ahead,
             extras=for_apply or DEFAULTS, parallelism=parallelism,
         )  # fmt: skip
-        plan = replace(plan, estimate=cost, known_sizes=known if ahead else None)
+        plan = replace(plan, estimate=cost, known_sizes=known)
     log.info(
         "plan computed",
         changes=len(plan.changes),

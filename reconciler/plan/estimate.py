@@ -132,9 +132,9 @@ def estimate(
     ahead: int = 0,
     extras: Extras = DEFAULTS,
     parallelism: int = 1,
-) -> tuple[Estimate, KnownSizes]:
-    """The estimate, and the sizes read for it; `ahead`: how many of the first propagating
-    patients to size exactly (apply's own plan, `sized_ahead`), an even sample of the rest."""
+) -> tuple[Estimate, KnownSizes | None]:
+    """The estimate, and the sizes it read of the first `ahead` propagating patients (apply's
+    own plan, `sized_ahead`; None when none were), an even sample of the rest beside them."""
     changes: Sequence[Change] = (*plan.changes, *plan.resource_changes)
     propagating = [c.ref for c in plan.changes if any(s.propagate for s in c.steps)]
     first, rest = propagating[:ahead], propagating[ahead:]
@@ -161,7 +161,7 @@ def estimate(
         sized = next(i for i, c in enumerate(changes) if c.ref == last) + 1
     overhead = overhead_points(len(changes), len(propagating), compartment, sized, extras)
     total = points + overhead
-    known = KnownSizes({ref: sizes[ref] for ref in first}, read_at)
+    known = KnownSizes({ref: sizes[ref] for ref in first}, read_at) if first else None
     return Estimate(
         writes=calls + compartment,
         patient_writes=calls,
