@@ -22,6 +22,17 @@ from benchmarks.harness import (
 )
 from reconciler.sandbox.store import Store
 
+
+def last_line(text: str) -> str:
+    """A command's result line: the last line it printed."""
+    return text.strip().splitlines()[-1]
+
+
+def line_starting(text: str, prefix: str) -> str:
+    """The first line printed that starts with `prefix`, or "?"."""
+    return next((line for line in text.splitlines() if line.startswith(prefix)), "?")
+
+
 # --- tenant access: 1,000 memberships x 3 tenants ----------------------------------------------
 
 POLICY_ID = str(uuid.uuid5(NAMESPACE, "policy-staff"))
@@ -78,25 +89,21 @@ def access_scenario(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         plan, out, _ = run_cli(
             sb, f"access: plan {count:,} memberships", "plan", str(manifests), "--no-estimate"
         )
-        plan.extra = {"access_line": out.strip().splitlines()[-1]}
+        plan.extra = {"access_line": last_line(out)}
         apply, out, _ = run_cli(
             sb, "access: apply", "apply", str(manifests), "--auto-approve", "--allow-mass-grant",
             "--allow-mass-removal", "--parallelism", str(args.parallelism), "--no-audit",
         )  # fmt: skip
-        apply.extra = {"result": next(
-            (line for line in out.splitlines() if line.startswith("Access updated")), "?"
-        )}  # fmt: skip
+        apply.extra = {"result": line_starting(out, "Access updated")}
         again, out, _ = run_cli(sb, "access: plan again", "plan", str(manifests), "-q")
-        again.extra = {"result": out.strip().splitlines()[-1]}
+        again.extra = {"result": last_line(out)}
         proof, out, _ = run_cli(sb, "access: verify --access", "verify", str(manifests), "--access")
-        proof.extra = {"result": out.strip().splitlines()[-1]}
+        proof.extra = {"result": last_line(out)}
         review, _, err = run_cli(
             sb, "access: report access (html)", "report", "access", str(manifests),
             "--out", str(work / "access-report.html"), "--parallelism", str(args.parallelism),
         )  # fmt: skip
-        review.extra = {"result": next(
-            (line for line in err.splitlines() if line.startswith("Access review:")), "?"
-        ).split(". Report digest")[0]}  # fmt: skip
+        review.extra = {"result": line_starting(err, "Access review:").split(". Report digest")[0]}
     finally:
         sb.stop()
     return {"runs": [asdict(r) for r in (plan, apply, again, proof, review)]}
@@ -138,16 +145,14 @@ def resources_scenario(args: argparse.Namespace, work: Path) -> dict[str, Any]:
             sb, f"resources: plan N={args.patients:,}+{count:,}", "plan", str(manifests),
             "--no-estimate",
         )  # fmt: skip
-        plan.extra = {"plan_line": out.strip().splitlines()[-1]}
+        plan.extra = {"plan_line": last_line(out)}
         apply, out, _ = run_cli(
             sb, "resources: apply", "apply", str(manifests), "--auto-approve", "--no-verify",
             "--no-audit", "--parallelism", str(args.parallelism),
         )  # fmt: skip
-        apply.extra = {"result": next(
-            (line for line in out.splitlines() if line.startswith("Apply complete")), "?"
-        )}  # fmt: skip
+        apply.extra = {"result": line_starting(out, "Apply complete")}
         again, out, _ = run_cli(sb, "resources: plan again", "plan", str(manifests), "-q")
-        again.extra = {"result": out.strip().splitlines()[-1]}
+        again.extra = {"result": last_line(out)}
     finally:
         sb.stop()
     return {"runs": [asdict(r) for r in (plan, apply, again)]}
