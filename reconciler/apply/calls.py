@@ -29,15 +29,8 @@ class CallModes:
     """Compartment sizes (read per batch, one search, unless apply's own plan read them less
     than SIZES_FRESH_S ago) and the mode of each propagating call."""
 
-    def __init__(
-        self,
-        client: MedplumClient,
-        propagate_with: str = "auto",
-        *,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
+    def __init__(self, client: MedplumClient, propagate_with: str = "auto") -> None:
         self.client = client
-        self.clock = clock
         self.known: KnownSizes | None = None  # the plan's, when apply planned itself
         self.propagate_with = propagate_with  # auto; sync or async: as the person asked
         self._sizes: dict[str, int] = {}
@@ -49,7 +42,7 @@ class CallModes:
         refs = [c.ref for c in batch if c.ref.startswith("Patient/")
                 and any(s.propagate for s in c.steps)]  # fmt: skip
         known = self.known
-        if known is not None and self.clock() - known.read_at < SIZES_FRESH_S:
+        if known is not None and time.monotonic() - known.read_at < SIZES_FRESH_S:
             planned = {ref: known.sizes[ref] for ref in refs if ref in known.sizes}
             with self._lock:
                 self._sizes.update(planned)

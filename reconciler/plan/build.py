@@ -63,7 +63,7 @@ def build_plan(
         manifest_digest=manifests.digest,
     )
     if quota_points is not None and not plan.is_empty:
-        ahead = sized_ahead(client.pacer.capacity) if for_apply else 0
+        ahead = sized_ahead(client.pacer.capacity) if for_apply is not None else 0
         cost, known = estimate(
             client, plan, quota_points=quota_points, ahead=ahead,
             extras=for_apply or DEFAULTS, parallelism=parallelism,
