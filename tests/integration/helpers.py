@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from pathlib import Path
 from typing import Any
@@ -191,6 +192,11 @@ def run_cli(
     code = main([*args, "--log-format", "json"])
     out, err = capsys.readouterr()
     return code, out, err
+
+
+def log_events(err: str) -> list[dict[str, Any]]:
+    """The JSON log events of a run's stderr (`--log-format json`), in order."""
+    return [json.loads(line) for line in err.splitlines() if line.startswith("{")]
 
 
 def run_cli_app(

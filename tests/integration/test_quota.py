@@ -19,6 +19,7 @@ from reconciler.medplum.ratelimit import parse_ratelimit
 from tests.integration.helpers import (
     create_org,
     create_patients,
+    log_events,
     run_cli,
     run_cli_app,
     seed_store,
@@ -220,7 +221,7 @@ def test_jobs_charging_between_requests_never_get_a_request_refused(
     )  # fmt: skip
     assert code == 0, out + err
     assert "Apply complete! 10 patients updated, 10 accounts added, 0 accounts removed." in out
-    events = [json.loads(line) for line in err.splitlines() if line.startswith("{")]
+    events = log_events(err)
     refused = [e for e in events if e.get("event") == "retrying" and e.get("status") == 429]
     assert refused == []
     finished = next(e for e in events if e.get("event") == "writes finished")
@@ -255,7 +256,7 @@ def test_the_estimate_is_within_ten_percent_of_what_the_server_charged(
     )  # fmt: skip
     assert code == 0, out + err
     charged = sb.stats()["points"]
-    events = [json.loads(line) for line in err.splitlines() if line.startswith("{")]
+    events = log_events(err)
     quota = next(e for e in events if e.get("event") == "quota")
     assert (quota["sync_calls"], quota["async_calls"]) == ((60, 0) if mode == "sync" else (0, 60))
     # The plan assumed the automatic choice: all synchronous (4 resources < 200, ample window).

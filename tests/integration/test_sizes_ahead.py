@@ -3,7 +3,6 @@ writes use those sizes while fresh; a saved plan, or sizes gone stale, are read 
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +17,7 @@ from reconciler.plan.estimate import Extras, overhead_points
 from tests.integration.helpers import (
     accounts_by_ref,
     accounts_of,
+    log_events,
     run_cli,
     seed_store,
     tenant_yaml,
@@ -43,7 +43,7 @@ class Moving:
         """The CLI run, exit 0; its stdout and its `quota` event (apply) or {} (plan)."""
         code, out, err = run_cli(self.sb, self.monkeypatch, self.capsys, *args)
         assert code == 0, out + err
-        events = [json.loads(line) for line in err.splitlines() if line.startswith("{")]
+        events = log_events(err)
         return out, next((e for e in events if e.get("event") == "quota"), {})
 
     def all_moved(self) -> bool:
